@@ -1,0 +1,269 @@
+// The ServableModel implementations (causal LM and encoder) and LoadServableModel.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/core/InferenceMode.h>
+
+#include <atomic>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "common/logging.h"
+#include "common/status_macros.h"
+#include "common/torch_status.h"
+#include "engine/engine_api.h"
+#include "engine/generation_scheduler.h"
+#include "loader/load_pipeline.h"
+#include "models/tokenizer/tokenizer.h"
+#include "quant/quantizer_registry.h"
+
+namespace quantserve::engine {
+namespace {
+
+std::string DtypeName(c10::ScalarType t) {
+  switch (t) {
+    case c10::ScalarType::Float: return "float32";
+    case c10::ScalarType::BFloat16: return "bfloat16";
+    case c10::ScalarType::Half: return "float16";
+    default: return c10::toString(t);
+  }
+}
+
+ModelDescription Describe(const loader::LoadedModel& m) {
+  ModelDescription d;
+  d.architecture = m.config.architecture_name;
+  d.task = m.encoder ? Task::kEmbed : Task::kGenerate;
+  d.quant_method = m.quantizer->quant_method();
+  d.quantization_config_json = m.quantizer->NormalizedConfigJson();
+  d.dtype = DtypeName(m.dtype);
+  d.device = m.device.str();
+  d.memory_footprint_bytes = m.memory_footprint_bytes;
+  d.parameters = m.parameters;
+  d.vocab_size = m.config.vocab_size;
+  d.max_position_embeddings = m.config.max_position_embeddings;
+  d.load_seconds = m.seconds;
+  d.peak_load_memory_bytes = m.peak_rss_growth_bytes;
+  if (m.encoder) d.default_pooling = "mean";
+  return d;
+}
+
+// Shared by both kinds: tokenizer access and the shutdown flag.
+class ServableBase : public ServableModel {
+ public:
+  ServableBase(ModelDescription description, std::shared_ptr<const models::Tokenizer> tokenizer)
+      : description_(std::move(description)), tokenizer_(std::move(tokenizer)) {}
+
+  const ModelDescription& description() const override { return description_; }
+
+  absl::StatusOr<TokenizeResult> Tokenize(std::string_view text,
+                                          bool add_special_tokens) override {
+    QS_RETURN_IF_ERROR(CheckOpen());
+    TokenizeResult out;
+    out.token_ids = tokenizer_->Encode(text, add_special_tokens);
+    out.tokens.reserve(out.token_ids.size());
+    for (int32_t id : out.token_ids) out.tokens.push_back(tokenizer_->IdToToken(id));
+    return out;
+  }
+
+ protected:
+  absl::Status CheckOpen() const {
+    if (shut_down_.load()) return absl::UnavailableError("model is shut down");
+    return absl::OkStatus();
+  }
+  absl::Status WrongTask(const char* rpc) const {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "model is a ", description_.architecture, " (task ",
+        description_.task == Task::kEmbed ? "embed" : "generate", ") and does not serve ", rpc));
+  }
+
+  ModelDescription description_;
+  std::shared_ptr<const models::Tokenizer> tokenizer_;
+  std::atomic<bool> shut_down_{false};
+};
+
+class CausalLmServable final : public ServableBase {
+ public:
+  CausalLmServable(ModelDescription description, std::shared_ptr<const models::Tokenizer> tok,
+                   std::shared_ptr<const models::LlamaForCausalLM> model,
+                   std::vector<int32_t> eos_ids)
+      : ServableBase(std::move(description), tok),
+        model_(model),
+        scheduler_({model, tok, std::move(eos_ids), model->config().max_position_embeddings}) {}
+
+  std::unique_ptr<GenerationHandle> Generate(GenerateParams params,
+                                             std::shared_ptr<GenerateObserver> observer) override {
+    return scheduler_.Generate(std::move(params), std::move(observer));
+  }
+
+  absl::StatusOr<EmbedResult> Embed(const EmbedParams&) override { return WrongTask("Embed"); }
+
+  absl::StatusOr<ScoreResult> Score(const ScoreParams& params) override {
+    QS_RETURN_IF_ERROR(CheckOpen());
+    ScoreResult out;
+    out.token_ids = params.input_ids;
+    if (out.token_ids.empty()) out.token_ids = tokenizer_->Encode(params.text, params.add_special_tokens);
+    const int64_t n = static_cast<int64_t>(out.token_ids.size());
+    if (n < 2) {
+      return absl::InvalidArgumentError(
+          "text: needs at least 2 tokens to score (each token is scored given its prefix)");
+    }
+    const int64_t context = model_->config().max_position_embeddings;
+    if (n > context) {
+      return absl::InvalidArgumentError(absl::StrCat("text: ", n, " tokens exceed the model's context of ",
+                                                     context));
+    }
+    for (int32_t id : out.token_ids) {
+      if (id < 0 || id >= description_.vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat("input_ids: token id ", id,
+                                                       " is outside the vocabulary"));
+      }
+    }
+    QS_RETURN_IF_ERROR(common::TorchCall("score", [&] {
+      c10::InferenceMode inference;
+      models::KvCache cache = model_->NewCache(n);
+      at::Tensor ids = at::tensor(std::vector<int64_t>(out.token_ids.begin(), out.token_ids.end()),
+                                  at::kLong)
+                           .view({1, n})
+                           .to(model_->model->embed_tokens->weight.device());
+      at::Tensor logits = model_->Forward(ids, cache, /*last_only=*/false);  // [n, V]
+      at::Tensor lp = at::log_softmax(logits.narrow(0, 0, n - 1), -1)
+                          .gather(1, ids.squeeze(0).narrow(0, 1, n - 1).unsqueeze(1))
+                          .squeeze(1)
+                          .to(at::kCPU);
+      out.logprobs.assign(lp.const_data_ptr<float>(), lp.const_data_ptr<float>() + (n - 1));
+    }));
+    double sum = 0;
+    for (float v : out.logprobs) sum += v;
+    out.perplexity = std::exp(-sum / static_cast<double>(out.logprobs.size()));
+    return out;
+  }
+
+  void Shutdown() override {
+    shut_down_.store(true);
+    scheduler_.Shutdown();
+  }
+
+ private:
+  std::shared_ptr<const models::LlamaForCausalLM> model_;
+  GenerationScheduler scheduler_;
+};
+
+class EncoderServable final : public ServableBase {
+ public:
+  EncoderServable(ModelDescription description, std::shared_ptr<const models::Tokenizer> tok,
+                  std::shared_ptr<const models::BertModel> model, int64_t max_tokens)
+      : ServableBase(std::move(description), std::move(tok)),
+        model_(std::move(model)),
+        max_tokens_(max_tokens) {}
+
+  std::unique_ptr<GenerationHandle> Generate(GenerateParams,
+                                             std::shared_ptr<GenerateObserver> observer) override {
+    observer->OnFinish(WrongTask("Generate"));
+    return std::make_unique<NoopHandle>();
+  }
+
+  absl::StatusOr<ScoreResult> Score(const ScoreParams&) override { return WrongTask("Score"); }
+
+  absl::StatusOr<EmbedResult> Embed(const EmbedParams& params) override {
+    QS_RETURN_IF_ERROR(CheckOpen());
+    std::string pooling = params.pooling.empty() ? description_.default_pooling : params.pooling;
+    if (pooling != "mean" && pooling != "cls" && pooling != "last") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("pooling: '", pooling, "' is not supported (mean, cls, last)"));
+    }
+    EmbedResult out;
+    for (const std::string& text : params.texts) {
+      std::vector<int32_t> ids = tokenizer_->Encode(text, /*add_special_tokens=*/true);
+      if (static_cast<int64_t>(ids.size()) > max_tokens_) {
+        // Truncate the content but keep the closing special token ([SEP]), as HF truncation.
+        const int32_t last = ids.back();
+        ids.resize(max_tokens_ - 1);
+        ids.push_back(last);
+      }
+      out.prompt_tokens += static_cast<int32_t>(ids.size());
+      const int64_t t = static_cast<int64_t>(ids.size());
+      QS_RETURN_IF_ERROR(common::TorchCall("embed", [&] {
+        c10::InferenceMode inference;
+        at::Tensor input = at::tensor(std::vector<int64_t>(ids.begin(), ids.end()), at::kLong)
+                               .view({1, t})
+                               .to(model_->embeddings->word_embeddings->weight.device());
+        at::Tensor mask = at::ones({1, t}, input.options());
+        at::Tensor pooled =
+            models::PoolEmbeddings(model_->Forward(input, mask), mask, pooling, params.normalize)
+                .to(at::kCPU)
+                .squeeze(0);
+        out.embeddings.emplace_back(pooled.const_data_ptr<float>(),
+                                    pooled.const_data_ptr<float>() + pooled.numel());
+      }));
+    }
+    return out;
+  }
+
+  void Shutdown() override { shut_down_.store(true); }
+
+ private:
+  class NoopHandle final : public GenerationHandle {
+   public:
+    void Cancel() override {}
+  };
+
+  std::shared_ptr<const models::BertModel> model_;
+  int64_t max_tokens_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ServableModel>> LoadServableModel(
+    const LoadOptions& options, const LoadProgressCallback& on_progress) {
+  if (options.num_threads > 0) at::set_num_threads(options.num_threads);
+  loader::LoadPipelineOptions lo;
+  lo.model_dir = options.path;
+  lo.quantization_config_json = options.quantization_config_json;
+  lo.dtype = options.dtype;
+  lo.device = options.device_map;
+  auto loaded = loader::RunLoadPipeline(lo, [&](const loader::LoadPipelineProgress& p) {
+    if (on_progress) {
+      on_progress({p.phase, p.tensors_done, p.tensors_total, p.bytes_done, p.bytes_total});
+    }
+  });
+  if (!loaded.ok()) return loaded.status();
+
+  const std::string tokenizer_path = options.path + "/tokenizer.json";
+  auto tokenizer = models::Tokenizer::FromFile(tokenizer_path);
+  if (!tokenizer.ok()) return common::Annotate(tokenizer.status(), tokenizer_path);
+  std::shared_ptr<const models::Tokenizer> tok(std::move(*tokenizer));
+
+  ModelDescription description = Describe(*loaded);
+  QS_LOG(INFO) << "model loaded" << common::Kv("model", options.name)
+               << common::Kv("architecture", description.architecture)
+               << common::Kv("quant_method", description.quant_method)
+               << common::Kv("dtype", description.dtype) << common::Kv("device", description.device)
+               << common::Kv("parameters", description.parameters)
+               << common::Kv("memory_bytes", description.memory_footprint_bytes)
+               << common::Kv("peak_load_rss_bytes", description.peak_load_memory_bytes)
+               << common::Kv("seconds", description.load_seconds);
+  if (loaded->encoder) {
+    int64_t max_tokens = loaded->config.max_position_embeddings;
+    if (auto t = tok->truncation_max_length(); t.has_value()) {
+      max_tokens = std::min<int64_t>(max_tokens, *t);
+    }
+    return std::unique_ptr<ServableModel>(
+        new EncoderServable(std::move(description), tok, loaded->encoder, max_tokens));
+  }
+  std::vector<int32_t> eos = loaded->config.eos_token_ids;
+  if (eos.empty() && tok->eos_id().has_value()) eos.push_back(*tok->eos_id());
+  return std::unique_ptr<ServableModel>(
+      new CausalLmServable(std::move(description), tok, loaded->causal_lm, std::move(eos)));
+}
+
+std::string DescribeDevices() {
+  std::string out = absl::StrCat("cpu (", at::get_num_threads(), " threads)");
+  if (at::hasCUDA()) absl::StrAppend(&out, ", cuda");
+  return out;
+}
+
+std::vector<std::string> SupportedQuantMethods() {
+  return quant::BuiltinQuantizerRegistry().methods();
+}
+
+}  // namespace quantserve::engine

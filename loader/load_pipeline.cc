@@ -1,0 +1,344 @@
+#include "loader/load_pipeline.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <set>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/status_macros.h"
+#include "common/torch_status.h"
+#include "loader/checkpoint.h"
+#include "loader/dtype.h"
+
+namespace quantserve::loader {
+namespace {
+
+std::optional<c10::ScalarType> ToScalarType(Dtype d) {
+  switch (d) {
+    case Dtype::kBool: return c10::ScalarType::Bool;
+    case Dtype::kU8: return c10::ScalarType::Byte;
+    case Dtype::kI8: return c10::ScalarType::Char;
+    case Dtype::kI16: return c10::ScalarType::Short;
+    case Dtype::kI32: return c10::ScalarType::Int;
+    case Dtype::kI64: return c10::ScalarType::Long;
+    case Dtype::kU16: return c10::ScalarType::UInt16;
+    case Dtype::kU32: return c10::ScalarType::UInt32;
+    case Dtype::kU64: return c10::ScalarType::UInt64;
+    case Dtype::kF16: return c10::ScalarType::Half;
+    case Dtype::kBf16: return c10::ScalarType::BFloat16;
+    case Dtype::kF32: return c10::ScalarType::Float;
+    case Dtype::kF64: return c10::ScalarType::Double;
+    case Dtype::kF8E4M3: return c10::ScalarType::Float8_e4m3fn;
+    case Dtype::kF8E5M2: return c10::ScalarType::Float8_e5m2;
+    default: return std::nullopt;
+  }
+}
+
+bool IsPlainFloat(Dtype d) {
+  return d == Dtype::kF16 || d == Dtype::kBf16 || d == Dtype::kF32 || d == Dtype::kF64;
+}
+
+std::string ShapeString(at::IntArrayRef shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+// Checkpoint tensors transformers ignores on load for these architectures
+// (_keys_to_ignore_on_load_unexpected and heads AutoModel drops).
+bool IsIgnorableUnexpected(const models::ModelConfig& config, const std::string& name) {
+  if (absl::EndsWith(name, "rotary_emb.inv_freq")) return true;
+  if (config.architecture == models::Architecture::kBertModel) {
+    return name == "embeddings.position_ids" || absl::StartsWith(name, "pooler.") ||
+           absl::StartsWith(name, "cls.");
+  }
+  return false;
+}
+
+// Maps a checkpoint key to the model's name space: BERT checkpoints saved from a task model
+// carry the `bert.` base-model prefix, which transformers strips when loading BertModel.
+std::string CanonicalName(const models::ModelConfig& config, const std::string& key) {
+  if (config.architecture == models::Architecture::kBertModel && absl::StartsWith(key, "bert.")) {
+    return key.substr(5);
+  }
+  return key;
+}
+
+std::string ListNames(const std::vector<std::string>& names) {
+  constexpr size_t kMax = 20;
+  std::vector<std::string> shown(names.begin(), names.begin() + std::min(names.size(), kMax));
+  std::string out = absl::StrJoin(shown, ", ");
+  if (names.size() > kMax) absl::StrAppend(&out, ", ... (", names.size() - kMax, " more)");
+  return out;
+}
+
+class Stopwatch {
+ public:
+  double Seconds() const {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  }
+
+ private:
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+};
+
+// Copies one checkpoint tensor to `device`/`dtype`. The source bytes live in the mmap and may
+// be unaligned for their element type (safetensors only aligns the data section start).
+absl::StatusOr<at::Tensor> MaterializeTensor(const CheckpointTensor& t, c10::ScalarType src,
+                                             c10::ScalarType dst, c10::Device device) {
+  absl::Span<const uint8_t> data = t.data();
+  const size_t elem = c10::elementSize(src);
+  at::Tensor out;
+  QS_RETURN_IF_ERROR(common::TorchCall(
+      absl::StrCat("tensor '", t.name(), "' in ", t.shard->path()), [&] {
+        at::Tensor view;
+        if (reinterpret_cast<uintptr_t>(data.data()) % elem == 0) {
+          view = at::from_blob(const_cast<uint8_t*>(data.data()), t.info->shape,
+                               at::TensorOptions().dtype(src));
+        } else {
+          view = at::empty(t.info->shape, at::TensorOptions().dtype(src));
+          std::memcpy(view.data_ptr(), data.data(), data.size());
+        }
+        out = view.to(at::TensorOptions().dtype(dst).device(device), /*non_blocking=*/false,
+                      /*copy=*/true);
+      }));
+  return out;
+}
+
+}  // namespace
+
+int64_t CurrentRssBytes() {
+  FILE* f = std::fopen("/proc/self/statm", "r");
+  if (f == nullptr) return 0;
+  long pages_total = 0, pages_resident = 0;
+  int n = std::fscanf(f, "%ld %ld", &pages_total, &pages_resident);
+  std::fclose(f);
+  if (n != 2) return 0;
+  return static_cast<int64_t>(pages_resident) * sysconf(_SC_PAGESIZE);
+}
+
+absl::StatusOr<c10::ScalarType> ResolveDtype(const std::string& requested,
+                                             const std::string& checkpoint_dtype) {
+  std::string name = requested.empty() ? "auto" : requested;
+  if (name == "auto") name = checkpoint_dtype.empty() ? "float32" : checkpoint_dtype;
+  if (name == "float32" || name == "float") return c10::ScalarType::Float;
+  if (name == "bfloat16") return c10::ScalarType::BFloat16;
+  if (name == "float16" || name == "half") return c10::ScalarType::Half;
+  if (requested == "auto" || requested.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config.json torch_dtype '", checkpoint_dtype,
+        "' cannot be served; pass dtype float32, bfloat16 or float16"));
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "dtype '", requested, "' is not supported (allowed: auto, float32, bfloat16, float16)"));
+}
+
+absl::StatusOr<c10::Device> ResolveDevice(const std::string& requested) {
+  std::string name = requested.empty() ? "cpu" : requested;
+  if (name == "cpu") return c10::Device(c10::kCPU);
+  if (name == "auto") {
+    return at::hasCUDA() ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
+  }
+  if (name == "cuda" || absl::StartsWith(name, "cuda:")) {
+    int index = 0;
+    if (name != "cuda") {
+      const std::string digits = name.substr(5);
+      if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos ||
+          digits.size() > 3) {
+        return absl::InvalidArgumentError(absl::StrCat("device_map '", requested,
+                                                       "' is not a device (cpu, auto, cuda:N)"));
+      }
+      index = std::stoi(digits);
+    }
+    if (!at::hasCUDA()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "device_map '", requested, "' asks for CUDA but this process has no CUDA device"));
+    }
+    return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index));
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("device_map '", requested, "' is not supported (allowed: cpu, auto, cuda, cuda:N)"));
+}
+
+absl::StatusOr<LoadedModel> RunLoadPipeline(
+    const LoadPipelineOptions& options,
+    const std::function<void(const LoadPipelineProgress&)>& on_progress) {
+  Stopwatch clock;
+  const int64_t rss_start = CurrentRssBytes();
+  int64_t rss_peak = rss_start;
+  auto report = [&](LoadPipelineProgress p) {
+    if (on_progress) on_progress(p);
+  };
+  common::Env* env = options.env;
+  const quant::QuantizerRegistry& registry =
+      options.registry ? *options.registry : quant::BuiltinQuantizerRegistry();
+
+  // 1. Configuration.
+  report({.phase = "config"});
+  if (!env->IsDirectory(options.model_dir)) {
+    return absl::NotFoundError(absl::StrCat("model directory ", options.model_dir, " not found"));
+  }
+  const std::string config_path = options.model_dir + "/config.json";
+  auto config_text = env->ReadFileToString(config_path);
+  if (!config_text.ok()) {
+    return common::Annotate(config_text.status(), "reading config.json");
+  }
+  std::string generation_text;
+  const std::string generation_path = options.model_dir + "/generation_config.json";
+  if (env->FileExists(generation_path)) {
+    QS_ASSIGN_OR_RETURN(generation_text, env->ReadFileToString(generation_path));
+  }
+  LoadedModel out;
+  QS_ASSIGN_OR_RETURN(out.config, models::ParseModelConfig(*config_text, generation_text));
+  const models::ModelConfig& config = out.config;
+
+  // 2-4. Quantizer, environment, dtype and device.
+  report({.phase = "quantizer"});
+  QS_ASSIGN_OR_RETURN(out.quantizer,
+                      registry.Create(options.quantization_config_json,
+                                      config.quantization_config_json));
+  quant::LoadTarget target;
+  target.checkpoint_is_prequantized = !config.quantization_config_json.empty();
+  QS_ASSIGN_OR_RETURN(target.dtype, ResolveDtype(options.dtype, config.torch_dtype));
+  QS_ASSIGN_OR_RETURN(target.device, ResolveDevice(options.device));
+  QS_RETURN_IF_ERROR(out.quantizer->ValidateEnvironment(target));
+  target.dtype = out.quantizer->UpdateTorchDtype(target.dtype);
+  out.dtype = target.dtype;
+  out.device = target.device;
+
+  // 5. Skeleton on the meta device, then the quantizer swaps its modules in.
+  report({.phase = "skeleton"});
+  models::Module* root = nullptr;
+  QS_RETURN_IF_ERROR(common::TorchCall("building the model skeleton", [&] {
+    if (config.architecture == models::Architecture::kBertModel) {
+      out.encoder = std::make_shared<models::BertModel>(config, target.dtype);
+      root = out.encoder.get();
+    } else {
+      out.causal_lm = std::make_shared<models::LlamaForCausalLM>(config, target.dtype);
+      root = out.causal_lm.get();
+    }
+  }));
+  QS_RETURN_IF_ERROR(out.quantizer->ProcessModelBeforeWeightLoading(*root, target));
+
+  // 6. Reconcile the checkpoint with the expected parameters.
+  QS_ASSIGN_OR_RETURN(auto checkpoint, Checkpoint::Open(env, options.model_dir));
+  std::unordered_map<std::string, models::ParamSlot> slots;
+  std::vector<std::string> tied;
+  for (auto& named : root->NamedParameters()) {
+    if (!named.slot.tied_to.empty()) {
+      tied.push_back(named.name);
+      continue;
+    }
+    slots.emplace(named.name, named.slot);
+  }
+  std::vector<const CheckpointTensor*> to_load;
+  std::vector<std::string> unexpected;
+  std::unordered_set<std::string> seen;
+  for (const CheckpointTensor& t : checkpoint->tensors()) {
+    const std::string name = CanonicalName(config, t.name());
+    if (slots.count(name) != 0) {
+      if (!seen.insert(name).second) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("checkpoint has tensor '", name, "' twice (with and without prefix)"));
+      }
+      to_load.push_back(&t);
+    } else if (std::find(tied.begin(), tied.end(), name) != tied.end() ||
+               IsIgnorableUnexpected(config, name)) {
+      continue;  // tied weights are re-bound after loading, as transformers does
+    } else {
+      unexpected.push_back(t.name());
+    }
+  }
+  std::vector<std::string> missing;
+  for (const auto& [name, slot] : slots) {
+    if (slot.kind == models::ParamKind::kRequired && seen.count(name) == 0) missing.push_back(name);
+  }
+  std::sort(missing.begin(), missing.end());
+  if (!missing.empty() || !unexpected.empty()) {
+    std::string msg = absl::StrCat("checkpoint ", checkpoint->source_path(),
+                                   " does not match ", config.architecture_name, ":");
+    if (!missing.empty()) {
+      absl::StrAppend(&msg, " missing tensors (", missing.size(), "): ", ListNames(missing), ";");
+    }
+    if (!unexpected.empty()) {
+      absl::StrAppend(&msg, " unexpected tensors (", unexpected.size(), "): ",
+                      ListNames(unexpected), ";");
+    }
+    return absl::InvalidArgumentError(msg);
+  }
+
+  // 7. Stream tensors one at a time onto the target device.
+  LoadPipelineProgress progress{.phase = "weights",
+                                .tensors_total = static_cast<int64_t>(to_load.size())};
+  for (const CheckpointTensor* t : to_load) progress.bytes_total += t->info->byte_size();
+  report(progress);
+  for (const CheckpointTensor* t : to_load) {
+    const std::string name = CanonicalName(config, t->name());
+    models::ParamSlot& slot = slots.at(name);
+    const auto src = ToScalarType(t->info->dtype);
+    if (!src.has_value()) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor '", t->name(), "' in ",
+                                                     t->shard->path(), " has dtype ",
+                                                     DtypeName(t->info->dtype),
+                                                     ", which cannot be loaded"));
+    }
+    if (out.quantizer->CheckQuantizedParam(name)) {
+      QS_ASSIGN_OR_RETURN(at::Tensor value, MaterializeTensor(*t, *src, *src, c10::kCPU));
+      QS_RETURN_IF_ERROR(out.quantizer->CreateQuantizedParam(name, value, slot, target));
+    } else {
+      if (!IsPlainFloat(t->info->dtype)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "tensor '", t->name(), "' in ", t->shard->path(), " has dtype ",
+            DtypeName(t->info->dtype), " but the model expects a floating-point tensor"));
+      }
+      const at::Tensor& meta = *slot.tensor;
+      if (meta.sizes() != at::IntArrayRef(t->info->shape)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "tensor '", t->name(), "' in ", t->shard->path(), " has shape ",
+            ShapeString(t->info->shape), " but ", config.architecture_name, " expects ",
+            ShapeString(meta.sizes())));
+      }
+      QS_ASSIGN_OR_RETURN(*slot.tensor,
+                          MaterializeTensor(*t, *src, meta.scalar_type(), target.device));
+    }
+    t->shard->ReleaseTensorData(*t->info);
+    rss_peak = std::max(rss_peak, CurrentRssBytes());
+    progress.tensors_done += 1;
+    progress.bytes_done += static_cast<int64_t>(t->info->byte_size());
+    report(progress);
+  }
+  checkpoint.reset();
+
+  // 8. Tie, post-process, verify nothing is left on the meta device.
+  report({.phase = "post_process", .tensors_done = progress.tensors_done,
+          .tensors_total = progress.tensors_total, .bytes_done = progress.bytes_done,
+          .bytes_total = progress.bytes_total});
+  if (out.causal_lm) out.causal_lm->FinishLoading();
+  QS_RETURN_IF_ERROR(out.quantizer->ProcessModelAfterWeightLoading(*root, target));
+  std::unordered_set<const void*> counted;
+  for (const auto& named : root->NamedParameters()) {
+    const at::Tensor& t = *named.slot.tensor;
+    if (!t.defined() || t.is_meta()) {
+      if (named.slot.kind == models::ParamKind::kOptional) continue;
+      return absl::InternalError(absl::StrCat("parameter '", named.name, "' was not loaded"));
+    }
+    if (!counted.insert(t.data_ptr()).second) continue;  // tied: count once, like transformers
+    out.parameters += t.numel();
+    out.memory_footprint_bytes += t.numel() * static_cast<int64_t>(t.element_size());
+  }
+  out.peak_rss_growth_bytes = std::max<int64_t>(0, rss_peak - rss_start);
+  out.seconds = clock.Seconds();
+  report({.phase = "ready", .tensors_done = progress.tensors_done,
+          .tensors_total = progress.tensors_total, .bytes_done = progress.bytes_done,
+          .bytes_total = progress.bytes_total});
+  return out;
+}
+
+}  // namespace quantserve::loader

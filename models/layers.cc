@@ -1,0 +1,61 @@
+#include "models/layers.h"
+
+#include <ATen/ATen.h>
+
+namespace quantserve::models {
+
+at::Tensor MetaTensor(const std::vector<int64_t>& shape, c10::ScalarType dtype) {
+  return at::empty(shape, at::TensorOptions().dtype(dtype).device(at::kMeta));
+}
+
+DenseLinear::DenseLinear(const LinearOptions& options) : Linear(options) {
+  weight = MetaTensor({options.out_features, options.in_features}, options.dtype);
+  RegisterParameter("weight", &weight);
+  if (options.bias) {
+    bias = MetaTensor({options.out_features}, options.dtype);
+    RegisterParameter("bias", &bias);
+  }
+}
+
+at::Tensor DenseLinear::Forward(const at::Tensor& x) const {
+  return at::linear(x, weight, bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt);
+}
+
+int64_t DenseLinear::memory_footprint_bytes() const {
+  int64_t n = weight.numel() * weight.element_size();
+  if (bias.defined()) n += bias.numel() * bias.element_size();
+  return n;
+}
+
+Embedding::Embedding(int64_t num_embeddings, int64_t dim, c10::ScalarType dtype) {
+  weight = MetaTensor({num_embeddings, dim}, dtype);
+  RegisterParameter("weight", &weight);
+}
+
+at::Tensor Embedding::Forward(const at::Tensor& ids) const { return at::embedding(weight, ids); }
+
+RmsNorm::RmsNorm(int64_t dim, double eps, c10::ScalarType dtype) : eps_(eps) {
+  weight = MetaTensor({dim}, dtype);
+  RegisterParameter("weight", &weight);
+}
+
+at::Tensor RmsNorm::Forward(const at::Tensor& x) const {
+  const auto input_dtype = x.scalar_type();
+  at::Tensor h = x.to(at::kFloat);
+  at::Tensor variance = h.pow(2).mean(-1, /*keepdim=*/true);
+  h = h * at::rsqrt(variance + eps_);
+  return weight * h.to(input_dtype);
+}
+
+LayerNorm::LayerNorm(int64_t dim, double eps, c10::ScalarType dtype) : dim_(dim), eps_(eps) {
+  weight = MetaTensor({dim}, dtype);
+  bias = MetaTensor({dim}, dtype);
+  RegisterParameter("weight", &weight);
+  RegisterParameter("bias", &bias);
+}
+
+at::Tensor LayerNorm::Forward(const at::Tensor& x) const {
+  return at::layer_norm(x, {dim_}, weight, bias, eps_);
+}
+
+}  // namespace quantserve::models

@@ -1,0 +1,100 @@
+#pragma once
+// A minimal module tree over ATen tensors, named exactly like the HF checkpoint keys.
+//
+// Why not torch::nn::Module: the load pipeline builds every model on the meta device and then
+// rebinds each parameter to a materialized (possibly quantized) tensor as it streams in.
+// torch::nn::Module keeps parameters in an OrderedDict that refuses re-registration and
+// `set_data` refuses meta -> CPU, and its headers double the compile time of every model TU.
+//
+// A `Module` registers parameters (as pointers to its own `at::Tensor` members) and child
+// modules under their HF names; `NamedParameters()` walks the tree and yields dotted names
+// ("model.layers.0.self_attn.q_proj.weight") with a slot the loader fills.
+//
+// Thread-safety: the tree is built and loaded on one thread; afterwards forward passes only
+// read it and may run concurrently.
+
+#include <ATen/core/Tensor.h>
+
+#include "absl/status/status.h"
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace quantserve::models {
+
+// Where a parameter's value comes from.
+enum class ParamKind {
+  kRequired,  // must be in the checkpoint
+  kOptional,  // may be absent; left as initialized (e.g. zeros)
+};
+
+// One loadable tensor of a module: its expected shape/dtype on the skeleton and where to store
+// the materialized value.
+struct ParamSlot {
+  at::Tensor* tensor = nullptr;  // points into the owning module
+  ParamKind kind = ParamKind::kRequired;
+  // Set for parameters that are not loaded but aliased to another one after loading
+  // (tie_word_embeddings): the dotted name of the source parameter.
+  std::string tied_to;
+};
+
+class Module {
+ public:
+  Module() = default;
+  Module(const Module&) = delete;
+  Module& operator=(const Module&) = delete;
+  virtual ~Module() = default;
+
+  struct NamedSlot {
+    std::string name;
+    ParamSlot slot;
+  };
+  // Every parameter in the tree, depth-first in registration order, with dotted names.
+  std::vector<NamedSlot> NamedParameters(const std::string& prefix = "") const;
+
+  struct NamedModule {
+    std::string name;
+    Module* module;
+  };
+  // Every module in the tree (this one first, named `prefix`).
+  std::vector<NamedModule> NamedModules(const std::string& prefix = "");
+
+  // Replaces the direct child registered as `name` with `child`; the holder passed at
+  // registration is updated so the parent's forward uses the new module. NOT_FOUND for an
+  // unknown name, INVALID_ARGUMENT when `child` is not of the holder's type.
+  absl::Status ReplaceChild(const std::string& name, std::shared_ptr<Module> child);
+
+  // Marks this module's parameter `param` as an alias of the tree parameter `source` (dotted
+  // name from the root): the loader does not expect it and binds it after loading.
+  absl::Status MarkTied(const std::string& param, std::string source);
+
+  virtual const char* type_name() const = 0;
+
+ protected:
+  void RegisterParameter(std::string name, at::Tensor* tensor,
+                         ParamKind kind = ParamKind::kRequired, std::string tied_to = "");
+  // `holder` is the parent's member that owns the child; ReplaceChild writes through it.
+  template <typename T>
+  void RegisterModule(std::string name, std::shared_ptr<T>* holder) {
+    children_.push_back(
+        {std::move(name), *holder, [holder](std::shared_ptr<Module> m) {
+           auto typed = std::dynamic_pointer_cast<T>(m);
+           if (typed) *holder = std::move(typed);
+           return typed != nullptr;
+         }});
+  }
+
+ private:
+  struct Child {
+    std::string name;
+    std::shared_ptr<Module> module;
+    std::function<bool(std::shared_ptr<Module>)> rebind;
+  };
+  std::vector<std::pair<std::string, ParamSlot>> params_;
+  std::vector<Child> children_;
+};
+
+}  // namespace quantserve::models

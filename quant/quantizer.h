@@ -1,0 +1,75 @@
+#pragma once
+// Quantizer: one quantization method's part in loading a model, with transformers'
+// HfQuantizer hooks in the order from_pretrained calls them:
+//
+//   ValidateEnvironment -> UpdateTorchDtype -> UpdateDevice
+//   -> ProcessModelBeforeWeightLoading   (on the meta-device skeleton: swap Linear modules)
+//   -> for each streamed tensor: CheckQuantizedParam ? CreateQuantizedParam : plain copy
+//   -> ProcessModelAfterWeightLoading    (repack for kernels, free scratch)
+//
+// A Quantizer is created per load from its parsed config by the QuantizerRegistry, used by
+// one load thread, then kept with the model (its normalized config is reported in ModelInfo).
+// Not thread-safe; the loader calls it from one thread.
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "models/module.h"
+
+namespace quantserve::quant {
+
+// What transformers' HfQuantizer exposes as class attributes.
+struct QuantizerTraits {
+  bool requires_calibration = false;  // can only load checkpoints quantized offline
+  bool is_serializable = true;        // SaveModel can write its layout
+  bool is_trainable = false;
+  bool requires_parameters_quantization = false;  // CreateQuantizedParam does the work
+};
+
+// Where and how the model is being loaded.
+struct LoadTarget {
+  c10::Device device = c10::Device(c10::kCPU);
+  c10::ScalarType dtype = c10::ScalarType::Float;  // compute dtype after UpdateTorchDtype
+  bool checkpoint_is_prequantized = false;        // config.json carried a quantization_config
+};
+
+class Quantizer {
+ public:
+  virtual ~Quantizer() = default;
+
+  // The HF `quant_method` string ("bitsandbytes", "gptq", ...; "none" when unquantized).
+  virtual const std::string& quant_method() const = 0;
+  virtual const QuantizerTraits& traits() const = 0;
+  // The config as JSON with every default filled in (what ModelInfo reports).
+  virtual std::string NormalizedConfigJson() const = 0;
+
+  // FAILED_PRECONDITION when this method cannot run here (device, calibration-only on an
+  // unquantized checkpoint, ...).
+  virtual absl::Status ValidateEnvironment(const LoadTarget& target) { return absl::OkStatus(); }
+  // Returns the compute dtype to use, given the one requested (after "auto" resolution).
+  virtual c10::ScalarType UpdateTorchDtype(c10::ScalarType requested) { return requested; }
+  virtual absl::Status ProcessModelBeforeWeightLoading(models::Module& root,
+                                                       const LoadTarget& target) {
+    return absl::OkStatus();
+  }
+  // True when the checkpoint tensor `name` must go through CreateQuantizedParam.
+  virtual bool CheckQuantizedParam(const std::string& name) const { return false; }
+  // Quantizes or repacks `value` (the checkpoint tensor, on CPU, checkpoint dtype) into the
+  // model; DATA_LOSS/INVALID_ARGUMENT naming `name` on bad input.
+  virtual absl::Status CreateQuantizedParam(const std::string& name, const at::Tensor& value,
+                                            models::ParamSlot& slot, const LoadTarget& target) {
+    return absl::UnimplementedError("CreateQuantizedParam is not implemented for " +
+                                    quant_method());
+  }
+  virtual absl::Status ProcessModelAfterWeightLoading(models::Module& root,
+                                                      const LoadTarget& target) {
+    return absl::OkStatus();
+  }
+};
+
+}  // namespace quantserve::quant

@@ -1,0 +1,64 @@
+# Shared by the scripts in this folder: paths, logging, and idempotent install steps.
+# Sourced, not run.
+set -euo pipefail
+
+QS_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+QS_CACHE_DIR="${QS_CACHE_DIR:-$HOME/.cache/quantserve}"
+QS_BUILD_DIR="${QS_BUILD_DIR:-$QS_ROOT/build}"
+QS_JOBS="${QS_JOBS:-$(nproc)}"
+
+log() { printf '[quantserve %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+APT_PACKAGES=(
+  build-essential cmake ninja-build ccache pkg-config git
+  python3 python3-venv python3-pip
+  libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libabsl-dev prometheus-cpp-dev nlohmann-json3-dev libpcre2-dev
+  libgtest-dev libgmock-dev
+  bible-kjv
+)
+
+# Installs the Debian packages that are missing (no apt-get at all when none are).
+ensure_apt() {
+  local missing=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -eq 0 ]; then return; fi
+  log "installing Debian packages: ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# The project venv lives in the cache, keyed by requirements.txt's hash, so fresh clones
+# reuse it; .venv in the checkout is a link to it (CMake finds LibTorch there).
+ensure_venv() {
+  local hash venv
+  hash="$(sha256sum "$QS_ROOT/requirements.txt" | cut -c1-16)"
+  venv="$QS_CACHE_DIR/venv-$hash"
+  if [ ! -f "$venv/.complete" ]; then
+    log "creating Python venv $venv (torch + fixture packages; first time only)"
+    rm -rf "$venv"
+    mkdir -p "$QS_CACHE_DIR"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --upgrade pip
+    "$venv/bin/pip" install -q -r "$QS_ROOT/requirements.txt"
+    touch "$venv/.complete"
+  fi
+  if [ "$(readlink -f "$QS_ROOT/.venv" 2>/dev/null)" != "$(readlink -f "$venv")" ]; then
+    rm -rf "$QS_ROOT/.venv"
+    ln -s "$venv" "$QS_ROOT/.venv"
+  fi
+}
+
+# Configures (once) and builds the given targets (all when none).
+build() {
+  export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
+  if [ ! -f "$QS_BUILD_DIR/build.ninja" ]; then
+    cmake -S "$QS_ROOT" -B "$QS_BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  fi
+  log "building ${*:-all targets} in $QS_BUILD_DIR"
+  cmake --build "$QS_BUILD_DIR" -j "$QS_JOBS" ${1:+--target "$@"}
+}
