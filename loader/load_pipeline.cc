@@ -286,7 +286,7 @@ absl::StatusOr<LoadedModel> RunLoadPipeline(
     if (!src.has_value()) {
       return absl::InvalidArgumentError(absl::StrCat("tensor '", t->name(), "' in ",
                                                      t->shard->path(), " has dtype ",
-                                                     DtypeName(t->info->dtype),
+                                                     std::string(DtypeName(t->info->dtype)),
                                                      ", which cannot be loaded"));
     }
     if (out.quantizer->CheckQuantizedParam(name)) {
@@ -296,7 +296,7 @@ absl::StatusOr<LoadedModel> RunLoadPipeline(
       if (!IsPlainFloat(t->info->dtype)) {
         return absl::InvalidArgumentError(absl::StrCat(
             "tensor '", t->name(), "' in ", t->shard->path(), " has dtype ",
-            DtypeName(t->info->dtype), " but the model expects a floating-point tensor"));
+            std::string(DtypeName(t->info->dtype)), " but the model expects a floating-point tensor"));
       }
       const at::Tensor& meta = *slot.tensor;
       if (meta.sizes() != at::IntArrayRef(t->info->shape)) {

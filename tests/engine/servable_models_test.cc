@@ -1,0 +1,210 @@
+// The engine against transformers / sentence-transformers reference outputs, without gRPC:
+// greedy tokens must match exactly in float32 and logprobs within 1e-4.
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <condition_variable>
+#include <mutex>
+
+#include "engine/engine_api.h"
+#include "tests/testing/fixtures.h"
+
+namespace quantserve::engine {
+namespace {
+
+using quantserve::testing::FixturePath;
+using quantserve::testing::ReadJsonFile;
+
+// Collects a generation's output and waits for OnFinish.
+class Collector final : public GenerateObserver {
+ public:
+  void OnChunk(GenerateChunk chunk) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (size_t i = 0; i < chunk.token_ids.size(); ++i) {
+      ids.push_back(chunk.token_ids[i]);
+      if (i < chunk.logprobs.size()) logprobs.push_back(chunk.logprobs[i]);
+    }
+    text += chunk.text;
+  }
+  void OnFinish(absl::StatusOr<GenerateFinish> f) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    finish = std::move(f);
+    if (finish.ok()) text += finish->text;
+    done_ = true;
+    cv_.notify_all();
+  }
+  void Wait() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return done_; });
+  }
+  std::vector<int32_t> ids;
+  std::vector<float> logprobs;
+  std::string text;
+  absl::StatusOr<GenerateFinish> finish = absl::UnknownError("not finished");
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+};
+
+std::unique_ptr<ServableModel> Load(const std::string& dir, const std::string& dtype = "float32") {
+  LoadOptions options;
+  options.name = dir;
+  options.path = dir;
+  options.dtype = dtype;
+  auto model = LoadServableModel(options, nullptr);
+  EXPECT_TRUE(model.ok()) << model.status();
+  return model.ok() ? std::move(*model) : nullptr;
+}
+
+class CausalLmReferenceTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(CausalLmReferenceTest, GreedyTokensAndScoresMatchTransformers) {
+  const std::string dir = FixturePath(GetParam());
+  auto model = Load(dir);
+  ASSERT_NE(model, nullptr);
+  nlohmann::json ref = ReadJsonFile(dir + "/reference.json");
+  ASSERT_TRUE(ref.contains("prompts"));
+  for (const auto& prompt : ref["prompts"]) {
+    GenerateParams p;
+    p.input_ids = prompt["input_ids"].get<std::vector<int32_t>>();
+    auto expected = prompt["greedy_ids"].get<std::vector<int32_t>>();
+    p.max_new_tokens = static_cast<int32_t>(expected.size());
+    p.ignore_eos = true;
+    p.logprobs = 1;
+    auto collector = std::make_shared<Collector>();
+    auto handle = model->Generate(p, collector);
+    collector->Wait();
+    ASSERT_TRUE(collector->finish.ok()) << collector->finish.status();
+    EXPECT_EQ(collector->ids, expected) << "prompt: " << prompt["text"];
+    auto expected_lp = prompt["greedy_logprobs"].get<std::vector<float>>();
+    ASSERT_EQ(collector->logprobs.size(), expected_lp.size());
+    for (size_t i = 0; i < expected_lp.size(); ++i) {
+      EXPECT_NEAR(collector->logprobs[i], expected_lp[i], 1e-4) << "step " << i;
+    }
+    // Tokenizing the text gives the reference ids too.
+    auto tokens = model->Tokenize(prompt["text"].get<std::string>(), true);
+    ASSERT_TRUE(tokens.ok());
+    EXPECT_EQ(tokens->token_ids, p.input_ids);
+  }
+  for (const auto& item : ref["score"]) {
+    ScoreParams sp;
+    sp.input_ids = item["input_ids"].get<std::vector<int32_t>>();
+    auto result = model->Score(sp);
+    ASSERT_TRUE(result.ok()) << result.status();
+    auto expected = item["logprobs"].get<std::vector<float>>();
+    ASSERT_EQ(result->logprobs.size(), expected.size());
+    double max_err = 0;
+    for (size_t i = 0; i < expected.size(); ++i) {
+      max_err = std::max(max_err, std::abs(double(result->logprobs[i]) - expected[i]));
+    }
+    EXPECT_LE(max_err, 1e-4);
+    EXPECT_NEAR(result->perplexity, item["perplexity"].get<double>(),
+                1e-3 * item["perplexity"].get<double>());
+  }
+  model->Shutdown();
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, CausalLmReferenceTest,
+                         ::testing::Values("tiny-llama", "tiny-qwen2", "tiny-mistral"),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           for (char& c : n) if (c == '-') c = '_';
+                           return n;
+                         });
+
+TEST(EncoderReferenceTest, MiniLmEmbeddingsMatchSentenceTransformers) {
+  const std::string dir = FixturePath("minilm");
+  auto model = Load(dir);
+  ASSERT_NE(model, nullptr);
+  EXPECT_EQ(model->description().task, Task::kEmbed);
+  nlohmann::json ref = ReadJsonFile(dir + "/reference.json");
+  EmbedParams p;
+  p.texts = ref["texts"].get<std::vector<std::string>>();
+  for (const char* pooling : {"mean", "cls"}) {
+    p.pooling = pooling;
+    auto result = model->Embed(p);
+    ASSERT_TRUE(result.ok()) << result.status();
+    const auto& expected =
+        ref[std::string(pooling) == "mean" ? "embeddings" : "embeddings_cls"];
+    ASSERT_EQ(result->embeddings.size(), expected.size());
+    for (size_t i = 0; i < expected.size(); ++i) {
+      auto e = expected[i].get<std::vector<float>>();
+      const auto& a = result->embeddings[i];
+      ASSERT_EQ(a.size(), e.size());
+      double dot = 0, na = 0, ne = 0;
+      for (size_t k = 0; k < e.size(); ++k) {
+        dot += double(a[k]) * e[k];
+        na += double(a[k]) * a[k];
+        ne += double(e[k]) * e[k];
+      }
+      EXPECT_GE(dot / std::sqrt(na * ne), 0.9999) << pooling << " text " << i;
+    }
+  }
+}
+
+TEST(ServableModelTest, RejectsRequestsForTheOtherTask) {
+  auto encoder = Load(FixturePath("minilm"));
+  ASSERT_NE(encoder, nullptr);
+  EXPECT_EQ(encoder->Score(ScoreParams{.text = "hello there"}).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  auto lm = Load(FixturePath("tiny-llama"));
+  ASSERT_NE(lm, nullptr);
+  EXPECT_EQ(lm->Embed(EmbedParams{.texts = {"x"}}).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  lm->Shutdown();
+}
+
+TEST(ServableModelTest, GenerationErrorsAndStops) {
+  auto lm = Load(FixturePath("tiny-llama"));
+  ASSERT_NE(lm, nullptr);
+  {
+    auto c = std::make_shared<Collector>();
+    GenerateParams p;
+    p.input_ids = {1, 999999};
+    lm->Generate(p, c);
+    c->Wait();
+    EXPECT_EQ(c->finish.status().code(), absl::StatusCode::kInvalidArgument);
+  }
+  {
+    // Sampling with a seed is reproducible.
+    GenerateParams p;
+    p.prompt = "In the beginning";
+    p.max_new_tokens = 16;
+    p.ignore_eos = true;
+    p.sampling.temperature = 1.0f;
+    p.sampling.seed = 42;
+    auto a = std::make_shared<Collector>();
+    auto b = std::make_shared<Collector>();
+    lm->Generate(p, a);
+    lm->Generate(p, b);
+    a->Wait();
+    b->Wait();
+    ASSERT_TRUE(a->finish.ok());
+    EXPECT_EQ(a->ids, b->ids);
+    EXPECT_EQ(a->ids.size(), 16u);
+  }
+  {
+    // Cancelling before the request runs finishes it as cancelled with no tokens.
+    GenerateParams p;
+    p.prompt = "And";
+    p.max_new_tokens = 2000;
+    p.ignore_eos = true;
+    auto c = std::make_shared<Collector>();
+    auto handle = lm->Generate(p, c);
+    handle->Cancel();
+    c->Wait();
+    ASSERT_TRUE(c->finish.ok());
+    EXPECT_EQ(c->finish->reason, FinishReason::kCancelled);
+  }
+  lm->Shutdown();
+  auto c = std::make_shared<Collector>();
+  lm->Generate(GenerateParams{.prompt = "x"}, c);
+  c->Wait();
+  EXPECT_EQ(c->finish.status().code(), absl::StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace quantserve::engine
