@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
+#include <malloc.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -171,6 +172,8 @@ absl::StatusOr<LoadedModel> RunLoadPipeline(
     const LoadPipelineOptions& options,
     const std::function<void(const LoadPipelineProgress&)>& on_progress) {
   Stopwatch clock;
+  // Return freed heap to the OS first, so the baseline is honest and growth is measured.
+  ::malloc_trim(0);
   const int64_t rss_start = CurrentRssBytes();
   int64_t rss_peak = rss_start;
   auto report = [&](LoadPipelineProgress p) {
