@@ -181,8 +181,8 @@ void AddedVocabulary::SplitWith(const Matcher& matcher, absl::string_view text,
       stop += LeadingWhitespaceLength(text.substr(stop));
     }
     if (start_offset < start) {
-      out->push_back(Split{std::string(text.substr(start_offset, start - start_offset)),
-                           std::nullopt});
+      out->push_back(
+          Split{std::string(text.substr(start_offset, start - start_offset)), std::nullopt});
     }
     out->push_back(Split{std::string(text.substr(start, stop - start)), match.id});
     start_offset = stop;

@@ -13,8 +13,7 @@ namespace quantserve::models::internal {
 namespace {
 
 uint64_t PairKey(int32_t left, int32_t right) {
-  return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) |
-         static_cast<uint32_t>(right);
+  return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
 }
 
 // Reads "merges" in either serialization: ["a b", ...] (legacy) or [["a", "b"], ...].
@@ -34,15 +33,15 @@ absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ParseMerges(
       if (parts.size() != 2) {
         return absl::InvalidArgumentError(absl::StrCat("tokenizer.json: ", path, ".merges[", i,
                                                        "] must be two tokens separated by one "
-                                                       "space, got '", line, "'"));
+                                                       "space, got '",
+                                                       line, "'"));
       }
       merges.emplace_back(std::move(parts[0]), std::move(parts[1]));
-    } else if (item.is_array() && item.size() == 2 && item[0].is_string() &&
-               item[1].is_string()) {
+    } else if (item.is_array() && item.size() == 2 && item[0].is_string() && item[1].is_string()) {
       merges.emplace_back(item[0].get<std::string>(), item[1].get<std::string>());
     } else {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "tokenizer.json: ", path, ".merges[", i, "] must be \"a b\" or [\"a\", \"b\"]"));
+      return absl::InvalidArgumentError(absl::StrCat("tokenizer.json: ", path, ".merges[", i,
+                                                     "] must be \"a b\" or [\"a\", \"b\"]"));
     }
   }
   return merges;
@@ -80,9 +79,9 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Create(const Json& config,
   const Json* dropout = config.contains("dropout") ? &config["dropout"] : nullptr;
   if (dropout != nullptr && !dropout->is_null() &&
       !(dropout->is_number() && dropout->get<double>() == 0.0)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "tokenizer.json: ", FieldPath(path, "dropout"), ": BPE dropout is training-only and not "
-        "supported; set it to null"));
+    return absl::InvalidArgumentError(absl::StrCat("tokenizer.json: ", FieldPath(path, "dropout"),
+                                                   ": BPE dropout is training-only and not "
+                                                   "supported; set it to null"));
   }
   QS_ASSIGN_OR_RETURN(model->fuse_unk_, GetBool(config, "fuse_unk", false, path));
   QS_ASSIGN_OR_RETURN(model->byte_fallback_, GetBool(config, "byte_fallback", false, path));
@@ -96,9 +95,9 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Create(const Json& config,
   if (unk.has_value()) {
     model->unk_id_ = model->vocab_.Find(*unk);
     if (!model->unk_id_.has_value()) {
-      return absl::InvalidArgumentError(absl::StrCat("tokenizer.json: ",
-                                                     FieldPath(path, "unk_token"), " '", *unk,
-                                                     "' is not in the vocabulary"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tokenizer.json: ", FieldPath(path, "unk_token"), " '", *unk,
+                       "' is not in the vocabulary"));
     }
   }
   for (int b = 0; b < 256; ++b) {
@@ -145,8 +144,15 @@ std::vector<int32_t> BpeModel::MergeWord(absl::string_view piece) const {
     symbols.push_back(Symbol{id, index - 1, -1, len});
   };
 
-  // Pending unknown run (id, byte length), flushed before the next known symbol.
-  std::optional<std::pair<int32_t, uint32_t>> unk;
+  // Pending run of unknown characters (byte length; 0 = none), flushed before the next known
+  // symbol. Like HF, byte-fallback symbols do not flush it.
+  uint32_t unk_len = 0;
+  auto flush_unk = [&] {
+    if (unk_len > 0) {
+      add(*unk_id_, unk_len);
+      unk_len = 0;
+    }
+  };
   std::string text;
   size_t pos = 0;
   while (pos < piece.size()) {
@@ -163,10 +169,7 @@ std::vector<int32_t> BpeModel::MergeWord(absl::string_view piece) const {
       text += end_of_word_suffix_;
     }
     if (std::optional<int32_t> id = vocab_.Find(text)) {
-      if (unk.has_value()) {
-        add(unk->first, unk->second);
-        unk.reset();
-      }
+      flush_unk();
       add(*id, byte_len);
       continue;
     }
@@ -185,18 +188,12 @@ std::vector<int32_t> BpeModel::MergeWord(absl::string_view piece) const {
     if (!unk_id_.has_value()) {
       continue;  // no unk token: HF drops the character
     }
-    if (unk.has_value() && fuse_unk_) {
-      unk->second += byte_len;
-    } else {
-      if (unk.has_value()) {
-        add(unk->first, unk->second);
-      }
-      unk = std::make_pair(*unk_id_, byte_len);
+    if (!fuse_unk_) {
+      flush_unk();
     }
+    unk_len += byte_len;
   }
-  if (unk.has_value()) {
-    add(unk->first, unk->second);
-  }
+  flush_unk();
 
   std::priority_queue<Candidate, std::vector<Candidate>, CandidateAfter> queue;
   for (size_t i = 0; i + 1 < symbols.size(); ++i) {

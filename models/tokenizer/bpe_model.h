@@ -13,9 +13,9 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/string_view.h"
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "models/tokenizer/model.h"
 #include "models/tokenizer/vocab.h"
@@ -59,8 +59,7 @@ class BpeModel final : public Model {
   int32_t byte_ids_[256];  // byte_fallback: id of "<0xXX>", -1 when absent
 
   mutable absl::Mutex cache_mu_;
-  mutable absl::flat_hash_map<std::string, std::vector<int32_t>> cache_
-      ABSL_GUARDED_BY(cache_mu_);
+  mutable absl::flat_hash_map<std::string, std::vector<int32_t>> cache_ ABSL_GUARDED_BY(cache_mu_);
 };
 
 }  // namespace quantserve::models::internal

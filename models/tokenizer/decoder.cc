@@ -49,7 +49,8 @@ class WordPieceDecoder final : public Decoder {
   // BERT's detokenization cleanup, applied per token like HF does.
   static std::string Cleanup(absl::string_view text) {
     std::string out(text);
-    for (const auto& [from, to] : std::initializer_list<std::pair<absl::string_view, absl::string_view>>{
+    for (const auto& [from, to] :
+         std::initializer_list<std::pair<absl::string_view, absl::string_view>>{
              {" .", "."},
              {" ?", "?"},
              {" !", "!"},
@@ -80,8 +81,8 @@ class BpeDecoder final : public Decoder {
       return;
     }
     for (size_t i = 0; i < tokens->size(); ++i) {
-      (*tokens)[i] = absl::StrReplaceAll((*tokens)[i],
-                                         {{suffix_, i + 1 == tokens->size() ? "" : " "}});
+      (*tokens)[i] =
+          absl::StrReplaceAll((*tokens)[i], {{suffix_, i + 1 == tokens->size() ? "" : " "}});
     }
   }
 
@@ -123,9 +124,15 @@ class ByteFallbackDecoder final : public Decoder {
 
  private:
   static int HexValue(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    if (c >= '0' && c <= '9') {
+      return c - '0';
+    }
+    if (c >= 'a' && c <= 'f') {
+      return c - 'a' + 10;
+    }
+    if (c >= 'A' && c <= 'F') {
+      return c - 'A' + 10;
+    }
     return -1;
   }
   static int ParseByteToken(absl::string_view token) {
@@ -267,12 +274,13 @@ absl::StatusOr<std::unique_ptr<Decoder>> CreateDecoder(const Json& config, absl:
     return std::make_unique<ReplaceDecoder>(*std::move(regex), std::move(content));
   }
   if (type == "Sequence") {
+    QS_RETURN_IF_ERROR(CheckNesting(path));
     QS_ASSIGN_OR_RETURN(const Json* items, GetArray(config, "decoders", path));
     std::vector<std::unique_ptr<Decoder>> steps;
     for (size_t i = 0; i < items->size(); ++i) {
-      QS_ASSIGN_OR_RETURN(auto step, CreateDecoder((*items)[i], absl::StrCat(
-                                                                    FieldPath(path, "decoders"),
-                                                                    "[", i, "]")));
+      QS_ASSIGN_OR_RETURN(
+          auto step,
+          CreateDecoder((*items)[i], absl::StrCat(FieldPath(path, "decoders"), "[", i, "]")));
       steps.push_back(std::move(step));
     }
     return std::make_unique<SequenceDecoder>(std::move(steps));

@@ -7,7 +7,8 @@ BertPreTokenizer does not treat U+11A42 (Po, Unicode 10) as punctuation. A syste
 use a newer Unicode version and disagree on such characters. So the character *properties* that
 HF's BERT pipeline uses (control, whitespace, punctuation, nonspacing mark, lowercase, NFD) are
 read back from `tokenizers` itself, one code point at a time; canonical combining classes and
-the composition pairs come from Python's `unicodedata`, and "word" characters (for added tokens'
+the composition pairs come from Python's `unicodedata`, limited to the characters HF's own
+normalization tables know (probed the same way), and "word" characters (for added tokens'
 `single_word`, which HF tests with the Rust `regex` crate's `\\w`) from the `regex` module.
 
 Run with the project venv (tokenizers==0.23.3, regex):
@@ -58,6 +59,17 @@ def emit_ranges(out, name, cps, comment):
     out.append("")
 
 
+def hf_knows_combining_class(nfd, c, k):
+    """Whether HF's (older) normalization tables give `c` its class `k`, seen by reordering.
+
+    Canonical ordering swaps adjacent marks A, B when ccc(A) > ccc(B) > 0. U+0334 has class 1
+    and U+0301 class 230, so one of the two probes swaps iff HF knows c's class.
+    """
+    if k > 1:
+        return nfd.normalize_str(c + "\u0334") == "\u0334" + c
+    return nfd.normalize_str("\u0301" + c) == c + "\u0301"
+
+
 def main():
     clean = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=False,
                                        strip_accents=False, lowercase=False)
@@ -68,7 +80,9 @@ def main():
     nfc = normalizers.NFC()
     word_re = regex.compile(r"[\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\p{Join_Control}]")
 
-    control, whitespace, punct, nonspacing, word = [], [], [], [], []
+    bert_strip = normalizers.BertNormalizer(clean_text=False, handle_chinese_chars=False,
+                                            strip_accents=True, lowercase=False)
+    control, whitespace, punct, nonspacing, combining, word = [], [], [], [], [], []
     lowercase = []  # (cp, [lower cps])
     decomp = []  # (cp, [nfd cps])
     ccc = {}
@@ -82,6 +96,9 @@ def main():
         elif splits == ["a", c, "b"]:
             punct.append(cp)
         if strip.normalize_str(c) == "":
+            combining.append(cp)
+        # BERT strips Mn after NFD; a character that decomposes is never tested itself.
+        if nfd.normalize_str(c) == c and bert_strip.normalize_str("a" + c) == "a":
             nonspacing.append(cp)
         if word_re.match(c):
             word.append(cp)
@@ -93,7 +110,7 @@ def main():
             if d != c:
                 decomp.append((cp, [ord(x) for x in d]))
         k = unicodedata.combining(c)
-        if k:
+        if k and hf_knows_combining_class(nfd, c, k):
             ccc[cp] = k
 
     # Primary composites: canonical pairs whose recomposition NFC keeps (not excluded).
@@ -120,7 +137,8 @@ def main():
                 "Removed by BertNormalizer clean_text (besides U+0000 and U+FFFD)")
     emit_ranges(out, "kWhitespace", whitespace, "Rust char::is_whitespace (White_Space)")
     emit_ranges(out, "kBertPunctuation", punct, "BertPreTokenizer punctuation")
-    emit_ranges(out, "kNonspacingMark", nonspacing, "General category Mn, as StripAccents sees it")
+    emit_ranges(out, "kNonspacingMark", nonspacing, "General category Mn, as BertNormalizer sees it")
+    emit_ranges(out, "kCombiningMark", combining, "General category M*, as StripAccents sees it")
     emit_ranges(out, "kWordChar", word, "Rust regex \\w: Alphabetic, M, Nd, Pc, Join_Control")
 
     out.append(f"// Full lowercase mappings ({len(lowercase)} code points).")

@@ -28,6 +28,15 @@ std::string FieldPath(absl::string_view path, absl::string_view key) {
   return path.empty() ? std::string(key) : absl::StrCat(path, ".", key);
 }
 
+absl::Status CheckNesting(absl::string_view path) {
+  constexpr size_t kMaxPathBytes = 1024;  // a few dozen levels; real files use two
+  if (path.size() > kMaxPathBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tokenizer.json: components nested too deeply at ", path.substr(0, 80), "..."));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::string> GetType(const Json& object, absl::string_view path) {
   if (!object.is_object()) {
     return absl::InvalidArgumentError(

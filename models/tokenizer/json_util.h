@@ -6,8 +6,8 @@
 #include <optional>
 #include <string>
 
-#include "absl/strings/string_view.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "nlohmann/json.hpp"
 
 namespace quantserve::models::internal {
@@ -16,6 +16,10 @@ using Json = nlohmann::json;
 
 // Path of `key` inside the object at `path` ("a.b" or just "b" at the top).
 std::string FieldPath(absl::string_view path, absl::string_view key);
+
+// Refuses Sequence components nested absurdly deep (their factories recurse), judged by the
+// length of their path.
+absl::Status CheckNesting(absl::string_view path);
 
 // The "type" string of the component object at `path`.
 absl::StatusOr<std::string> GetType(const Json& object, absl::string_view path);

@@ -26,9 +26,8 @@ absl::StatusOr<std::unique_ptr<Model>> CreateModel(const Json& config, absl::str
     QS_ASSIGN_OR_RETURN(auto model, WordPieceModel::Create(config, path));
     return std::unique_ptr<Model>(std::move(model));
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("tokenizer.json: unsupported model type '", type, "' at ", path,
-                   " (supported: BPE, WordPiece)"));
+  return absl::InvalidArgumentError(absl::StrCat("tokenizer.json: unsupported model type '", type,
+                                                 "' at ", path, " (supported: BPE, WordPiece)"));
 }
 
 }  // namespace quantserve::models::internal

@@ -96,7 +96,7 @@ class LowercaseNormalizer final : public Normalizer {
   }
 };
 
-// Drops nonspacing marks; like HF it does not decompose first (pair it with NFD).
+// Drops combining marks (all of M*, unlike BERT's Mn); like HF it does not decompose first.
 class StripAccentsNormalizer final : public Normalizer {
  public:
   std::string Normalize(absl::string_view text) const override {
@@ -105,8 +105,8 @@ class StripAccentsNormalizer final : public Normalizer {
     size_t pos = 0;
     while (pos < text.size()) {
       const size_t begin = pos;
-      if (!IsNonspacingMark(NextCodepoint(text, &pos))) {
-        out.append(text.substr(begin, pos - begin));
+      if (!IsCombiningMark(NextCodepoint(text, &pos))) {
+        absl::StrAppend(&out, text.substr(begin, pos - begin));
       }
     }
     return out;
@@ -148,11 +148,11 @@ class ReplaceNormalizer final : public Normalizer {
     std::string out;
     size_t last = 0;
     for (const auto& [begin, end] : pattern_->FindAll(text)) {
-      out.append(text.substr(last, begin - last));
+      absl::StrAppend(&out, text.substr(last, begin - last));
       out.append(content_);
       last = end;
     }
-    out.append(text.substr(last));
+    absl::StrAppend(&out, text.substr(last));
     return out;
   }
 
@@ -243,6 +243,7 @@ absl::StatusOr<std::unique_ptr<Normalizer>> CreateNormalizer(const Json& config,
     return std::make_unique<ByteLevelNormalizer>();
   }
   if (type == "Sequence") {
+    QS_RETURN_IF_ERROR(CheckNesting(path));
     QS_ASSIGN_OR_RETURN(const Json* items, GetArray(config, "normalizers", path));
     std::vector<std::unique_ptr<Normalizer>> steps;
     for (size_t i = 0; i < items->size(); ++i) {

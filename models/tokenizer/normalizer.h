@@ -9,8 +9,8 @@
 #include <memory>
 #include <string>
 
-#include "absl/strings/string_view.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "models/tokenizer/json_util.h"
 
 namespace quantserve::models::internal {

@@ -149,9 +149,9 @@ absl::StatusOr<std::unique_ptr<PostProcessor>> CreatePostProcessor(const Json& c
     const Json& specials = config.contains("special_tokens") ? config["special_tokens"] : empty;
     std::vector<Piece> pieces;
     for (size_t i = 0; i < single->size(); ++i) {
-      QS_ASSIGN_OR_RETURN(Piece piece, ParsePiece((*single)[i], specials,
-                                                  absl::StrCat(FieldPath(path, "single"), "[", i,
-                                                               "]")));
+      QS_ASSIGN_OR_RETURN(
+          Piece piece,
+          ParsePiece((*single)[i], specials, absl::StrCat(FieldPath(path, "single"), "[", i, "]")));
       pieces.push_back(std::move(piece));
     }
     return std::make_unique<TemplateProcessor>(std::move(pieces));
@@ -169,12 +169,13 @@ absl::StatusOr<std::unique_ptr<PostProcessor>> CreatePostProcessor(const Json& c
     return std::make_unique<NoOpProcessor>();
   }
   if (type == "Sequence") {
+    QS_RETURN_IF_ERROR(CheckNesting(path));
     QS_ASSIGN_OR_RETURN(const Json* items, GetArray(config, "processors", path));
     std::vector<std::unique_ptr<PostProcessor>> steps;
     for (size_t i = 0; i < items->size(); ++i) {
-      QS_ASSIGN_OR_RETURN(auto step,
-                          CreatePostProcessor((*items)[i], absl::StrCat(FieldPath(path, "processors"),
-                                                                        "[", i, "]")));
+      QS_ASSIGN_OR_RETURN(
+          auto step, CreatePostProcessor((*items)[i],
+                                         absl::StrCat(FieldPath(path, "processors"), "[", i, "]")));
       steps.push_back(std::move(step));
     }
     return std::make_unique<SequenceProcessor>(std::move(steps));

@@ -25,11 +25,18 @@ struct Segment {
 
 absl::StatusOr<SplitBehavior> ParseBehavior(const Json& config, absl::string_view path) {
   QS_ASSIGN_OR_RETURN(const std::string name, GetString(config, "behavior", "Isolated", path));
-  if (name == "Removed") return SplitBehavior::kRemoved;
-  if (name == "Isolated") return SplitBehavior::kIsolated;
-  if (name == "MergedWithPrevious") return SplitBehavior::kMergedWithPrevious;
-  if (name == "MergedWithNext") return SplitBehavior::kMergedWithNext;
-  if (name == "Contiguous") return SplitBehavior::kContiguous;
+  static constexpr std::pair<absl::string_view, SplitBehavior> kNames[] = {
+      {"Removed", SplitBehavior::kRemoved},
+      {"Isolated", SplitBehavior::kIsolated},
+      {"MergedWithPrevious", SplitBehavior::kMergedWithPrevious},
+      {"MergedWithNext", SplitBehavior::kMergedWithNext},
+      {"Contiguous", SplitBehavior::kContiguous},
+  };
+  for (const auto& [known, behavior] : kNames) {
+    if (name == known) {
+      return behavior;
+    }
+  }
   return absl::InvalidArgumentError(absl::StrCat("tokenizer.json: ", FieldPath(path, "behavior"),
                                                  ": unknown split behavior '", name, "'"));
 }
@@ -280,12 +287,13 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> CreatePreTokenizer(const Json& con
     return std::make_unique<CharClassPreTokenizer>(&IsBertPunctuation, behavior);
   }
   if (type == "Sequence") {
+    QS_RETURN_IF_ERROR(CheckNesting(path));
     QS_ASSIGN_OR_RETURN(const Json* items, GetArray(config, "pretokenizers", path));
     std::vector<std::unique_ptr<PreTokenizer>> steps;
     for (size_t i = 0; i < items->size(); ++i) {
-      QS_ASSIGN_OR_RETURN(auto step,
-                          CreatePreTokenizer((*items)[i], absl::StrCat(FieldPath(path, "pretokenizers"),
-                                                                       "[", i, "]")));
+      QS_ASSIGN_OR_RETURN(
+          auto step, CreatePreTokenizer(
+                         (*items)[i], absl::StrCat(FieldPath(path, "pretokenizers"), "[", i, "]")));
       steps.push_back(std::move(step));
     }
     return std::make_unique<SequencePreTokenizer>(std::move(steps));

@@ -1,5 +1,6 @@
 #include "models/tokenizer/tokenizer.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -43,8 +44,8 @@ absl::StatusOr<std::vector<std::pair<internal::AddedToken, int64_t>>> ParseAdded
     const Json& item = (*items)[i];
     const std::string path = absl::StrCat("added_tokens[", i, "]");
     if (!item.is_object()) {
-      return absl::InvalidArgumentError(absl::StrCat("tokenizer.json: ", path,
-                                                     " must be an object"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tokenizer.json: ", path, " must be an object"));
     }
     internal::AddedToken token;
     QS_ASSIGN_OR_RETURN(std::optional<std::string> content,
@@ -78,9 +79,9 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromFile(
   std::ifstream file(tokenizer_json_path, std::ios::binary);
   if (!file) {
     const int error = errno;
-    const std::string message =
-        absl::StrCat("cannot open tokenizer file ", tokenizer_json_path, ": ", std::strerror(error));
-    return error == ENOENT ? absl::NotFoundError(message)
+    const std::string message = absl::StrCat("cannot open tokenizer file ", tokenizer_json_path,
+                                             ": ", std::strerror(error));
+    return error == ENOENT   ? absl::NotFoundError(message)
            : error == EACCES ? absl::PermissionDeniedError(message)
                              : absl::UnavailableError(message);
   }
@@ -97,7 +98,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromFile(
 }
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(std::string_view json_text) {
-  const Json root = Json::parse(json_text.begin(), json_text.end(), /*cb=*/nullptr, /*allow_exceptions=*/false);
+  const Json root =
+      Json::parse(json_text.begin(), json_text.end(), /*cb=*/nullptr, /*allow_exceptions=*/false);
   if (root.is_discarded()) {
     return absl::InvalidArgumentError("tokenizer.json: not valid JSON");
   }

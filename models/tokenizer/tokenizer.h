@@ -42,7 +42,8 @@ class Tokenizer {
   // Errors: NOT_FOUND / PERMISSION_DENIED style codes for unreadable files (from the OS error),
   // INVALID_ARGUMENT for malformed JSON or unsupported/invalid components (the message names the
   // field and type).
-  static absl::StatusOr<std::unique_ptr<Tokenizer>> FromFile(const std::string& tokenizer_json_path);
+  static absl::StatusOr<std::unique_ptr<Tokenizer>> FromFile(
+      const std::string& tokenizer_json_path);
   static absl::StatusOr<std::unique_ptr<Tokenizer>> FromJson(std::string_view json_text);
   ~Tokenizer();
   Tokenizer(const Tokenizer&) = delete;
@@ -81,12 +82,12 @@ class Tokenizer {
  private:
   Tokenizer();
 
-  std::unique_ptr<internal::Normalizer> normalizer_;        // may be null
-  std::unique_ptr<internal::PreTokenizer> pre_tokenizer_;   // may be null
-  std::unique_ptr<internal::Model> model_;                  // never null
-  std::unique_ptr<internal::PostProcessor> post_processor_; // may be null
-  std::unique_ptr<internal::Decoder> decoder_;              // may be null
-  std::unique_ptr<internal::AddedVocabulary> added_;        // never null
+  std::unique_ptr<internal::Normalizer> normalizer_;         // may be null
+  std::unique_ptr<internal::PreTokenizer> pre_tokenizer_;    // may be null
+  std::unique_ptr<internal::Model> model_;                   // never null
+  std::unique_ptr<internal::PostProcessor> post_processor_;  // may be null
+  std::unique_ptr<internal::Decoder> decoder_;               // may be null
+  std::unique_ptr<internal::AddedVocabulary> added_;         // never null
   bool byte_level_decoder_ = false;
   std::optional<int32_t> bos_id_;
   std::optional<int32_t> eos_id_;

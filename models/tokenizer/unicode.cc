@@ -86,8 +86,9 @@ char32_t Compose(char32_t a, char32_t b) {
       b < kHangulVBase + kHangulVCount) {
     return kHangulSBase + ((a - kHangulLBase) * kHangulVCount + (b - kHangulVBase)) * kHangulTCount;
   }
-  if (a >= kHangulSBase && a < kHangulSBase + kHangulSCount && (a - kHangulSBase) % kHangulTCount == 0 &&
-      b > kHangulTBase && b < kHangulTBase + kHangulTCount) {
+  if (a >= kHangulSBase && a < kHangulSBase + kHangulSCount &&
+      (a - kHangulSBase) % kHangulTCount == 0 && b > kHangulTBase &&
+      b < kHangulTBase + kHangulTCount) {
     return a + (b - kHangulTBase);
   }
   auto it = std::lower_bound(std::begin(kComposition), std::end(kComposition), std::pair(a, b),
@@ -173,7 +174,7 @@ std::string SanitizeUtf8(absl::string_view text) {
       }
     }
     if (ok) {
-      out.append(text.substr(i, need));
+      out.append(text.data() + i, need);
     } else {
       AppendUtf8(kReplacementChar, &out);  // one U+FFFD for the maximal valid prefix
     }
@@ -257,6 +258,7 @@ bool IsBertControl(char32_t cp) { return InRanges(kBertControl, cp); }
 bool IsWhitespace(char32_t cp) { return InRanges(kWhitespace, cp); }
 bool IsBertPunctuation(char32_t cp) { return InRanges(kBertPunctuation, cp); }
 bool IsNonspacingMark(char32_t cp) { return cp >= 0x300 && InRanges(kNonspacingMark, cp); }
+bool IsCombiningMark(char32_t cp) { return cp >= 0x300 && InRanges(kCombiningMark, cp); }
 bool IsWordChar(char32_t cp) { return InRanges(kWordChar, cp); }
 bool IsAsciiDigit(char32_t cp) { return cp >= '0' && cp <= '9'; }
 

@@ -36,7 +36,8 @@ std::string ToUtf8(std::u32string_view text);
 bool IsBertControl(char32_t cp);      // removed by BertNormalizer's clean_text
 bool IsWhitespace(char32_t cp);       // Unicode White_Space (Rust char::is_whitespace)
 bool IsBertPunctuation(char32_t cp);  // ASCII punctuation or Unicode P* (BertPreTokenizer)
-bool IsNonspacingMark(char32_t cp);   // general category Mn (StripAccents)
+bool IsNonspacingMark(char32_t cp);   // general category Mn (BertNormalizer strip_accents)
+bool IsCombiningMark(char32_t cp);    // general category M* (the StripAccents normalizer)
 bool IsWordChar(char32_t cp);         // regex \w: Alphabetic, M, Nd, Pc, Join_Control
 bool IsChineseChar(char32_t cp);      // CJK ideograph blocks BERT pads with spaces
 bool IsAsciiDigit(char32_t cp);

@@ -6,9 +6,9 @@
 #include <optional>
 #include <string>
 
-#include "absl/strings/string_view.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "models/tokenizer/json_util.h"
 
 namespace quantserve::models::internal {

@@ -22,9 +22,8 @@ absl::StatusOr<std::unique_ptr<WordPieceModel>> WordPieceModel::Create(const Jso
   // encoding cannot fail.
   std::optional<int32_t> unk_id = model->vocab_.Find(unk);
   if (!unk_id.has_value()) {
-    return absl::InvalidArgumentError(absl::StrCat("tokenizer.json: ",
-                                                   FieldPath(path, "unk_token"), " '", unk,
-                                                   "' is not in the vocabulary"));
+    return absl::InvalidArgumentError(absl::StrCat("tokenizer.json: ", FieldPath(path, "unk_token"),
+                                                   " '", unk, "' is not in the vocabulary"));
   }
   model->unk_id_ = *unk_id;
   return model;
@@ -59,7 +58,7 @@ void WordPieceModel::Tokenize(absl::string_view piece, std::vector<int32_t>* ids
       if (start > 0) {
         candidate += continuing_subword_prefix_;
       }
-      candidate += piece.substr(start, end - start);
+      absl::StrAppend(&candidate, piece.substr(start, end - start));
       found = vocab_.Find(candidate);
       if (found.has_value()) {
         break;
