@@ -7,7 +7,10 @@
 #include <atomic>
 #include <cmath>
 
+#include <nlohmann/json.hpp>
+
 #include "absl/strings/str_cat.h"
+#include "common/env.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "common/torch_status.h"
@@ -211,6 +214,28 @@ class EncoderServable final : public ServableBase {
   int64_t max_tokens_;
 };
 
+// Longest input an encoder sees, as sentence-transformers decides it: sentence_bert_config.json's
+// max_seq_length, else the tokenizer's truncation, capped by the position table.
+absl::StatusOr<int64_t> EncoderMaxTokens(const std::string& dir, const models::ModelConfig& config,
+                                         const models::Tokenizer& tok) {
+  int64_t max_tokens = config.max_position_embeddings;
+  const std::string st_path = dir + "/sentence_bert_config.json";
+  common::Env* env = common::Env::Default();
+  if (env->FileExists(st_path)) {
+    QS_ASSIGN_OR_RETURN(std::string text, env->ReadFileToString(st_path));
+    auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+    auto it = j.is_object() ? j.find("max_seq_length") : j.end();
+    if (j.is_discarded() || (it != j.end() && !it->is_number_integer())) {
+      return absl::InvalidArgumentError(st_path + ": max_seq_length must be an integer");
+    }
+    if (it != j.end()) return std::min<int64_t>(max_tokens, it->get<int64_t>());
+  }
+  if (auto t = tok.truncation_max_length(); t.has_value()) {
+    max_tokens = std::min<int64_t>(max_tokens, *t);
+  }
+  return max_tokens;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ServableModel>> LoadServableModel(
@@ -243,10 +268,7 @@ absl::StatusOr<std::unique_ptr<ServableModel>> LoadServableModel(
                << common::Kv("peak_load_rss_bytes", description.peak_load_memory_bytes)
                << common::Kv("seconds", description.load_seconds);
   if (loaded->encoder) {
-    int64_t max_tokens = loaded->config.max_position_embeddings;
-    if (auto t = tok->truncation_max_length(); t.has_value()) {
-      max_tokens = std::min<int64_t>(max_tokens, *t);
-    }
+    QS_ASSIGN_OR_RETURN(int64_t max_tokens, EncoderMaxTokens(options.path, loaded->config, *tok));
     return std::unique_ptr<ServableModel>(
         new EncoderServable(std::move(description), tok, loaded->encoder, max_tokens));
   }
