@@ -1,0 +1,515 @@
+// End to end: the real quantserve binary on 127.0.0.1:0 and a real gRPC client. Greedy
+// generation must equal transformers token for token (float32), Score logprobs within 1e-4,
+// Embed cosine >= 0.9999 against sentence-transformers; corrupt checkpoints are DATA_LOSS and
+// the server keeps serving; /metrics carries the labelled series.
+
+#include <arpa/inet.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <netdb.h>
+#include <sys/socket.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+
+#include "quantserve/v1/inference_service.grpc.pb.h"
+#include "quantserve/v1/model_service.grpc.pb.h"
+#include "tests/integration/server_process.h"
+#include "tests/testing/fixtures.h"
+
+namespace quantserve::testing {
+
+std::string HttpGet(const std::string& host_port, const std::string& path) {
+  size_t colon = host_port.rfind(':');
+  std::string host = host_port.substr(0, colon), port = host_port.substr(colon + 1);
+  if (host == "0.0.0.0") host = "127.0.0.1";
+  addrinfo hints{}, *res = nullptr;
+  hints.ai_socktype = SOCK_STREAM;
+  if (getaddrinfo(host.c_str(), port.c_str(), &hints, &res) != 0) return "";
+  int fd = socket(res->ai_family, res->ai_socktype, res->ai_protocol);
+  std::string out;
+  if (fd >= 0 && connect(fd, res->ai_addr, res->ai_addrlen) == 0) {
+    std::string req = "GET " + path + " HTTP/1.0\r\nHost: " + host + "\r\n\r\n";
+    if (send(fd, req.data(), req.size(), 0) == static_cast<ssize_t>(req.size())) {
+      char buf[8192];
+      ssize_t n;
+      while ((n = recv(fd, buf, sizeof(buf), 0)) > 0) out.append(buf, static_cast<size_t>(n));
+    }
+  }
+  if (fd >= 0) close(fd);
+  freeaddrinfo(res);
+  size_t body = out.find("\r\n\r\n");
+  return body == std::string::npos ? "" : out.substr(body + 4);
+}
+
+namespace {
+
+namespace fs = std::filesystem;
+namespace v1 = ::quantserve::v1;
+
+class ServerIntegrationTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    server_ = ServerProcess::Start(QS_QUANTSERVE_BINARY,
+                                   {"--listen=127.0.0.1:0", "--metrics_listen=127.0.0.1:0",
+                                    "--model_root=" + FixturesDir(), "--log_level=info",
+                                    "--drain_timeout_seconds=5"})
+                  .release();
+    ASSERT_NE(server_, nullptr) << "quantserve did not start";
+    auto channel = grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials());
+    models_ = v1::ModelService::NewStub(channel).release();
+    inference_ = v1::InferenceService::NewStub(channel).release();
+    for (const char* name : {"tiny-llama", "tiny-qwen2", "tiny-mistral", "minilm"}) {
+      auto info = Load(name, name, "float32");
+      ASSERT_TRUE(info.ok()) << name << ": " << info.status().error_message();
+      loaded_[name] = *info;
+    }
+  }
+  static void TearDownTestSuite() {
+    delete models_;
+    delete inference_;
+    if (server_ != nullptr) {
+      EXPECT_EQ(server_->Stop(), 0) << "graceful shutdown exits 0";
+      delete server_;
+    }
+  }
+
+  struct LoadResult {
+    grpc::Status status;
+    v1::ModelInfo info;
+    std::vector<v1::LoadModelProgress> progress;
+    bool ok() const { return status.ok(); }
+  };
+
+  static LoadResult LoadFull(const std::string& name, const std::string& path,
+                             const std::string& dtype) {
+    LoadResult r;
+    grpc::ClientContext ctx;
+    v1::LoadModelRequest req;
+    req.set_name(name);
+    req.set_path(path);
+    req.set_dtype(dtype);
+    auto reader = models_->LoadModel(&ctx, req);
+    v1::LoadModelProgress p;
+    while (reader->Read(&p)) {
+      r.progress.push_back(p);
+      if (p.has_model()) r.info = p.model();
+    }
+    r.status = reader->Finish();
+    return r;
+  }
+
+  struct InfoOr {
+    grpc::Status s;
+    v1::ModelInfo info;
+    bool ok() const { return s.ok(); }
+    const grpc::Status& status() const { return s; }
+    const v1::ModelInfo& operator*() const { return info; }
+  };
+  static InfoOr Load(const std::string& name, const std::string& path, const std::string& dtype) {
+    LoadResult r = LoadFull(name, path, dtype);
+    return {r.status, r.info};
+  }
+
+  struct GenerateResult {
+    grpc::Status status;
+    std::vector<int32_t> ids;
+    std::vector<float> logprobs;
+    std::string text;
+    v1::GenerateFinish finish;
+    int messages = 0;
+  };
+  static GenerateResult Generate(const v1::GenerateRequest& req,
+                                 std::chrono::milliseconds deadline = std::chrono::seconds(60)) {
+    GenerateResult r;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + deadline);
+    auto reader = inference_->Generate(&ctx, req);
+    v1::GenerateResponse resp;
+    while (reader->Read(&resp)) {
+      r.messages++;
+      r.ids.insert(r.ids.end(), resp.token_ids().begin(), resp.token_ids().end());
+      r.logprobs.insert(r.logprobs.end(), resp.logprobs().begin(), resp.logprobs().end());
+      r.text += resp.text();
+      if (resp.has_finish()) r.finish = resp.finish();
+    }
+    r.status = reader->Finish();
+    return r;
+  }
+
+  // Copies tiny-llama into a scratch dir inside the model root and applies `corrupt` to its
+  // model.safetensors bytes. Returns the path relative to the model root.
+  static std::string CorruptCopy(const std::string& tag,
+                                 const std::function<void(std::string&)>& corrupt) {
+    const fs::path src = fs::path(FixturesDir()) / "tiny-llama";
+    const std::string rel = "integration-scratch/" + tag;
+    const fs::path dst = fs::path(FixturesDir()) / rel;
+    fs::remove_all(dst);
+    fs::create_directories(dst);
+    for (const auto& e : fs::directory_iterator(src)) fs::copy(e.path(), dst / e.path().filename());
+    std::ifstream in(dst / "model.safetensors", std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), {});
+    in.close();
+    corrupt(bytes);
+    std::ofstream out(dst / "model.safetensors", std::ios::binary | std::ios::trunc);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    return rel;
+  }
+
+  static uint64_t HeaderLength(const std::string& bytes) {
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<uint8_t>(bytes[i]);
+    return n;
+  }
+  // Rewrites the JSON header with `edit` and keeps the data section as it was.
+  static void EditHeader(std::string& bytes, const std::function<void(nlohmann::json&)>& edit) {
+    const uint64_t n = HeaderLength(bytes);
+    nlohmann::json header = nlohmann::json::parse(bytes.substr(8, n));
+    edit(header);
+    std::string text = header.dump();
+    text.append((8 - text.size() % 8) % 8, ' ');
+    std::string out(8, '\0');
+    for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((text.size() >> (8 * i)) & 0xff);
+    bytes = out + text + bytes.substr(8 + n);
+  }
+
+  static ServerProcess* server_;
+  static v1::ModelService::Stub* models_;
+  static v1::InferenceService::Stub* inference_;
+  static std::map<std::string, v1::ModelInfo> loaded_;
+};
+
+ServerProcess* ServerIntegrationTest::server_ = nullptr;
+v1::ModelService::Stub* ServerIntegrationTest::models_ = nullptr;
+v1::InferenceService::Stub* ServerIntegrationTest::inference_ = nullptr;
+std::map<std::string, v1::ModelInfo> ServerIntegrationTest::loaded_;
+
+TEST_F(ServerIntegrationTest, GreedyGenerationMatchesTransformersTokenForToken) {
+  for (const char* name : {"tiny-llama", "tiny-qwen2", "tiny-mistral"}) {
+    nlohmann::json ref = ReadJsonFile(FixturePath(name) + "/reference.json");
+    int checked = 0;
+    for (const auto& prompt : ref["prompts"]) {
+      v1::GenerateRequest req;
+      req.set_model(name);
+      req.set_prompt(prompt["text"].get<std::string>());  // tokenized by the server
+      auto expected = prompt["greedy_ids"].get<std::vector<int32_t>>();
+      ASSERT_EQ(expected.size(), 32u);
+      req.set_max_new_tokens(32);
+      req.set_ignore_eos(true);
+      req.set_logprobs(1);
+      GenerateResult r = Generate(req);
+      ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+      EXPECT_EQ(r.ids, expected) << name << ": " << prompt["text"];
+      auto expected_lp = prompt["greedy_logprobs"].get<std::vector<float>>();
+      ASSERT_EQ(r.logprobs.size(), expected_lp.size());
+      for (size_t i = 0; i < expected_lp.size(); ++i) {
+        EXPECT_NEAR(r.logprobs[i], expected_lp[i], 1e-4) << name << " step " << i;
+      }
+      EXPECT_EQ(r.finish.reason(), v1::GenerateFinish::LENGTH);
+      EXPECT_EQ(r.finish.completion_tokens(), 32);
+      EXPECT_EQ(r.finish.prompt_tokens(),
+                static_cast<int32_t>(prompt["input_ids"].size()));
+      EXPECT_GE(r.messages, 2);  // streamed, not one blob
+      ++checked;
+    }
+    std::cout << "[ greedy ] " << name << ": " << checked << " prompts x 32 tokens identical"
+              << std::endl;
+  }
+}
+
+TEST_F(ServerIntegrationTest, ScoreLogprobsMatchTransformers) {
+  for (const char* name : {"tiny-llama", "tiny-qwen2", "tiny-mistral"}) {
+    nlohmann::json ref = ReadJsonFile(FixturePath(name) + "/reference.json");
+    double worst = 0;
+    for (const auto& item : ref["score"]) {
+      grpc::ClientContext ctx;
+      v1::ScoreRequest req;
+      req.set_model(name);
+      req.set_text(item["text"].get<std::string>());
+      v1::ScoreResponse resp;
+      grpc::Status s = inference_->Score(&ctx, req, &resp);
+      ASSERT_TRUE(s.ok()) << s.error_message();
+      auto ids = item["input_ids"].get<std::vector<int32_t>>();
+      EXPECT_EQ(std::vector<int32_t>(resp.token_ids().begin(), resp.token_ids().end()), ids);
+      auto expected = item["logprobs"].get<std::vector<float>>();
+      ASSERT_EQ(resp.logprobs_size(), static_cast<int>(expected.size()));
+      for (size_t i = 0; i < expected.size(); ++i) {
+        worst = std::max(worst, std::abs(double(resp.logprobs(i)) - expected[i]));
+      }
+      EXPECT_NEAR(resp.perplexity(), item["perplexity"].get<double>(),
+                  1e-4 * item["perplexity"].get<double>());
+    }
+    EXPECT_LE(worst, 1e-4) << name;
+    std::cout << "[ score ] " << name << ": max |logprob - transformers| = " << worst << std::endl;
+  }
+}
+
+TEST_F(ServerIntegrationTest, EmbeddingsMatchSentenceTransformers) {
+  nlohmann::json ref = ReadJsonFile(FixturePath("minilm") + "/reference.json");
+  grpc::ClientContext ctx;
+  v1::EmbedRequest req;
+  req.set_model("minilm");
+  for (const auto& t : ref["texts"]) req.add_texts(t.get<std::string>());
+  v1::EmbedResponse resp;
+  grpc::Status s = inference_->Embed(&ctx, req, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(resp.embeddings_size(), static_cast<int>(ref["embeddings"].size()));
+  double worst = 1;
+  for (int i = 0; i < resp.embeddings_size(); ++i) {
+    auto e = ref["embeddings"][i].get<std::vector<float>>();
+    const auto& a = resp.embeddings(i).values();
+    ASSERT_EQ(a.size(), static_cast<int>(e.size()));
+    double dot = 0, na = 0, ne = 0;
+    for (size_t k = 0; k < e.size(); ++k) {
+      dot += double(a[k]) * e[k];
+      na += double(a[k]) * a[k];
+      ne += double(e[k]) * e[k];
+    }
+    worst = std::min(worst, dot / std::sqrt(na * ne));
+  }
+  EXPECT_GE(worst, 0.9999);
+  EXPECT_EQ(resp.served_by(), "minilm");
+  std::cout << "[ embed ] minilm: min cosine vs sentence-transformers = " << std::setprecision(9) << worst << " over "
+            << resp.embeddings_size() << " texts" << std::endl;
+}
+
+TEST_F(ServerIntegrationTest, LoadStreamsProgressAndReportsPeakMemory) {
+  LoadResult r = LoadFull("mistral-again", "tiny-mistral", "float32");
+  ASSERT_TRUE(r.ok()) << r.status.error_message();
+  ASSERT_GE(r.progress.size(), 3u);
+  EXPECT_EQ(r.info.state(), v1::ModelInfo::READY);
+  EXPECT_EQ(r.info.quant_method(), "none");
+  EXPECT_EQ(r.info.architecture(), "MistralForCausalLM");
+  int64_t file_bytes = 0;
+  for (const auto& e : fs::directory_iterator(FixturePath("tiny-mistral"))) {
+    if (e.path().extension() == ".safetensors") file_bytes += static_cast<int64_t>(e.file_size());
+  }
+  EXPECT_GT(r.info.memory_footprint_bytes(), 0);
+  EXPECT_LE(r.info.memory_footprint_bytes(), file_bytes);
+  std::cout << "[ load ] tiny-mistral (5 shards) float32: file_bytes=" << file_bytes
+            << " model_bytes=" << r.info.memory_footprint_bytes()
+            << " peak_rss_growth_bytes=" << r.info.peak_load_memory_bytes()
+            << " seconds=" << r.info.load_seconds() << std::endl;
+  // The largest fixture, MiniLM, as loaded in SetUp.
+  const v1::ModelInfo& m = loaded_["minilm"];
+  const int64_t minilm_file =
+      static_cast<int64_t>(fs::file_size(FixturePath("minilm") + "/model.safetensors"));
+  std::cout << "[ load ] minilm float32: file_bytes=" << minilm_file
+            << " model_bytes=" << m.memory_footprint_bytes()
+            << " peak_rss_growth_bytes=" << m.peak_load_memory_bytes()
+            << " ratio_to_file=" << double(m.peak_load_memory_bytes()) / minilm_file << std::endl;
+  EXPECT_LE(m.peak_load_memory_bytes(), minilm_file + (48 << 20));
+  grpc::ClientContext ctx;
+  v1::UnloadModelRequest unload;
+  unload.set_name("mistral-again");
+  v1::UnloadModelResponse unloaded;
+  EXPECT_TRUE(models_->UnloadModel(&ctx, unload, &unloaded).ok());
+}
+
+TEST_F(ServerIntegrationTest, CorruptCheckpointsAreDataLossAndServerKeepsServing) {
+  struct Case {
+    const char* tag;
+    std::function<void(std::string&)> corrupt;
+  };
+  std::vector<Case> cases = {
+      {"truncated", [](std::string& b) { b.resize(b.size() - 1000); }},
+      {"header-beyond-file",
+       [](std::string& b) {
+         uint64_t n = b.size();
+         for (int i = 0; i < 8; ++i) b[i] = static_cast<char>((n >> (8 * i)) & 0xff);
+       }},
+      {"overlapping-offsets",
+       [](std::string& b) {
+         EditHeader(b, [](nlohmann::json& h) {
+           // Move the second tensor (by offset) to start inside the first.
+           std::vector<std::pair<uint64_t, std::string>> by_offset;
+           for (auto& [k, v] : h.items()) {
+             if (k != "__metadata__") by_offset.push_back({v["data_offsets"][0], k});
+           }
+           std::sort(by_offset.begin(), by_offset.end());
+           auto& second = h[by_offset[1].second]["data_offsets"];
+           uint64_t len = second[1].get<uint64_t>() - second[0].get<uint64_t>();
+           second[0] = second[0].get<uint64_t>() - 4;
+           second[1] = second[0].get<uint64_t>() + len;
+         });
+       }},
+      {"wrong-byte-length",
+       [](std::string& b) {
+         EditHeader(b, [](nlohmann::json& h) {
+           auto& t = h["model.norm.weight"];
+           t["shape"] = {t["shape"][0].get<int64_t>() + 1};
+         });
+       }},
+      {"bad-dtype",
+       [](std::string& b) {
+         EditHeader(b, [](nlohmann::json& h) { h["model.norm.weight"]["dtype"] = "F33"; });
+       }},
+      {"non-json-header", [](std::string& b) { b[8] = 'x'; }},
+  };
+  for (const Case& c : cases) {
+    const std::string path = CorruptCopy(c.tag, c.corrupt);
+    LoadResult r = LoadFull(std::string("corrupt-") + c.tag, path, "float32");
+    EXPECT_EQ(r.status.error_code(), grpc::StatusCode::DATA_LOSS)
+        << c.tag << ": " << r.status.error_message();
+    EXPECT_NE(r.status.error_message().find("model.safetensors"), std::string::npos)
+        << c.tag << ": " << r.status.error_message();
+    std::cout << "[ corrupt ] " << c.tag << ": " << r.status.error_code() << " "
+              << r.status.error_message() << std::endl;
+    // The failed model is listed as FAILED with the reason, and can be unloaded.
+    grpc::ClientContext get_ctx;
+    v1::GetModelRequest get;
+    get.set_name(std::string("corrupt-") + c.tag);
+    v1::ModelInfo info;
+    grpc::Status gs = models_->GetModel(&get_ctx, get, &info);
+    if (gs.ok()) {
+      EXPECT_EQ(info.state(), v1::ModelInfo::FAILED);
+      grpc::ClientContext un_ctx;
+      v1::UnloadModelRequest un;
+      un.set_name(get.name());
+      v1::UnloadModelResponse ur;
+      EXPECT_TRUE(models_->UnloadModel(&un_ctx, un, &ur).ok());
+    }
+    // Still serving.
+    v1::GenerateRequest req;
+    req.set_model("tiny-llama");
+    req.set_prompt("And God said");
+    req.set_max_new_tokens(4);
+    GenerateResult g = Generate(req);
+    EXPECT_TRUE(g.status.ok()) << g.status.error_message();
+    EXPECT_EQ(g.ids.size(), 4u);
+  }
+  fs::remove_all(fs::path(FixturesDir()) / "integration-scratch");
+  EXPECT_TRUE(server_->Alive());
+}
+
+TEST_F(ServerIntegrationTest, CancelledCallStopsGenerationAndServerKeepsServing) {
+  v1::GenerateRequest req;
+  req.set_model("tiny-mistral");
+  req.set_prompt("And");
+  req.set_max_new_tokens(400);
+  req.set_ignore_eos(true);
+  {
+    grpc::ClientContext ctx;
+    auto reader = inference_->Generate(&ctx, req);
+    v1::GenerateResponse resp;
+    ASSERT_TRUE(reader->Read(&resp));  // generation is running
+    ctx.TryCancel();
+    while (reader->Read(&resp)) {
+    }
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  }
+  // A short deadline ends the call with DEADLINE_EXCEEDED.
+  GenerateResult late = Generate(req, std::chrono::milliseconds(30));
+  EXPECT_EQ(late.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  req.set_max_new_tokens(3);
+  GenerateResult r = Generate(req);
+  EXPECT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_EQ(r.ids.size(), 3u);
+}
+
+TEST_F(ServerIntegrationTest, BadRequestsGetPreciseCodes) {
+  {
+    v1::GenerateRequest req;
+    req.set_model("no-such-model");
+    req.set_prompt("x");
+    EXPECT_EQ(Generate(req).status.error_code(), grpc::StatusCode::NOT_FOUND);
+  }
+  {
+    v1::GenerateRequest req;
+    req.set_model("tiny-llama");
+    req.set_prompt("x");
+    req.mutable_sampling()->set_temperature(-1);
+    GenerateResult r = Generate(req);
+    EXPECT_EQ(r.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(r.status.error_message().find("temperature"), std::string::npos);
+  }
+  {
+    v1::GenerateRequest req;
+    req.set_model("tiny-llama");
+    req.add_input_ids(1 << 30);
+    EXPECT_EQ(Generate(req).status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::EmbedRequest req;
+    req.set_model("tiny-llama");
+    req.add_texts("x");
+    v1::EmbedResponse resp;
+    EXPECT_EQ(inference_->Embed(&ctx, req, &resp).error_code(),
+              grpc::StatusCode::FAILED_PRECONDITION);
+  }
+  {
+    LoadResult r = LoadFull("bad-quant", "tiny-llama", "float32");
+    ASSERT_TRUE(r.ok());  // sanity: a second name for the same directory loads
+    grpc::ClientContext ctx;
+    v1::LoadModelRequest req;
+    req.set_name("bad-quant-2");
+    req.set_path("tiny-llama");
+    req.set_quantization_config(R"({"quant_method": "int3_magic"})");
+    auto reader = models_->LoadModel(&ctx, req);
+    v1::LoadModelProgress p;
+    while (reader->Read(&p)) {
+    }
+    grpc::Status s = reader->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(s.error_message().find("supported"), std::string::npos) << s.error_message();
+    for (const char* n : {"bad-quant", "bad-quant-2"}) {
+      grpc::ClientContext uctx;
+      v1::UnloadModelRequest un;
+      un.set_name(n);
+      v1::UnloadModelResponse ur;
+      (void)models_->UnloadModel(&uctx, un, &ur);
+    }
+  }
+  {
+    LoadResult r = LoadFull("escape", "../../etc", "float32");
+    EXPECT_EQ(r.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+}
+
+TEST_F(ServerIntegrationTest, SampledGenerationIsReproducibleBySeedAndStopsOnStopString) {
+  v1::GenerateRequest req;
+  req.set_model("tiny-llama");
+  req.set_prompt("In the beginning");
+  req.set_max_new_tokens(24);
+  req.set_ignore_eos(true);
+  req.mutable_sampling()->set_temperature(0.9f);
+  req.mutable_sampling()->set_top_p(0.9f);
+  req.mutable_sampling()->set_seed(1234);
+  GenerateResult a = Generate(req), b = Generate(req);
+  ASSERT_TRUE(a.status.ok() && b.status.ok());
+  EXPECT_EQ(a.ids, b.ids);
+  EXPECT_EQ(a.text, b.text);
+  // Stop on a string taken from the middle of the greedy text.
+  v1::GenerateRequest greedy;
+  greedy.set_model("tiny-llama");
+  greedy.set_prompt("In the beginning");
+  greedy.set_max_new_tokens(24);
+  greedy.set_ignore_eos(true);
+  GenerateResult g = Generate(greedy);
+  ASSERT_TRUE(g.status.ok());
+  ASSERT_GE(g.text.size(), 12u);
+  const std::string stop = g.text.substr(6, 3);
+  greedy.add_stop(stop);
+  GenerateResult s = Generate(greedy);
+  ASSERT_TRUE(s.status.ok());
+  EXPECT_EQ(s.finish.reason(), v1::GenerateFinish::STOP);
+  EXPECT_EQ(s.text, g.text.substr(0, g.text.find(stop)));
+}
+
+TEST_F(ServerIntegrationTest, MetricsAreLabelledByModelAndQuantMethod) {
+  std::string body = HttpGet(server_->metrics_address(), "/metrics");
+  ASSERT_FALSE(body.empty()) << "no /metrics from " << server_->metrics_address();
+  EXPECT_NE(body.find("model=\"tiny-llama\""), std::string::npos);
+  EXPECT_NE(body.find("quant_method=\"none\""), std::string::npos);
+  for (const char* family : {"quantserve_rpc_requests_total", "quantserve_rpc_request_duration_seconds",
+                             "quantserve_model_memory_footprint_bytes"}) {
+    EXPECT_NE(body.find(family), std::string::npos) << family;
+  }
+}
+
+}  // namespace
+}  // namespace quantserve::testing
