@@ -1,0 +1,421 @@
+#include "server/inference_service.h"
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/logging.h"
+#include "server/server_stream.h"
+
+namespace quantserve::server {
+namespace {
+
+using common::Kv;
+
+constexpr char kGenerate[] = "Generate";
+constexpr char kEmbed[] = "Embed";
+constexpr char kScore[] = "Score";
+constexpr char kTokenize[] = "Tokenize";
+
+double SecondsSince(absl::Time start) { return absl::ToDoubleSeconds(absl::Now() - start); }
+
+v1::GenerateFinish::Reason ToProto(engine::FinishReason reason) {
+  switch (reason) {
+    case engine::FinishReason::kLength:
+      return v1::GenerateFinish::LENGTH;
+    case engine::FinishReason::kStop:
+      return v1::GenerateFinish::STOP;
+    case engine::FinishReason::kEos:
+      return v1::GenerateFinish::EOS;
+    case engine::FinishReason::kCancelled:
+      return v1::GenerateFinish::CANCELLED;
+  }
+  return v1::GenerateFinish::REASON_UNSPECIFIED;
+}
+
+const char* ReasonLabel(engine::FinishReason reason) {
+  switch (reason) {
+    case engine::FinishReason::kLength:
+      return "length";
+    case engine::FinishReason::kStop:
+      return "stop";
+    case engine::FinishReason::kEos:
+      return "eos";
+    case engine::FinishReason::kCancelled:
+      return "cancelled";
+  }
+  return "unknown";
+}
+
+engine::GenerateParams ToGenerateParams(const v1::GenerateRequest& request,
+                                        const RequestLimits& limits) {
+  engine::GenerateParams params;
+  params.prompt = request.prompt();
+  params.input_ids.assign(request.input_ids().begin(), request.input_ids().end());
+  params.max_new_tokens =
+      request.has_max_new_tokens() ? request.max_new_tokens() : limits.default_max_new_tokens;
+  const v1::SamplingParams& sampling = request.sampling();
+  params.sampling.temperature = sampling.temperature();
+  params.sampling.top_k = sampling.top_k();
+  params.sampling.top_p = sampling.has_top_p() ? sampling.top_p() : 1.0f;
+  params.sampling.repetition_penalty =
+      sampling.has_repetition_penalty() ? sampling.repetition_penalty() : 1.0f;
+  if (sampling.has_seed()) {
+    params.sampling.seed = sampling.seed();
+  }
+  params.stop.assign(request.stop().begin(), request.stop().end());
+  params.ignore_eos = request.ignore_eos();
+  params.logprobs = request.logprobs();
+  return params;
+}
+
+// True when the unary call should not run: its client left or its deadline passed.
+absl::Status CheckStillWanted(grpc::CallbackServerContext* context) {
+  if (context->deadline() <= std::chrono::system_clock::now()) {
+    return absl::DeadlineExceededError("deadline exceeded while queued");
+  }
+  if (context->IsCancelled()) {
+    return absl::CancelledError("cancelled by the client while queued");
+  }
+  return absl::OkStatus();
+}
+
+// One Generate RPC from admission to its last byte. It is the engine's observer (called on
+// the model's scheduler thread) and the producer of the RPC's ServerStream. It holds the model
+// pin; it dies, releasing the pin, once the engine has finished with it (dropped the observer)
+// and the stream is done (dropped its hooks), whichever comes last.
+class GenerateCall final : public engine::GenerateObserver,
+                           public std::enable_shared_from_this<GenerateCall> {
+ public:
+  GenerateCall(ServerMetrics& metrics, absl::Time start) : metrics_(metrics), start_(start) {}
+
+  void Attach(std::shared_ptr<ServerStream<v1::GenerateResponse>> stream) {
+    stream_ = std::move(stream);
+  }
+
+  // Labels are fixed before the call is shared with the engine.
+  void Pin(ModelHandle handle) {
+    labels_ = handle.labels();
+    handle_.emplace(std::move(handle));
+  }
+  const ModelLabels& labels() const { return labels_; }
+
+  // Submits to the engine. The observer is this call.
+  void Start(const v1::GenerateRequest& request, const RequestLimits& limits) {
+    std::weak_ptr<GenerateCall> weak = weak_from_this();
+    handle_->SetCanceller([weak] {
+      if (auto call = weak.lock()) {
+        call->CancelForUnload();
+      }
+    });
+    metrics_.RequestQueued(labels_);
+    std::unique_ptr<engine::GenerationHandle> generation =
+        handle_->model().Generate(ToGenerateParams(request, limits), shared_from_this());
+    engine::GenerationHandle* cancel_now = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      generation_ = std::move(generation);
+      if (cancel_requested_) {
+        cancel_now = generation_.get();  // the client left while we were submitting
+      }
+    }
+    if (cancel_now != nullptr) {
+      cancel_now->Cancel();
+    }
+  }
+
+  // The client went away (or the deadline passed). Never blocks.
+  void Cancel() {
+    engine::GenerationHandle* generation = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      cancel_requested_ = true;
+      generation = generation_.get();
+    }
+    if (generation != nullptr) {
+      generation->Cancel();
+    }
+  }
+
+  void OnChunk(engine::GenerateChunk chunk) override {
+    const absl::Time now = absl::Now();
+    const int64_t tokens = static_cast<int64_t>(chunk.token_ids.size());
+    if (tokens > 0) {
+      absl::MutexLock lock(&mu_);
+      if (!first_token_time_.has_value()) {
+        first_token_time_ = now;
+        metrics_.RecordTimeToFirstToken(labels_, absl::ToDoubleSeconds(now - start_));
+        metrics_.RequestStarted(labels_);
+        started_ = true;
+      } else {
+        metrics_.RecordInterTokenLatency(labels_, absl::ToDoubleSeconds(now - last_token_time_),
+                                         tokens);
+      }
+      last_token_time_ = now;
+    }
+    v1::GenerateResponse response;
+    response.mutable_token_ids()->Add(chunk.token_ids.begin(), chunk.token_ids.end());
+    response.set_text(std::move(chunk.text));
+    response.mutable_logprobs()->Add(chunk.logprobs.begin(), chunk.logprobs.end());
+    for (const auto& alternatives : chunk.top_logprobs) {
+      v1::TopLogprobs* top = response.add_top_logprobs();
+      for (const engine::TokenLogprob& alternative : alternatives) {
+        v1::TokenLogprob* entry = top->add_entries();
+        entry->set_token_id(alternative.token_id);
+        entry->set_logprob(alternative.logprob);
+      }
+    }
+    stream_->Write(std::move(response));
+  }
+
+  void OnFinish(absl::StatusOr<engine::GenerateFinish> finish) override {
+    bool started = false;
+    bool cancelled_for_unload = false;
+    std::optional<absl::Time> first_token;
+    {
+      absl::MutexLock lock(&mu_);
+      started = started_;
+      cancelled_for_unload = cancelled_for_unload_;
+      first_token = first_token_time_;
+    }
+    metrics_.RequestEnded(labels_, started);
+    if (!finish.ok()) {
+      metrics_.RecordGeneration(labels_, 0, 0, "error");
+      stream_->Finish(finish.status());
+      return;
+    }
+    metrics_.RecordGeneration(labels_, finish->prompt_tokens, finish->completion_tokens,
+                              ReasonLabel(finish->reason));
+    v1::GenerateResponse last;
+    last.set_text(std::move(finish->text));
+    v1::GenerateFinish* out = last.mutable_finish();
+    out->set_reason(ToProto(finish->reason));
+    out->set_prompt_tokens(finish->prompt_tokens);
+    out->set_completion_tokens(finish->completion_tokens);
+    out->set_served_by(labels_.model);
+    out->set_time_to_first_token_seconds(
+        first_token.has_value() ? absl::ToDoubleSeconds(*first_token - start_) : 0.0);
+    out->set_seconds(SecondsSince(start_));
+    stream_->Write(std::move(last));
+    if (cancelled_for_unload && finish->reason == engine::FinishReason::kCancelled) {
+      stream_->Finish(absl::UnavailableError(absl::StrCat(
+          "model '", labels_.model, "' was unloaded while this request was generating")));
+    } else {
+      stream_->Finish(absl::OkStatus());
+    }
+  }
+
+ private:
+  void CancelForUnload() {
+    {
+      absl::MutexLock lock(&mu_);
+      cancelled_for_unload_ = true;
+    }
+    Cancel();
+  }
+
+  ServerMetrics& metrics_;
+  const absl::Time start_;
+  std::shared_ptr<ServerStream<v1::GenerateResponse>> stream_;
+  ModelLabels labels_;
+  std::optional<ModelHandle> handle_;  // declared before generation_: destroyed after it
+
+  absl::Mutex mu_;
+  std::unique_ptr<engine::GenerationHandle> generation_ ABSL_GUARDED_BY(mu_);
+  bool cancel_requested_ ABSL_GUARDED_BY(mu_) = false;
+  bool cancelled_for_unload_ ABSL_GUARDED_BY(mu_) = false;
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<absl::Time> first_token_time_ ABSL_GUARDED_BY(mu_);
+  absl::Time last_token_time_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<InferenceService>> InferenceService::Create(Options options) {
+  if (options.registry == nullptr || options.metrics == nullptr) {
+    return absl::InvalidArgumentError("InferenceService: registry and metrics are required");
+  }
+  if (options.limits.max_new_tokens < 1 || options.limits.default_max_new_tokens < 1 ||
+      options.limits.default_max_new_tokens > options.limits.max_new_tokens) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("InferenceService: need 1 <= default_max_new_tokens (",
+                     options.limits.default_max_new_tokens, ") <= max_new_tokens (",
+                     options.limits.max_new_tokens, ")"));
+  }
+  absl::StatusOr<std::unique_ptr<ThreadPool>> pool =
+      ThreadPool::Create({.name = "request",
+                          .num_threads = options.request_threads,
+                          .max_queued = options.max_queued_requests});
+  if (!pool.ok()) {
+    return pool.status();
+  }
+  return std::unique_ptr<InferenceService>(
+      new InferenceService(std::move(options), *std::move(pool)));
+}
+
+InferenceService::InferenceService(Options options, std::unique_ptr<ThreadPool> pool)
+    : options_(std::move(options)), request_pool_(std::move(pool)) {}
+
+InferenceService::~InferenceService() = default;
+
+grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceService::Generate(
+    grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
+  const absl::Time start = absl::Now();
+  auto call = std::make_shared<GenerateCall>(*options_.metrics, start);
+  ServerMetrics* metrics = options_.metrics;
+  auto stream = ServerStream<v1::GenerateResponse>::Create(
+      context, {.on_cancel = [call] { call->Cancel(); },
+                .on_finish =
+                    [call, metrics, start](const absl::Status& status) {
+                      metrics->RecordRequest(kGenerate, call->labels(), status.code(),
+                                             SecondsSince(start));
+                      if (!status.ok()) {
+                        QS_LOG(DEBUG) << "generate failed" << Kv("model", call->labels().model)
+                                      << Kv("code", absl::StatusCodeToString(status.code()))
+                                      << Kv("error", status.message());
+                      }
+                    }});
+  call->Attach(stream);
+  if (absl::Status s = ValidateGenerateRequest(*request, options_.limits); !s.ok()) {
+    stream->Finish(std::move(s));
+    return stream->reactor();
+  }
+  absl::StatusOr<ModelHandle> handle = options_.registry->Acquire(request->model());
+  if (!handle.ok()) {
+    stream->Finish(handle.status());
+    return stream->reactor();
+  }
+  call->Pin(*std::move(handle));
+  call->Start(*request, options_.limits);
+  return stream->reactor();
+}
+
+grpc::ServerUnaryReactor* InferenceService::RunUnary(grpc::CallbackServerContext* context,
+                                                     const char* rpc, const std::string& model_name,
+                                                     absl::Status validation, UnaryWork work) {
+  const absl::Time start = absl::Now();
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  ServerMetrics* metrics = options_.metrics;
+  auto finish = [reactor, metrics, rpc, start](const ModelLabels& labels,
+                                               const absl::Status& status) {
+    metrics->RecordRequest(rpc, labels, status.code(), SecondsSince(start));
+    reactor->Finish(ToGrpcStatus(status));
+  };
+  if (!validation.ok()) {
+    finish(ModelLabels(), validation);
+    return reactor;
+  }
+  absl::StatusOr<ModelHandle> acquired = options_.registry->Acquire(model_name);
+  if (!acquired.ok()) {
+    finish(ModelLabels(), acquired.status());
+    return reactor;
+  }
+  const ModelLabels labels = acquired->labels();
+  // Shared so the closure stays copyable; reset as soon as the engine call returns.
+  auto pin = std::make_shared<std::optional<ModelHandle>>(*std::move(acquired));
+  metrics->RequestQueued(labels);
+  bool queued =
+      request_pool_->TrySchedule([context, pin, labels, metrics, finish, work = std::move(work)] {
+        absl::Status status = CheckStillWanted(context);
+        if (!status.ok()) {
+          pin->reset();
+          metrics->RequestEnded(labels, /*started=*/false);
+          finish(labels, status);
+          return;
+        }
+        metrics->RequestStarted(labels);
+        status = work(**pin);
+        pin->reset();  // release the model before answering, so a waiting unload proceeds
+        metrics->RequestEnded(labels, /*started=*/true);
+        finish(labels, status);
+      });
+  if (!queued) {
+    pin->reset();
+    metrics->RequestEnded(labels, /*started=*/false);
+    finish(labels,
+           absl::ResourceExhaustedError(absl::StrCat(
+               "request queue full (", options_.max_queued_requests, " waiting); retry later")));
+  }
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* InferenceService::Embed(grpc::CallbackServerContext* context,
+                                                  const v1::EmbedRequest* request,
+                                                  v1::EmbedResponse* response) {
+  ServerMetrics* metrics = options_.metrics;
+  return RunUnary(
+      context, kEmbed, request->model(), ValidateEmbedRequest(*request, options_.limits),
+      [request, response, metrics](const ModelHandle& model) -> absl::Status {
+        engine::EmbedParams params;
+        params.texts.assign(request->texts().begin(), request->texts().end());
+        params.pooling = request->pooling();
+        params.normalize = request->has_normalize() ? request->normalize() : true;
+        absl::StatusOr<engine::EmbedResult> result = model.model().Embed(params);
+        if (!result.ok()) {
+          return result.status();
+        }
+        if (result->embeddings.size() != params.texts.size()) {
+          return absl::InternalError(absl::StrCat("engine returned ", result->embeddings.size(),
+                                                  " embeddings for ", params.texts.size(),
+                                                  " texts"));
+        }
+        for (const std::vector<float>& embedding : result->embeddings) {
+          response->add_embeddings()->mutable_values()->Add(embedding.begin(), embedding.end());
+        }
+        response->set_served_by(model.name());
+        response->set_prompt_tokens(result->prompt_tokens);
+        metrics->RecordEmbedTokens(model.labels(), result->prompt_tokens);
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* InferenceService::Score(grpc::CallbackServerContext* context,
+                                                  const v1::ScoreRequest* request,
+                                                  v1::ScoreResponse* response) {
+  return RunUnary(
+      context, kScore, request->model(), ValidateScoreRequest(*request),
+      [request, response](const ModelHandle& model) -> absl::Status {
+        engine::ScoreParams params;
+        params.text = request->text();
+        params.input_ids.assign(request->input_ids().begin(), request->input_ids().end());
+        params.add_special_tokens =
+            request->has_add_special_tokens() ? request->add_special_tokens() : true;
+        absl::StatusOr<engine::ScoreResult> result = model.model().Score(params);
+        if (!result.ok()) {
+          return result.status();
+        }
+        response->mutable_token_ids()->Add(result->token_ids.begin(), result->token_ids.end());
+        response->mutable_logprobs()->Add(result->logprobs.begin(), result->logprobs.end());
+        response->set_perplexity(result->perplexity);
+        response->set_served_by(model.name());
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* InferenceService::Tokenize(grpc::CallbackServerContext* context,
+                                                     const v1::TokenizeRequest* request,
+                                                     v1::TokenizeResponse* response) {
+  return RunUnary(context, kTokenize, request->model(), ValidateTokenizeRequest(*request),
+                  [request, response](const ModelHandle& model) -> absl::Status {
+                    const bool add_special =
+                        request->has_add_special_tokens() ? request->add_special_tokens() : true;
+                    absl::StatusOr<engine::TokenizeResult> result =
+                        model.model().Tokenize(request->text(), add_special);
+                    if (!result.ok()) {
+                      return result.status();
+                    }
+                    response->mutable_token_ids()->Add(result->token_ids.begin(),
+                                                       result->token_ids.end());
+                    for (std::string& token : result->tokens) {
+                      response->add_tokens(std::move(token));
+                    }
+                    return absl::OkStatus();
+                  });
+}
+
+}  // namespace quantserve::server

@@ -1,0 +1,79 @@
+#pragma once
+// InferenceService: the data plane (Generate, Embed, Score, Tokenize) over gRPC's callback API.
+//
+// Each RPC validates its request (request_validation.h), pins the named model through the
+// registry, hands the work to the engine without blocking the gRPC thread, converts the final
+// absl::Status once, and records metrics.
+//
+// * Generate streams: the engine's observer (called on the model's scheduler thread) turns
+//   chunks into GenerateResponses and queues them on a ServerStream, which writes one at a
+//   time and ends with the `finish` message. Client cancellation and deadlines reach the
+//   engine through GenerationHandle::Cancel; an unload whose drain timeout passes cancels the
+//   generation too (the client then gets the finish message and UNAVAILABLE).
+// * Embed, Score and Tokenize block inside the engine, so they run on a request pool; a full
+//   pool queue answers RESOURCE_EXHAUSTED, and requests whose deadline passed or whose client
+//   left while queued are not run.
+//
+// Lifetime: a request's state is shared between the reactor and the engine's observer; the
+// model handle (the pin) is released only once both are done with it, so a model is never
+// shut down under a running generation.
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "quantserve/v1/inference_service.grpc.pb.h"
+#include "server/model_registry.h"
+#include "server/request_validation.h"
+#include "server/server_metrics.h"
+#include "server/thread_pool.h"
+
+namespace quantserve::server {
+
+class InferenceService final : public v1::InferenceService::CallbackService {
+ public:
+  struct Options {
+    // Where models come from. Required; must outlive the service.
+    ModelRegistry* registry = nullptr;
+    // Where request metrics go. Required; must outlive the service.
+    ServerMetrics* metrics = nullptr;
+    // Request limits checked before any work is done.
+    RequestLimits limits{};
+    // Threads running blocking engine calls (Embed, Score, Tokenize); >= 1.
+    int request_threads = 4;
+    // Most such calls waiting for a thread before new ones get RESOURCE_EXHAUSTED.
+    size_t max_queued_requests = 1024;
+  };
+
+  // Errors: INVALID_ARGUMENT (missing registry/metrics, bad thread count).
+  static absl::StatusOr<std::unique_ptr<InferenceService>> Create(Options options);
+  // Waits for queued unary calls to finish.
+  ~InferenceService() override;
+
+  grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
+      grpc::CallbackServerContext* context, const v1::GenerateRequest* request) override;
+  grpc::ServerUnaryReactor* Embed(grpc::CallbackServerContext* context,
+                                  const v1::EmbedRequest* request,
+                                  v1::EmbedResponse* response) override;
+  grpc::ServerUnaryReactor* Score(grpc::CallbackServerContext* context,
+                                  const v1::ScoreRequest* request,
+                                  v1::ScoreResponse* response) override;
+  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context,
+                                     const v1::TokenizeRequest* request,
+                                     v1::TokenizeResponse* response) override;
+
+ private:
+  explicit InferenceService(Options options, std::unique_ptr<ThreadPool> pool);
+
+  // Unless `validation` failed, pins `model_name`, runs `work` (which fills the response from
+  // the pinned model) on the request pool, and finishes the RPC with its status. `rpc` names
+  // the method in metrics.
+  using UnaryWork = std::function<absl::Status(const ModelHandle& model)>;
+  grpc::ServerUnaryReactor* RunUnary(grpc::CallbackServerContext* context, const char* rpc,
+                                     const std::string& model_name, absl::Status validation,
+                                     UnaryWork work);
+
+  const Options options_;
+  std::unique_ptr<ThreadPool> request_pool_;
+};
+
+}  // namespace quantserve::server

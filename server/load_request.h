@@ -1,0 +1,61 @@
+#pragma once
+// What to load: a LoadModel request or a startup-config entry, before it reaches the engine,
+// and the checks every such request passes first.
+//
+// Where it sits: the model service and the startup config build a LoadRequest; the registry
+// validates it (ValidateLoadRequest), resolves its path inside --model_root
+// (ResolveModelPath) and turns it into engine::LoadOptions. Errors name the offending field
+// ("path: ...") so clients can point at it.
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace quantserve::server {
+
+struct LoadRequest {
+  std::string name{};                      // unique model name (see ValidateModelName)
+  std::string path{};                      // model directory relative to --model_root
+  std::string quantization_config_json{};  // HF quantization_config JSON object; "" = checkpoint's
+  std::string dtype{};                     // auto|float32|bfloat16|float16; "" = auto
+  std::string device_map{};                // auto|cpu|cuda|cuda:N or a JSON object; "" = cpu
+  std::string max_memory_json{};           // JSON object of per-device limits; "" = none
+  int num_threads = 0;                     // intra-op threads; 0 = the server default
+};
+
+// Longest model name accepted.
+inline constexpr size_t kMaxModelNameLength = 128;
+
+// Names are 1-128 characters from [A-Za-z0-9._-]: they become health-service names, metric
+// labels and log fields. Errors: INVALID_ARGUMENT naming `field`.
+absl::Status ValidateModelName(absl::string_view name, absl::string_view field = "name");
+
+// Checks every field's syntax (the engine checks their meaning): name, path present,
+// quantization_config / max_memory JSON objects, dtype, device_map, num_threads >= 0.
+// Errors: INVALID_ARGUMENT naming the field.
+absl::Status ValidateLoadRequest(const LoadRequest& request);
+
+// The quant_method a request's quantization_config names, "" when it names none (or is not
+// valid JSON). Used to label a model's metrics while it loads.
+std::string RequestedQuantMethod(absl::string_view quantization_config_json);
+
+// Resolves `path` inside `model_root` (an absolute, canonical directory) and returns the
+// canonical absolute directory. Relative paths are taken from model_root; absolute ones must
+// lie inside it; ".." components are refused outright, and symlinks may not lead outside.
+// Errors: INVALID_ARGUMENT ("path: ...") for escapes and non-directories, NOT_FOUND when
+// nothing exists there.
+absl::StatusOr<std::string> ResolveModelPath(absl::string_view model_root, absl::string_view path);
+
+// Parses a startup config:
+//   {"models": [{"name": "tiny", "path": "tiny-llama",
+//                "quantization_config": {...} or "<json text>",
+//                "dtype": "bfloat16", "device_map": "cpu" or {...},
+//                "max_memory": {...}, "num_threads": 4}]}
+// Only name and path are required. Errors: INVALID_ARGUMENT naming the entry and field, or
+// ALREADY_EXISTS for a duplicate name.
+absl::StatusOr<std::vector<LoadRequest>> ParseStartupConfig(absl::string_view json_text);
+
+}  // namespace quantserve::server

@@ -1,0 +1,205 @@
+// quantserve: the gRPC model server binary. Wires flags, logging, metrics exposition and the
+// real engine into server::Server, then serves until SIGINT/SIGTERM.
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
+#include "common/logging.h"
+#include "engine/engine_api.h"
+#include "prometheus/exposer.h"
+#include "server/server.h"
+#include "server/server_metrics.h"
+
+ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
+          "host:port to serve gRPC (ModelService, InferenceService, grpc.health.v1, reflection) "
+          "on. Port 0 picks a free port; the startup line reports it.");
+ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9090",
+          "host:port for the Prometheus /metrics HTTP endpoint. Empty disables it.");
+ABSL_FLAG(std::string, model_root, "",
+          "Required. Directory holding model directories; every LoadModel path and startup "
+          "config path is resolved inside it (paths escaping it are refused).");
+ABSL_FLAG(std::string, config, "",
+          "Startup config JSON to preload models from, e.g. "
+          "{\"models\":[{\"name\":\"tiny\",\"path\":\"tiny-llama\","
+          "\"quantization_config\":{\"quant_method\":\"hqq\",\"nbits\":4},"
+          "\"dtype\":\"float32\",\"device_map\":\"cpu\"}]}. Models load in the background; a "
+          "failed one is reported FAILED and the server keeps serving.");
+ABSL_FLAG(std::string, log_level, "info", "Log threshold: debug|info|warning|error.");
+ABSL_FLAG(int, load_threads, 2, "Model loads that may run at the same time.");
+ABSL_FLAG(int, request_threads, 4,
+          "Threads running blocking inference calls (Embed, Score, Tokenize) off the gRPC "
+          "threads.");
+ABSL_FLAG(int, num_threads, 0,
+          "Intra-op threads per model for loads that do not set their own; 0 = the library "
+          "default.");
+ABSL_FLAG(int, max_request_bytes, 16 << 20,
+          "Largest gRPC request message accepted, in bytes; larger ones get "
+          "RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int, max_new_tokens_limit, 4096,
+          "Largest GenerateRequest.max_new_tokens accepted (INVALID_ARGUMENT above it).");
+ABSL_FLAG(int, max_embed_texts, 256, "Most texts in one EmbedRequest.");
+ABSL_FLAG(int, max_embed_bytes, 1 << 20, "Most bytes of text in one EmbedRequest.");
+ABSL_FLAG(double, drain_timeout_seconds, 30,
+          "On shutdown and unload: how long in-flight requests may finish before they are "
+          "cancelled.");
+
+namespace {
+
+using quantserve::common::Kv;
+namespace server = quantserve::server;
+
+constexpr char kUsage[] =
+    "a gRPC server for quantized transformer models.\n"
+    "\n"
+    "Loads Hugging Face-format models (quantizing them while their weights stream in) and "
+    "serves\n"
+    "Generate, Embed, Score and Tokenize, with Prometheus metrics per model and quant_method.\n"
+    "\n"
+    "Usage:\n"
+    "  quantserve --model_root=DIR [--listen=0.0.0.0:50051] [--metrics_listen=0.0.0.0:9090]\n"
+    "             [--config=startup.json] [--log_level=info]\n"
+    "\n"
+    "Example:\n"
+    "  quantserve --model_root=/models --config=/etc/quantserve/startup.json\n"
+    "  quantserve-cli --server=localhost:50051 load tiny tiny-llama "
+    "--quantization_config='{\"quant_method\":\"eetq\"}'\n"
+    "\n"
+    "SIGINT/SIGTERM shut down gracefully (--drain_timeout_seconds); a second signal exits at "
+    "once.\n"
+    "--helpfull lists the flags of the libraries too.";
+
+bool IsOurFlagFile(absl::string_view path) { return absl::EndsWith(path, "server/main.cc"); }
+
+int UsageError(const std::string& message) {
+  std::fprintf(stderr, "quantserve: %s\nRun quantserve --help for usage.\n", message.c_str());
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(kUsage);
+  absl::FlagsUsageConfig usage_config;
+  usage_config.contains_helpshort_flags = IsOurFlagFile;
+  usage_config.contains_help_flags = IsOurFlagFile;
+  usage_config.version_string = [] { return std::string("quantserve 0.1.0\n"); };
+  absl::SetFlagsUsageConfig(usage_config);
+  std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  if (positional.size() > 1) {
+    return UsageError(std::string("unexpected argument '") + positional[1] + "'");
+  }
+
+  quantserve::common::LogLevel level;
+  if (!quantserve::common::ParseLogLevel(absl::GetFlag(FLAGS_log_level), &level)) {
+    return UsageError("--log_level must be debug|info|warning|error, got '" +
+                      absl::GetFlag(FLAGS_log_level) + "'");
+  }
+  quantserve::common::SetLogLevel(level);
+  if (absl::GetFlag(FLAGS_model_root).empty()) {
+    return UsageError("--model_root is required");
+  }
+  if (absl::GetFlag(FLAGS_max_new_tokens_limit) < 1 || absl::GetFlag(FLAGS_max_embed_texts) < 1 ||
+      absl::GetFlag(FLAGS_max_embed_bytes) < 1 || absl::GetFlag(FLAGS_drain_timeout_seconds) < 0) {
+    return UsageError(
+        "--max_new_tokens_limit, --max_embed_texts and --max_embed_bytes must be >= 1 and "
+        "--drain_timeout_seconds >= 0");
+  }
+
+  // Signals go to one thread, which starts the graceful shutdown; block them before any
+  // other thread exists so every thread inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  std::unique_ptr<server::ServerMetrics> metrics = server::ServerMetrics::CreateDefault();
+  std::unique_ptr<prometheus::Exposer> exposer;
+  std::string metrics_address = "disabled";
+  if (const std::string listen = absl::GetFlag(FLAGS_metrics_listen); !listen.empty()) {
+    try {
+      exposer = std::make_unique<prometheus::Exposer>(listen);
+    } catch (const std::exception& e) {
+      QS_LOG(ERROR) << "cannot serve metrics" << Kv("metrics_listen", listen)
+                    << Kv("error", e.what());
+      return 1;
+    }
+    exposer->RegisterCollectable(metrics->registry());
+    std::vector<int> ports = exposer->GetListeningPorts();
+    size_t colon = listen.rfind(':');
+    metrics_address = (colon == std::string::npos ? listen : listen.substr(0, colon)) + ":" +
+                      (ports.empty() ? std::string("?") : std::to_string(ports.front())) +
+                      "/metrics";
+  }
+
+  const absl::Duration drain = absl::Seconds(absl::GetFlag(FLAGS_drain_timeout_seconds));
+  server::Server::Options options;
+  options.listen_address = absl::GetFlag(FLAGS_listen);
+  options.model_root = absl::GetFlag(FLAGS_model_root);
+  options.loader = quantserve::engine::LoadServableModel;
+  options.metrics = metrics.get();
+  options.startup_config_path = absl::GetFlag(FLAGS_config);
+  options.load_threads = absl::GetFlag(FLAGS_load_threads);
+  options.request_threads = absl::GetFlag(FLAGS_request_threads);
+  options.num_threads = absl::GetFlag(FLAGS_num_threads);
+  options.max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
+  options.limits.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens_limit);
+  options.limits.default_max_new_tokens =
+      std::min(options.limits.default_max_new_tokens, options.limits.max_new_tokens);
+  options.limits.max_embed_texts = absl::GetFlag(FLAGS_max_embed_texts);
+  options.limits.max_embed_bytes = absl::GetFlag(FLAGS_max_embed_bytes);
+  options.drain_timeout = drain;
+  absl::StatusOr<std::unique_ptr<server::Server>> created = server::Server::Create(options);
+  if (!created.ok()) {
+    QS_LOG(ERROR) << "cannot start" << Kv("code", absl::StatusCodeToString(created.status().code()))
+                  << Kv("error", created.status().message());
+    return 1;
+  }
+  std::unique_ptr<server::Server>& srv = *created;
+  QS_LOG(INFO) << "quantserve listening" << Kv("address", srv->address())
+               << Kv("metrics", metrics_address)
+               << Kv("model_root", srv->registry().options().model_root)
+               << Kv("devices", quantserve::engine::DescribeDevices())
+               << Kv("models", absl::StrJoin(srv->startup_models(), ","))
+               << Kv("quant_methods",
+                     absl::StrJoin(quantserve::engine::SupportedQuantMethods(), ","));
+
+  std::atomic<bool> done{false};
+  std::thread signal_thread([&] {
+    int signal = 0;
+    sigwait(&signals, &signal);
+    QS_LOG(INFO) << "signal received; shutting down gracefully" << Kv("signal", signal)
+                 << Kv("drain_timeout_seconds", absl::ToDoubleSeconds(drain));
+    std::thread shutdown([&] {
+      srv->Shutdown(drain);
+      done = true;
+    });
+    const timespec poll{.tv_sec = 0, .tv_nsec = 200'000'000};
+    while (!done) {
+      if (sigtimedwait(&signals, nullptr, &poll) > 0) {
+        QS_LOG(WARNING) << "second signal; exiting without draining";
+        std::_Exit(1);
+      }
+    }
+    shutdown.join();
+  });
+  srv->Wait();
+  signal_thread.join();
+  return 0;
+}

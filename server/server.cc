@@ -1,0 +1,202 @@
+#include "server/server.h"
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/logging.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server_builder.h"
+#include "server/load_request.h"
+
+namespace quantserve::server {
+namespace {
+
+using common::Kv;
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat("cannot read startup config '", path, "'"));
+  }
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Create(Options options) {
+  if (options.metrics == nullptr) {
+    return absl::InvalidArgumentError("Server: metrics is required");
+  }
+  if (!options.loader) {
+    return absl::InvalidArgumentError("Server: loader is required");
+  }
+  if (options.model_root.empty()) {
+    return absl::InvalidArgumentError("Server: model_root is required");
+  }
+  if (options.max_request_bytes < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Server: max_request_bytes must be >= 1, got ", options.max_request_bytes));
+  }
+  if (options.drain_timeout < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("Server: drain_timeout must be >= 0");
+  }
+  auto server = std::unique_ptr<Server>(new Server(std::move(options)));
+  const Options& opts = server->options_;
+
+  Server* raw = server.get();
+  absl::StatusOr<std::unique_ptr<ModelRegistry>> registry = ModelRegistry::Create({
+      .model_root = opts.model_root,
+      .loader = opts.loader,
+      .load_threads = opts.load_threads,
+      .default_drain_timeout = opts.drain_timeout,
+      .default_num_threads = opts.num_threads,
+      .metrics = opts.metrics,
+      .on_serving_changed = [raw](const std::string& name,
+                                  bool serving) { raw->SetServing(name, serving); },
+  });
+  if (!registry.ok()) {
+    return registry.status();
+  }
+  server->registry_ = *std::move(registry);
+
+  std::vector<LoadRequest> startup;
+  if (!opts.startup_config_path.empty()) {
+    absl::StatusOr<std::string> text = ReadFile(opts.startup_config_path);
+    if (!text.ok()) {
+      return text.status();
+    }
+    absl::StatusOr<std::vector<LoadRequest>> parsed = ParseStartupConfig(*text);
+    if (!parsed.ok()) {
+      return absl::Status(parsed.status().code(),
+                          absl::StrCat(opts.startup_config_path, ": ", parsed.status().message()));
+    }
+    startup = *std::move(parsed);
+    for (const LoadRequest& request : startup) {
+      // Misconfiguration fails startup; load errors later only fail their model.
+      absl::StatusOr<std::string> resolved =
+          ResolveModelPath(server->registry_->options().model_root, request.path);
+      if (!resolved.ok()) {
+        return absl::Status(resolved.status().code(),
+                            absl::StrCat(opts.startup_config_path, ": model '", request.name,
+                                         "': ", resolved.status().message()));
+      }
+      server->startup_models_.push_back(request.name);
+    }
+  }
+
+  absl::StatusOr<std::unique_ptr<ModelService>> model_service =
+      ModelService::Create({.registry = server->registry_.get(), .metrics = opts.metrics});
+  if (!model_service.ok()) {
+    return model_service.status();
+  }
+  server->model_service_ = *std::move(model_service);
+  absl::StatusOr<std::unique_ptr<InferenceService>> inference_service =
+      InferenceService::Create({.registry = server->registry_.get(),
+                                .metrics = opts.metrics,
+                                .limits = opts.limits,
+                                .request_threads = opts.request_threads});
+  if (!inference_service.ok()) {
+    return inference_service.status();
+  }
+  server->inference_service_ = *std::move(inference_service);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(opts.listen_address, grpc::InsecureServerCredentials(), &server->port_);
+  builder.SetMaxReceiveMessageSize(opts.max_request_bytes);
+  builder.RegisterService(server->model_service_.get());
+  builder.RegisterService(server->inference_service_.get());
+  server->grpc_server_ = builder.BuildAndStart();
+  if (server->grpc_server_ == nullptr || server->port_ == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on '", opts.listen_address, "'"));
+  }
+  {
+    absl::MutexLock lock(&server->health_mu_);
+    server->health_ = server->grpc_server_->GetHealthCheckService();
+  }
+
+  for (const LoadRequest& request : startup) {
+    std::string name = request.name;
+    absl::Status started = server->registry_->StartLoad(
+        request, nullptr, [name](const absl::StatusOr<ModelSnapshot>& outcome) {
+          if (!outcome.ok()) {
+            QS_LOG(ERROR) << "startup model failed to load; serving without it" << Kv("model", name)
+                          << Kv("error", outcome.status().message());
+          }
+        });
+    if (!started.ok()) {
+      QS_LOG(ERROR) << "startup model not loaded" << Kv("model", name)
+                    << Kv("error", started.message());
+    }
+  }
+  return server;
+}
+
+Server::Server(Options options) : options_(std::move(options)) {}
+
+Server::~Server() {
+  if (grpc_server_ != nullptr) {
+    Shutdown(absl::ZeroDuration());
+  }
+  // Otherwise Create failed part-way: the registry (if any) shuts itself down.
+}
+
+std::string Server::address() const {
+  const std::string& listen = options_.listen_address;
+  size_t colon = listen.rfind(':');
+  std::string host = colon == std::string::npos ? listen : listen.substr(0, colon);
+  return absl::StrCat(host, ":", port_);
+}
+
+void Server::SetServing(const std::string& name, bool serving) {
+  absl::MutexLock lock(&health_mu_);
+  if (health_ != nullptr) {
+    health_->SetServingStatus(name, serving);
+  }
+}
+
+void Server::Wait() { shutdown_done_.WaitForNotification(); }
+
+void Server::Shutdown(absl::Duration drain_timeout) {
+  bool first = false;
+  {
+    absl::MutexLock lock(&shutdown_mu_);
+    first = !shutdown_started_;
+    shutdown_started_ = true;
+  }
+  if (!first) {
+    shutdown_done_.WaitForNotification();
+    return;
+  }
+  const absl::Time deadline = absl::Now() + std::max(drain_timeout, absl::ZeroDuration());
+  QS_LOG(INFO) << "shutting down"
+               << Kv("drain_timeout_seconds", absl::ToDoubleSeconds(drain_timeout));
+  {
+    absl::MutexLock lock(&health_mu_);
+    if (health_ != nullptr) {
+      health_->SetServingStatus(false);
+    }
+  }
+  if (grpc_server_ != nullptr) {
+    grpc_server_->Shutdown(absl::ToChronoTime(deadline));
+  }
+  {
+    absl::MutexLock lock(&health_mu_);
+    health_ = nullptr;  // the registry's unloads below must not reach the stopped service
+  }
+  if (registry_ != nullptr) {
+    registry_->Shutdown(std::max(deadline - absl::Now(), absl::ZeroDuration()));
+  }
+  QS_LOG(INFO) << "shutdown complete";
+  shutdown_done_.Notify();
+}
+
+}  // namespace quantserve::server

@@ -1,0 +1,105 @@
+#pragma once
+// Server: one quantserve process's gRPC server, its model registry and services.
+//
+// Create() builds everything from one Options struct and starts serving:
+//   * ModelService and InferenceService (callback API), grpc.health.v1 (the server, "", plus
+//     one service name per model: SERVING while the model is READY) and reflection;
+//   * the ModelRegistry, with the injected loader (the real engine in main, fakes in tests);
+//   * models from the startup config, loaded in the background (their health names report
+//     NOT_SERVING until READY; a failed one is FAILED and the server keeps serving).
+//
+// Shutdown() is graceful: health goes NOT_SERVING, the gRPC server stops accepting calls and
+// gives in-flight ones until the drain deadline (then cancels them, which stops generations),
+// and finally every model is drained and unloaded. Wait() returns once that is done.
+//
+// Thread-safety: all methods may be called from any thread; Shutdown is idempotent.
+// Ownership: the Server owns the registry and services; `metrics` is borrowed.
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/server.h"
+#include "server/inference_service.h"
+#include "server/model_registry.h"
+#include "server/model_service.h"
+#include "server/request_validation.h"
+#include "server/server_metrics.h"
+
+namespace quantserve::server {
+
+class Server {
+ public:
+  struct Options {
+    // host:port to serve gRPC on; port 0 picks a free port (see port()).
+    std::string listen_address = "0.0.0.0:50051";
+    // Directory every model path is resolved inside. Required.
+    std::string model_root{};
+    // Loads models (engine::LoadServableModel in production). Required.
+    ModelLoader loader{};
+    // Metrics sink. Required; must outlive the server.
+    ServerMetrics* metrics = nullptr;
+    // Startup config JSON file ({"models": [...]}, see ParseStartupConfig); "" = none.
+    std::string startup_config_path{};
+    // Concurrent model loads.
+    int load_threads = 2;
+    // Threads running blocking inference calls (Embed, Score, Tokenize).
+    int request_threads = 4;
+    // Intra-op threads per model unless a load names its own; 0 = the library default.
+    int num_threads = 0;
+    // Largest request message accepted, in bytes (gRPC max receive message size).
+    int max_request_bytes = 16 << 20;
+    // Inference request limits.
+    RequestLimits limits{};
+    // How long unloads and shutdown wait for in-flight requests before cancelling them.
+    absl::Duration drain_timeout = absl::Seconds(30);
+  };
+
+  // Errors: INVALID_ARGUMENT (bad options or startup config), NOT_FOUND (model_root, config
+  // file or a configured model directory missing), UNAVAILABLE (cannot listen).
+  static absl::StatusOr<std::unique_ptr<Server>> Create(Options options);
+  // Shuts down with a zero drain timeout if nobody did.
+  ~Server();
+
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // The port actually bound (useful with port 0) and "host:port" with it.
+  int port() const { return port_; }
+  std::string address() const;
+  // Names of the models the startup config asked for, in config order.
+  const std::vector<std::string>& startup_models() const { return startup_models_; }
+  ModelRegistry& registry() const { return *registry_; }
+
+  // Blocks until Shutdown has finished.
+  void Wait();
+  // Graceful shutdown (see the header comment). Idempotent; later calls wait for the first.
+  void Shutdown(absl::Duration drain_timeout);
+
+ private:
+  explicit Server(Options options);
+  void SetServing(const std::string& name, bool serving);
+
+  const Options options_;
+  // Declared before the registry, whose health callback uses them, so they outlive it.
+  absl::Mutex health_mu_;
+  grpc::HealthCheckServiceInterface* health_ ABSL_GUARDED_BY(health_mu_) = nullptr;
+  int port_ = 0;
+  std::vector<std::string> startup_models_;
+  std::unique_ptr<ModelRegistry> registry_;
+  std::unique_ptr<ModelService> model_service_;
+  std::unique_ptr<InferenceService> inference_service_;
+  std::unique_ptr<grpc::Server> grpc_server_;
+
+  absl::Mutex shutdown_mu_;
+  bool shutdown_started_ ABSL_GUARDED_BY(shutdown_mu_) = false;
+  absl::Notification shutdown_done_;
+};
+
+}  // namespace quantserve::server

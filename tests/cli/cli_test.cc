@@ -1,0 +1,174 @@
+// quantserve-cli's verbs against a real Server with fake models.
+
+#include "cli/cli.h"
+
+#include <filesystem>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_split.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/server.h"
+#include "tests/server/fake_model.h"
+
+namespace quantserve::cli {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+struct Result {
+  int code;
+  std::string out;
+  std::string err;
+};
+
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = fs::path(::testing::TempDir()) /
+            ("cli_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
+    fs::remove_all(root_);
+    fs::create_directories(root_ / "tiny");
+    fs::create_directories(root_ / "embed");
+    fs::create_directories(root_ / "broken");
+    stats_ = std::make_shared<server::testing::FakeStats>();
+    metrics_ = server::ServerMetrics::CreateDefault();
+    server::Server::Options options;
+    options.listen_address = "127.0.0.1:0";
+    options.model_root = root_.string();
+    options.loader = server::testing::MakeFakeLoader(stats_);
+    options.metrics = metrics_.get();
+    auto created = server::Server::Create(options);
+    ASSERT_TRUE(created.ok()) << created.status();
+    server_ = *std::move(created);
+  }
+  void TearDown() override {
+    server_->Shutdown(absl::Seconds(1));
+    server_.reset();
+    fs::remove_all(root_);
+  }
+
+  Result Run(std::vector<std::string> args, bool with_server = true) {
+    if (with_server) {
+      args.insert(args.begin(), "--server=" + server_->address());
+    }
+    std::ostringstream out, err;
+    int code = RunCli(args, {.out = out, .err = err, .interactive = false});
+    return {code, out.str(), err.str()};
+  }
+
+  fs::path root_;
+  std::shared_ptr<server::testing::FakeStats> stats_;
+  std::unique_ptr<server::ServerMetrics> metrics_;
+  std::unique_ptr<server::Server> server_;
+};
+
+TEST_F(CliTest, UsageErrorsExitTwo) {
+  EXPECT_EQ(Run({}, false).code, 2);
+  EXPECT_EQ(Run({"frobnicate"}).code, 2);
+  EXPECT_EQ(Run({"list", "--bogus"}).code, 2);
+  Result r = Run({"list", "--max_new_tokens=3"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--max_new_tokens does not apply to 'list'"));
+  r = Run({"generate", "tiny"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("usage: quantserve-cli generate MODEL PROMPT"));
+  EXPECT_EQ(Run({"generate", "tiny", "hi", "--max_new_tokens=lots"}).code, 2);
+}
+
+TEST_F(CliTest, HelpOverviewAndPerVerb) {
+  Result r = Run({"--help"}, false);
+  EXPECT_EQ(r.code, 0);
+  for (const char* verb : {"load", "unload", "list", "get", "generate", "embed", "score",
+                           "tokenize", "--server", "--json", "Exit codes"}) {
+    EXPECT_THAT(r.out, HasSubstr(verb));
+  }
+  r = Run({"generate", "--help"}, false);
+  EXPECT_EQ(r.code, 0);
+  EXPECT_THAT(r.out, AllOf(StartsWith("Usage: quantserve-cli [global flags] generate MODEL PROMPT"),
+                           HasSubstr("--max_new_tokens=N"), HasSubstr("--stop=TEXT"),
+                           HasSubstr("(repeatable)"), HasSubstr("--server=HOST:PORT")));
+  EXPECT_EQ(Run({"help", "load"}, false).code, 0);
+}
+
+TEST_F(CliTest, LoadListGetGenerateUnload) {
+  Result r = Run({"load", "tiny", "tiny", "--quantization_config={\"quant_method\":\"eetq\"}",
+                  "--dtype=float16"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.err, AllOf(HasSubstr("load: config"), HasSubstr("load: weights")));
+  EXPECT_THAT(r.out, StartsWith("loaded tiny: FakeForCausalLM eetq float16 on cpu, 4.0 MB"));
+
+  r = Run({"list"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::vector<std::string> lines = absl::StrSplit(r.out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_THAT(lines[0], StartsWith("NAME  STATE  ARCH"));
+  EXPECT_THAT(lines[1], StartsWith("tiny  READY  FakeForCausalLM"));
+  EXPECT_EQ(lines[0].find("QUANT_METHOD"), lines[1].find("eetq"));
+
+  r = Run({"get", "tiny"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, AllOf(HasSubstr("quant_method:"), HasSubstr("eetq"), HasSubstr("READY")));
+
+  r = Run({"generate", "tiny", "hello", "--max_new_tokens=3", "--stop", "x", "--stop", "y",
+           "--logprobs=1"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "t0 t1 t2 \n");
+  EXPECT_THAT(r.err, AllOf(HasSubstr("finish=length"), HasSubstr("completion_tokens=3"),
+                           HasSubstr("served_by=tiny"), HasSubstr("[logprobs 1005:-0.500")));
+
+  r = Run({"--json", "generate", "tiny", "hello", "--max_new_tokens=2"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  lines = absl::StrSplit(r.out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_THAT(lines[0], HasSubstr("\"token_ids\":[1005]"));
+  EXPECT_THAT(lines[2], AllOf(HasSubstr("\"finish\""), HasSubstr("\"reason\":\"LENGTH\"")));
+
+  r = Run({"unload", "tiny"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, StartsWith("unloaded tiny (was READY"));
+}
+
+TEST_F(CliTest, EmbedScoreTokenize) {
+  ASSERT_EQ(Run({"load", "emb", "embed"}).code, 0);
+  Result r = Run({"embed", "emb", "abc", "hello", "--normalize=false"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, AllOf(HasSubstr("[0] dim=3"), HasSubstr("[1] dim=3"), HasSubstr("5.0000")));
+  r = Run({"--json", "embed", "emb", "abc"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("\"embeddings\""));
+  r = Run({"score", "emb", "abcd"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, StartsWith("perplexity=2.7183 tokens=4"));
+  r = Run({"tokenize", "emb", "hi"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, AllOf(StartsWith("3 tokens"), HasSubstr("\"<s>\"")));
+  r = Run({"tokenize", "emb", "hi", "--add_special_tokens=false"});
+  EXPECT_THAT(r.out, StartsWith("2 tokens"));
+}
+
+TEST_F(CliTest, RpcErrorsExitOneWithCodeAndMessage) {
+  Result r = Run({"get", "ghost"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.err, HasSubstr("error: NOT_FOUND: model 'ghost' not found"));
+  r = Run({"load", "bad", "broken"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.err, HasSubstr("error: DATA_LOSS:"));
+  r = Run({"list"});
+  EXPECT_THAT(r.out, HasSubstr("bad   FAILED"));
+  r = Run({"generate", "ghost", "hi", "--temperature=-1"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.err, HasSubstr("INVALID_ARGUMENT: sampling.temperature"));
+  r = Run({"--server=127.0.0.1:1", "--timeout_seconds=2", "list"}, false);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.err, HasSubstr("error: "));
+}
+
+}  // namespace
+}  // namespace quantserve::cli

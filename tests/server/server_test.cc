@@ -1,0 +1,703 @@
+// End to end: a real Server on 127.0.0.1:0 with fake models, driven over real gRPC channels.
+
+#include "server/server.h"
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/client_context.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "gtest/gtest.h"
+#include "prometheus/text_serializer.h"
+#include "quantserve/v1/inference_service.grpc.pb.h"
+#include "quantserve/v1/model_service.grpc.pb.h"
+#include "tests/server/fake_model.h"
+
+namespace quantserve::server {
+namespace {
+
+namespace fs = std::filesystem;
+using ::grpc::health::v1::Health;
+using ::grpc::health::v1::HealthCheckRequest;
+using ::grpc::health::v1::HealthCheckResponse;
+using testing::FakeStats;
+using ::testing::HasSubstr;
+using testing::MakeFakeLoader;
+using ::testing::StartsWith;
+
+constexpr int kMaxRequestBytes = 256 << 10;
+
+class ServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ =
+        fs::path(::testing::TempDir()) /
+        ("server_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
+    fs::remove_all(root_);
+    for (const char* dir : {"tiny", "tiny2", "broken", "slow", "embed"}) {
+      fs::create_directories(root_ / dir);
+    }
+    std::ofstream(root_ / "notes.txt") << "not a model";
+    stats_ = std::make_shared<FakeStats>();
+    metrics_ = ServerMetrics::CreateDefault();
+    ASSERT_TRUE(StartServer().ok());
+  }
+
+  void TearDown() override {
+    stats_->Unblock();
+    stats_->ReleaseLoads();
+    if (server_ != nullptr) {
+      server_->Shutdown(absl::Seconds(2));
+      server_.reset();
+    }
+    fs::remove_all(root_);
+  }
+
+  absl::Status StartServer(const std::string& config_path = "") {
+    Server::Options options;
+    options.listen_address = "127.0.0.1:0";
+    options.model_root = root_.string();
+    options.loader = MakeFakeLoader(stats_);
+    options.metrics = metrics_.get();
+    options.startup_config_path = config_path;
+    options.request_threads = 2;
+    options.max_request_bytes = kMaxRequestBytes;
+    options.limits.max_new_tokens = 100;
+    options.limits.max_embed_texts = 4;
+    options.limits.max_embed_bytes = 1024;
+    options.drain_timeout = absl::Seconds(5);
+    absl::StatusOr<std::unique_ptr<Server>> server = Server::Create(options);
+    if (!server.ok()) {
+      return server.status();
+    }
+    server_ = *std::move(server);
+    channel_ = grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials());
+    models_ = v1::ModelService::NewStub(channel_);
+    inference_ = v1::InferenceService::NewStub(channel_);
+    health_ = Health::NewStub(channel_);
+    return absl::OkStatus();
+  }
+
+  grpc::Status Load(const std::string& name, const std::string& path,
+                    std::vector<v1::LoadModelProgress>* messages = nullptr,
+                    const std::string& quantization_config = "") {
+    v1::LoadModelRequest request;
+    request.set_name(name);
+    request.set_path(path);
+    request.set_quantization_config(quantization_config);
+    grpc::ClientContext context;
+    auto reader = models_->LoadModel(&context, request);
+    v1::LoadModelProgress progress;
+    while (reader->Read(&progress)) {
+      if (messages != nullptr) {
+        messages->push_back(progress);
+      }
+    }
+    return reader->Finish();
+  }
+
+  grpc::Status Generate(const v1::GenerateRequest& request,
+                        std::vector<v1::GenerateResponse>* responses = nullptr,
+                        absl::Duration timeout = absl::Seconds(10)) {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+    auto reader = inference_->Generate(&context, request);
+    v1::GenerateResponse response;
+    while (reader->Read(&response)) {
+      if (responses != nullptr) {
+        responses->push_back(response);
+      }
+    }
+    return reader->Finish();
+  }
+
+  static v1::GenerateRequest GenerateRequest(const std::string& model, const std::string& prompt,
+                                             int max_new_tokens = 4) {
+    v1::GenerateRequest request;
+    request.set_model(model);
+    request.set_prompt(prompt);
+    request.set_max_new_tokens(max_new_tokens);
+    return request;
+  }
+
+  grpc::Status Unload(const std::string& name, double drain_timeout_seconds = 0) {
+    v1::UnloadModelRequest request;
+    request.set_name(name);
+    request.set_drain_timeout_seconds(drain_timeout_seconds);
+    v1::UnloadModelResponse response;
+    grpc::ClientContext context;
+    return models_->UnloadModel(&context, request, &response);
+  }
+
+  absl::StatusOr<v1::ModelInfo> Get(const std::string& name) {
+    v1::GetModelRequest request;
+    request.set_name(name);
+    v1::ModelInfo info;
+    grpc::ClientContext context;
+    grpc::Status status = models_->GetModel(&context, request, &info);
+    if (!status.ok()) {
+      return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                          status.error_message());
+    }
+    return info;
+  }
+
+  // Polls GetModel until `name` reaches `state`.
+  bool WaitForState(const std::string& name, v1::ModelInfo::State state) {
+    for (int i = 0; i < 1000; ++i) {
+      absl::StatusOr<v1::ModelInfo> info = Get(name);
+      if (info.ok() && info->state() == state) {
+        return true;
+      }
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    return false;
+  }
+
+  HealthCheckResponse::ServingStatus HealthOf(const std::string& service,
+                                              grpc::StatusCode* code = nullptr) {
+    HealthCheckRequest request;
+    request.set_service(service);
+    HealthCheckResponse response;
+    grpc::ClientContext context;
+    grpc::Status status = health_->Check(&context, request, &response);
+    if (code != nullptr) {
+      *code = status.error_code();
+    }
+    return response.status();
+  }
+
+  std::string Scrape() {
+    std::ostringstream out;
+    prometheus::TextSerializer().Serialize(out, metrics_->registry()->Collect());
+    return out.str();
+  }
+
+  fs::path root_;
+  std::shared_ptr<FakeStats> stats_;
+  std::unique_ptr<ServerMetrics> metrics_;
+  std::unique_ptr<Server> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::ModelService::Stub> models_;
+  std::unique_ptr<v1::InferenceService::Stub> inference_;
+  std::unique_ptr<Health::Stub> health_;
+};
+
+TEST_F(ServerTest, BindsAnEphemeralPort) {
+  EXPECT_GT(server_->port(), 0);
+  EXPECT_EQ(server_->address(), "127.0.0.1:" + std::to_string(server_->port()));
+}
+
+TEST_F(ServerTest, LoadStreamsProgressAndEndsWithModelInfo) {
+  std::vector<v1::LoadModelProgress> messages;
+  grpc::Status status =
+      Load("tiny", "tiny", &messages, R"({"quant_method": "eetq", "modules_to_not_convert": []})");
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_GE(messages.size(), 2u);
+  std::vector<std::string> phases;
+  for (size_t i = 0; i < messages.size(); ++i) {
+    EXPECT_EQ(messages[i].has_model(), i + 1 == messages.size()) << i;
+    if (phases.empty() || phases.back() != messages[i].phase()) {
+      phases.push_back(messages[i].phase());
+    }
+  }
+  // Reports within a phase may be coalesced, but every phase arrives, in order.
+  EXPECT_THAT(phases, ::testing::ElementsAre("config", "quantizer", "skeleton", "weights",
+                                             "post_process", "ready"));
+  const v1::LoadModelProgress& last = messages.back();
+  EXPECT_EQ(last.phase(), "ready");
+  ASSERT_TRUE(last.has_model());
+  const v1::ModelInfo& info = last.model();
+  EXPECT_EQ(info.name(), "tiny");
+  EXPECT_EQ(info.path(), "tiny");
+  EXPECT_EQ(info.state(), v1::ModelInfo::READY);
+  EXPECT_EQ(info.task(), v1::ModelInfo::GENERATE);
+  EXPECT_EQ(info.architecture(), "FakeForCausalLM");
+  EXPECT_EQ(info.quant_method(), "eetq");
+  EXPECT_THAT(info.quantization_config(), HasSubstr("eetq"));
+  EXPECT_EQ(info.dtype(), "float32");
+  EXPECT_EQ(info.device(), "cpu");
+  EXPECT_EQ(info.memory_footprint_bytes(), 4 << 20);
+  EXPECT_GT(info.parameters(), 0);
+  EXPECT_GT(info.peak_load_memory_bytes(), 0);
+  EXPECT_GE(info.load_seconds(), 0);
+  EXPECT_EQ(last.tensors_total(), 4);
+}
+
+TEST_F(ServerTest, ListAndGet) {
+  ASSERT_TRUE(Load("b-model", "tiny").ok());
+  ASSERT_TRUE(Load("a-model", "tiny2").ok());
+  v1::ListModelsResponse list;
+  grpc::ClientContext context;
+  ASSERT_TRUE(models_->ListModels(&context, v1::ListModelsRequest(), &list).ok());
+  ASSERT_EQ(list.models_size(), 2);
+  EXPECT_EQ(list.models(0).name(), "a-model");
+  EXPECT_EQ(list.models(1).name(), "b-model");
+  EXPECT_EQ(list.models(1).state(), v1::ModelInfo::READY);
+  absl::StatusOr<v1::ModelInfo> info = Get("a-model");
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->path(), "tiny2");
+  EXPECT_EQ(info->quant_method(), "none");
+}
+
+TEST_F(ServerTest, DuplicateNameIsAlreadyExists) {
+  ASSERT_TRUE(Load("tiny", "tiny").ok());
+  grpc::Status status = Load("tiny", "tiny2");
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_THAT(status.error_message(), StartsWith("name: "));
+}
+
+TEST_F(ServerTest, UnknownModelIsNotFound) {
+  EXPECT_EQ(Generate(GenerateRequest("ghost", "hi")).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(Get("ghost").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(Unload("ghost").error_code(), grpc::StatusCode::NOT_FOUND);
+  v1::EmbedRequest embed;
+  embed.set_model("ghost");
+  embed.add_texts("x");
+  v1::EmbedResponse response;
+  grpc::ClientContext context;
+  EXPECT_EQ(inference_->Embed(&context, embed, &response).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(ServerTest, PathsAreConfinedToModelRoot) {
+  struct Case {
+    std::string path;
+    grpc::StatusCode code;
+  };
+  const Case kCases[] = {
+      {"../tiny", grpc::StatusCode::INVALID_ARGUMENT},
+      {"tiny/../../etc", grpc::StatusCode::INVALID_ARGUMENT},
+      {"/etc", grpc::StatusCode::INVALID_ARGUMENT},
+      {"notes.txt", grpc::StatusCode::INVALID_ARGUMENT},
+      {"missing", grpc::StatusCode::NOT_FOUND},
+  };
+  for (const Case& c : kCases) {
+    grpc::Status status = Load("m", c.path);
+    EXPECT_EQ(status.error_code(), c.code) << c.path;
+    EXPECT_THAT(status.error_message(), StartsWith("path: ")) << c.path;
+  }
+  EXPECT_EQ(Get("m").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(ServerTest, ValidationErrorsNameTheField) {
+  ASSERT_TRUE(Load("tiny", "tiny").ok());
+  struct Case {
+    std::string field;
+    v1::GenerateRequest request;
+  };
+  std::vector<Case> cases;
+  cases.push_back({"model: ", GenerateRequest("", "hi")});
+  cases.push_back({"max_new_tokens: ", GenerateRequest("tiny", "hi", 0)});
+  cases.push_back({"max_new_tokens: ", GenerateRequest("tiny", "hi", 101)});
+  cases.push_back({"prompt: ", GenerateRequest("tiny", "")});
+  v1::GenerateRequest r = GenerateRequest("tiny", "hi");
+  r.mutable_sampling()->set_temperature(-1);
+  cases.push_back({"sampling.temperature: ", r});
+  r = GenerateRequest("tiny", "hi");
+  r.mutable_sampling()->set_top_p(1.5f);
+  cases.push_back({"sampling.top_p: ", r});
+  r = GenerateRequest("tiny", "hi");
+  r.mutable_sampling()->set_top_p(0.0f);
+  cases.push_back({"sampling.top_p: ", r});
+  r = GenerateRequest("tiny", "hi");
+  r.mutable_sampling()->set_top_k(-1);
+  cases.push_back({"sampling.top_k: ", r});
+  for (const Case& c : cases) {
+    grpc::Status status = Generate(c.request);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.field;
+    EXPECT_THAT(status.error_message(), StartsWith(c.field));
+  }
+
+  v1::EmbedRequest embed;
+  embed.set_model("tiny");
+  for (int i = 0; i < 5; ++i) {
+    embed.add_texts("x");
+  }
+  v1::EmbedResponse embed_response;
+  {
+    grpc::ClientContext context;
+    grpc::Status status = inference_->Embed(&context, embed, &embed_response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(status.error_message(), StartsWith("texts: at most 4 texts"));
+  }
+  embed.clear_texts();
+  embed.add_texts(std::string(2000, 'x'));
+  {
+    grpc::ClientContext context;
+    grpc::Status status = inference_->Embed(&context, embed, &embed_response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(status.error_message(), StartsWith("texts: at most 1024 bytes"));
+  }
+  EXPECT_THAT(Load("", "tiny").error_message(), StartsWith("name: "));
+  EXPECT_THAT(Load("x", "tiny", nullptr, "{not json").error_message(),
+              StartsWith("quantization_config: "));
+  EXPECT_THAT(Unload("").error_message(), StartsWith("name: "));
+}
+
+TEST_F(ServerTest, OversizedRequestIsRejectedByTheTransport) {
+  ASSERT_TRUE(Load("tiny", "tiny").ok());
+  grpc::Status status = Generate(GenerateRequest("tiny", std::string(kMaxRequestBytes + 1, 'x')));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+}
+
+TEST_F(ServerTest, GenerateStreamsTokensInOrderThenFinish) {
+  ASSERT_TRUE(Load("tiny", "tiny").ok());
+  v1::GenerateRequest request = GenerateRequest("tiny", "hello", 5);
+  request.set_logprobs(2);
+  std::vector<v1::GenerateResponse> responses;
+  grpc::Status status = Generate(request, &responses);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(responses.size(), 6u);
+  std::string text;
+  for (int i = 0; i < 5; ++i) {
+    const v1::GenerateResponse& r = responses[i];
+    ASSERT_EQ(r.token_ids_size(), 1);
+    EXPECT_EQ(r.token_ids(0), 1005 + i);
+    EXPECT_EQ(r.logprobs_size(), 1);
+    ASSERT_EQ(r.top_logprobs_size(), 1);
+    EXPECT_EQ(r.top_logprobs(0).entries_size(), 2);
+    EXPECT_FALSE(r.has_finish());
+    text += r.text();
+  }
+  EXPECT_EQ(text, "t0 t1 t2 t3 t4 ");
+  const v1::GenerateResponse& last = responses.back();
+  ASSERT_TRUE(last.has_finish());
+  EXPECT_EQ(last.token_ids_size(), 0);
+  EXPECT_EQ(last.finish().reason(), v1::GenerateFinish::LENGTH);
+  EXPECT_EQ(last.finish().prompt_tokens(), 5);
+  EXPECT_EQ(last.finish().completion_tokens(), 5);
+  EXPECT_EQ(last.finish().served_by(), "tiny");
+  EXPECT_GT(last.finish().seconds(), 0);
+  EXPECT_GT(last.finish().time_to_first_token_seconds(), 0);
+  EXPECT_LE(last.finish().time_to_first_token_seconds(), last.finish().seconds());
+
+  responses.clear();
+  ASSERT_TRUE(Generate(GenerateRequest("tiny", "[eos]", 10), &responses).ok());
+  EXPECT_EQ(responses.back().finish().reason(), v1::GenerateFinish::EOS);
+  EXPECT_EQ(responses.back().finish().completion_tokens(), 2);
+}
+
+TEST_F(ServerTest, ConcurrentGenerationsAllFinish) {
+  ASSERT_TRUE(Load("tiny", "tiny").ok());
+  stats_->token_delay = absl::Milliseconds(1);
+  std::vector<std::thread> clients;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 8; ++i) {
+    clients.emplace_back([&, i] {
+      std::vector<v1::GenerateResponse> responses;
+      if (Generate(GenerateRequest("tiny", std::string(i + 1, 'p'), 8), &responses).ok() &&
+          responses.size() == 9 && responses[0].token_ids(0) == 1000 + i + 1) {
+        ++ok;
+      }
+    });
+  }
+  for (auto& c : clients) {
+    c.join();
+  }
+  EXPECT_EQ(ok.load(), 8);
+}
+
+TEST_F(ServerTest, ClientCancellationReachesTheEngine) {
+  ASSERT_TRUE(Load("tiny", "tiny").ok());
+  {
+    grpc::ClientContext context;
+    auto reader = inference_->Generate(&context, GenerateRequest("tiny", "[block]", 50));
+    v1::GenerateResponse first;
+    ASSERT_TRUE(reader->Read(&first));
+    EXPECT_EQ(first.text(), "t0 ");
+    ASSERT_TRUE(stats_->WaitForBlocked(1));
+    context.TryCancel();
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  }
+  for (int i = 0; i < 1000 && stats_->cancels.load() == 0; ++i) {
+    absl::SleepFor(absl::Milliseconds(2));
+  }
+  EXPECT_EQ(stats_->cancels.load(), 1);
+  // The pin is released once the engine finishes, and the server keeps serving.
+  for (int i = 0; i < 1000 && Get("tiny")->in_flight_requests() != 0; ++i) {
+    absl::SleepFor(absl::Milliseconds(2));
+  }
+  EXPECT_EQ(Get("tiny")->in_flight_requests(), 0);
+  EXPECT_TRUE(Generate(GenerateRequest("tiny", "again")).ok());
+}
+
+TEST_F(ServerTest, DeadlineExceededCancelsTheGeneration) {
+  ASSERT_TRUE(Load("tiny", "tiny").ok());
+  grpc::Status status =
+      Generate(GenerateRequest("tiny", "[block]", 50), nullptr, absl::Milliseconds(200));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  for (int i = 0; i < 1000 && stats_->cancels.load() == 0; ++i) {
+    absl::SleepFor(absl::Milliseconds(2));
+  }
+  EXPECT_EQ(stats_->cancels.load(), 1);
+  EXPECT_TRUE(Generate(GenerateRequest("tiny", "again")).ok());
+}
+
+TEST_F(ServerTest, UnloadDrainsAnInFlightGeneration) {
+  ASSERT_TRUE(Load("tiny", "tiny").ok());
+  std::vector<v1::GenerateResponse> responses;
+  grpc::Status generate_status;
+  std::thread generation(
+      [&] { generate_status = Generate(GenerateRequest("tiny", "[block]", 3), &responses); });
+  ASSERT_TRUE(stats_->WaitForBlocked(1));
+
+  grpc::Status unload_status;
+  absl::Notification unloaded;
+  std::thread unload([&] {
+    unload_status = Unload("tiny");
+    unloaded.Notify();
+  });
+  ASSERT_TRUE(WaitForState("tiny", v1::ModelInfo::UNLOADING));
+  EXPECT_EQ(Generate(GenerateRequest("tiny", "new")).error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_FALSE(unloaded.WaitForNotificationWithTimeout(absl::Milliseconds(100)));
+  EXPECT_EQ(stats_->shutdowns.load(), 0);
+
+  stats_->Unblock();
+  generation.join();
+  unload.join();
+  ASSERT_TRUE(generate_status.ok()) << generate_status.error_message();
+  ASSERT_EQ(responses.size(), 4u);
+  EXPECT_EQ(responses.back().finish().reason(), v1::GenerateFinish::LENGTH);
+  EXPECT_TRUE(unload_status.ok()) << unload_status.error_message();
+  EXPECT_EQ(stats_->shutdowns.load(), 1);
+  EXPECT_EQ(stats_->cancels.load(), 0);
+  EXPECT_EQ(Get("tiny").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(Generate(GenerateRequest("tiny", "x")).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(ServerTest, UnloadDrainTimeoutCancelsTheGeneration) {
+  ASSERT_TRUE(Load("tiny", "tiny").ok());
+  std::vector<v1::GenerateResponse> responses;
+  grpc::Status generate_status;
+  std::thread generation(
+      [&] { generate_status = Generate(GenerateRequest("tiny", "[block]", 50), &responses); });
+  ASSERT_TRUE(stats_->WaitForBlocked(1));
+  grpc::Status unload_status = Unload("tiny", /*drain_timeout_seconds=*/0.05);
+  generation.join();
+  EXPECT_TRUE(unload_status.ok()) << unload_status.error_message();
+  EXPECT_EQ(stats_->cancels.load(), 1);
+  EXPECT_EQ(generate_status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(generate_status.error_message(), HasSubstr("unloaded"));
+  ASSERT_FALSE(responses.empty());
+  EXPECT_EQ(responses.back().finish().reason(), v1::GenerateFinish::CANCELLED);
+  EXPECT_EQ(Get("tiny").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(ServerTest, FailedLoadIsReportedAndTheServerKeepsServing) {
+  ASSERT_TRUE(Load("tiny", "tiny").ok());
+  std::vector<v1::LoadModelProgress> messages;
+  grpc::Status status = Load("bad", "broken", &messages);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::DATA_LOSS);
+  EXPECT_THAT(status.error_message(), HasSubstr("lm_head.weight"));
+  absl::StatusOr<v1::ModelInfo> info = Get("bad");
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->state(), v1::ModelInfo::FAILED);
+  EXPECT_THAT(info->reason(), HasSubstr("DATA_LOSS"));
+  grpc::Status generate = Generate(GenerateRequest("bad", "hi"));
+  EXPECT_EQ(generate.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(generate.error_message(), HasSubstr("FAILED"));
+  EXPECT_TRUE(Generate(GenerateRequest("tiny", "hi")).ok());
+  EXPECT_TRUE(Unload("bad").ok());
+  EXPECT_EQ(Get("bad").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(ServerTest, LoadingModelIsUnavailable) {
+  grpc::Status load_status;
+  std::thread load([&] { load_status = Load("s", "slow"); });
+  ASSERT_TRUE(WaitForState("s", v1::ModelInfo::LOADING));
+  for (int i = 0; i < 1000 && Get("s")->load_progress().phase() != "weights"; ++i) {
+    absl::SleepFor(absl::Milliseconds(2));
+  }
+  absl::StatusOr<v1::ModelInfo> info = Get("s");
+  EXPECT_EQ(info->load_progress().phase(), "weights");
+  EXPECT_EQ(info->load_progress().tensors_total(), 4);
+  grpc::Status generate = Generate(GenerateRequest("s", "hi"));
+  EXPECT_EQ(generate.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(generate.error_message(), HasSubstr("LOADING"));
+  EXPECT_EQ(Unload("s").error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(HealthOf("s"), HealthCheckResponse::NOT_SERVING);
+  stats_->ReleaseLoads();
+  load.join();
+  EXPECT_TRUE(load_status.ok()) << load_status.error_message();
+  EXPECT_EQ(HealthOf("s"), HealthCheckResponse::SERVING);
+}
+
+TEST_F(ServerTest, HealthReportsEachModel) {
+  EXPECT_EQ(HealthOf(""), HealthCheckResponse::SERVING);
+  grpc::StatusCode code = grpc::StatusCode::OK;
+  HealthOf("tiny", &code);
+  EXPECT_EQ(code, grpc::StatusCode::NOT_FOUND);
+  ASSERT_TRUE(Load("tiny", "tiny").ok());
+  EXPECT_EQ(HealthOf("tiny"), HealthCheckResponse::SERVING);
+  ASSERT_FALSE(Load("bad", "broken").ok());
+  EXPECT_EQ(HealthOf("bad"), HealthCheckResponse::NOT_SERVING);
+  ASSERT_TRUE(Unload("tiny").ok());
+  EXPECT_EQ(HealthOf("tiny"), HealthCheckResponse::NOT_SERVING);
+}
+
+TEST_F(ServerTest, EmbedScoreAndTokenize) {
+  ASSERT_TRUE(Load("emb", "embed").ok());
+  EXPECT_EQ(Get("emb")->task(), v1::ModelInfo::EMBED);
+  v1::EmbedRequest embed;
+  embed.set_model("emb");
+  embed.add_texts("abc");
+  embed.add_texts("hello");
+  embed.set_normalize(false);
+  v1::EmbedResponse embedded;
+  {
+    grpc::ClientContext context;
+    ASSERT_TRUE(inference_->Embed(&context, embed, &embedded).ok());
+  }
+  ASSERT_EQ(embedded.embeddings_size(), 2);
+  EXPECT_FLOAT_EQ(embedded.embeddings(1).values(0), 5.0f);
+  EXPECT_EQ(embedded.served_by(), "emb");
+  EXPECT_EQ(embedded.prompt_tokens(), 8);
+
+  v1::ScoreRequest score;
+  score.set_model("emb");
+  score.set_text("abcd");
+  v1::ScoreResponse scored;
+  {
+    grpc::ClientContext context;
+    ASSERT_TRUE(inference_->Score(&context, score, &scored).ok());
+  }
+  EXPECT_EQ(scored.token_ids_size(), 4);
+  EXPECT_EQ(scored.logprobs_size(), 3);
+  EXPECT_NEAR(scored.perplexity(), 2.71828, 1e-4);
+
+  v1::TokenizeRequest tokenize;
+  tokenize.set_model("emb");
+  tokenize.set_text("hi");
+  v1::TokenizeResponse tokens;
+  {
+    grpc::ClientContext context;
+    ASSERT_TRUE(inference_->Tokenize(&context, tokenize, &tokens).ok());
+  }
+  EXPECT_THAT(tokens.token_ids(), ::testing::ElementsAre(1, 'h', 'i'));
+  EXPECT_THAT(tokens.tokens(), ::testing::ElementsAre("<s>", "h", "i"));
+}
+
+TEST_F(ServerTest, UnloadWaitsForAnInFlightEmbed) {
+  ASSERT_TRUE(Load("emb", "embed").ok());
+  grpc::Status embed_status;
+  std::thread client([&] {
+    v1::EmbedRequest embed;
+    embed.set_model("emb");
+    embed.add_texts("[block]");
+    v1::EmbedResponse response;
+    grpc::ClientContext context;
+    embed_status = inference_->Embed(&context, embed, &response);
+  });
+  ASSERT_TRUE(stats_->WaitForBlocked(1));
+  absl::Notification unloaded;
+  grpc::Status unload_status;
+  std::thread unload([&] {
+    unload_status = Unload("emb");
+    unloaded.Notify();
+  });
+  EXPECT_FALSE(unloaded.WaitForNotificationWithTimeout(absl::Milliseconds(100)));
+  stats_->Unblock();
+  client.join();
+  unload.join();
+  EXPECT_TRUE(embed_status.ok());
+  EXPECT_TRUE(unload_status.ok());
+  EXPECT_EQ(stats_->shutdowns.load(), 1);
+}
+
+TEST_F(ServerTest, SaveModelIsUnimplemented) {
+  v1::SaveModelRequest request;
+  request.set_name("tiny");
+  v1::SaveModelResponse response;
+  grpc::ClientContext context;
+  grpc::Status status = models_->SaveModel(&context, request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_THAT(status.error_message(), HasSubstr("pre-quantized checkpoint"));
+}
+
+TEST_F(ServerTest, MetricsCarryModelAndQuantMethodLabels) {
+  ASSERT_TRUE(Load("tiny", "tiny", nullptr, R"({"quant_method": "hqq"})").ok());
+  ASSERT_TRUE(Generate(GenerateRequest("tiny", "hello", 3)).ok());
+  ASSERT_EQ(Generate(GenerateRequest("ghost", "hello")).error_code(), grpc::StatusCode::NOT_FOUND);
+  const std::string text = Scrape();
+  for (
+      const char* series : {
+          R"(quantserve_rpc_requests_total{code="OK",model="tiny",quant_method="hqq",rpc="Generate"} 1)",
+          R"(quantserve_rpc_requests_total{code="NOT_FOUND",model="",quant_method="",rpc="Generate"} 1)",
+          R"(quantserve_rpc_requests_total{code="OK",model="tiny",quant_method="hqq",rpc="LoadModel"} 1)",
+          R"(quantserve_rpc_request_duration_seconds_count{model="tiny",quant_method="hqq",rpc="Generate"} 1)",
+          R"(quantserve_generate_time_to_first_token_seconds_count{model="tiny",quant_method="hqq"} 1)",
+          R"(quantserve_generate_inter_token_latency_seconds_count{model="tiny",quant_method="hqq"} 2)",
+          R"(quantserve_generate_generated_tokens_total{model="tiny",quant_method="hqq"} 3)",
+          R"(quantserve_generate_prompt_tokens_total{model="tiny",quant_method="hqq"} 5)",
+          R"(quantserve_generate_finished_total{model="tiny",quant_method="hqq",reason="length"} 1)",
+          R"(quantserve_inference_requests_running{model="tiny",quant_method="hqq"} 0)",
+          R"(vllm:num_requests_waiting{model_name="tiny"} 0)",
+          R"(quantserve_model_state{model="tiny",quant_method="hqq"} 2)",
+          R"(quantserve_model_memory_footprint_bytes{model="tiny",quant_method="hqq"} 4194304)",
+          R"(quantserve_model_parameters{model="tiny",quant_method="hqq"} 1048576)",
+          R"(quantserve_model_loads_total{code="OK",model="tiny",quant_method="hqq"} 1)",
+          R"(quantserve_model_load_duration_seconds{model="tiny",quant_method="hqq"})",
+      }) {
+    EXPECT_THAT(text, HasSubstr(series));
+  }
+}
+
+TEST_F(ServerTest, StartupConfigPreloadsModels) {
+  server_->Shutdown(absl::Seconds(1));
+  const fs::path config = root_ / "startup.json";
+  std::ofstream(config) << R"({"models": [
+      {"name": "pre", "path": "tiny", "quantization_config": {"quant_method": "eetq"}},
+      {"name": "pre-bad", "path": "broken"}]})";
+  ASSERT_TRUE(StartServer(config.string()).ok());
+  EXPECT_THAT(server_->startup_models(), ::testing::ElementsAre("pre", "pre-bad"));
+  ASSERT_TRUE(WaitForState("pre", v1::ModelInfo::READY));
+  ASSERT_TRUE(WaitForState("pre-bad", v1::ModelInfo::FAILED));
+  EXPECT_EQ(Get("pre")->quant_method(), "eetq");
+  EXPECT_TRUE(Generate(GenerateRequest("pre", "hi")).ok());
+}
+
+TEST_F(ServerTest, StartupConfigErrorsFailStartup) {
+  const fs::path config = root_ / "startup.json";
+  std::ofstream(config) << R"({"models": [{"name": "x", "path": "missing"}]})";
+  Server::Options options;
+  options.listen_address = "127.0.0.1:0";
+  options.model_root = root_.string();
+  options.loader = MakeFakeLoader(stats_);
+  options.metrics = metrics_.get();
+  options.startup_config_path = config.string();
+  absl::StatusOr<std::unique_ptr<Server>> server = Server::Create(options);
+  EXPECT_EQ(server.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(server.status().message()), HasSubstr("model 'x'"));
+  options.startup_config_path = (root_ / "nope.json").string();
+  EXPECT_EQ(Server::Create(options).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(ServerTest, ShutdownCancelsGenerationsPastTheDrainDeadline) {
+  ASSERT_TRUE(Load("tiny", "tiny").ok());
+  grpc::Status generate_status;
+  std::thread generation(
+      [&] { generate_status = Generate(GenerateRequest("tiny", "[block]", 50)); });
+  ASSERT_TRUE(stats_->WaitForBlocked(1));
+  const absl::Time start = absl::Now();
+  server_->Shutdown(absl::Milliseconds(100));
+  generation.join();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(3));
+  EXPECT_FALSE(generate_status.ok());
+  EXPECT_EQ(stats_->cancels.load(), 1);
+  EXPECT_EQ(stats_->shutdowns.load(), 1);
+  server_->Wait();  // returns at once: shutdown has finished
+}
+
+}  // namespace
+}  // namespace quantserve::server
