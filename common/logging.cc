@@ -25,7 +25,10 @@ const char* LevelName(LogLevel level) {
 }
 
 void AppendQuoted(std::string& out, std::string_view value) {
-  bool quote = value.empty() || value.find_first_of(" \"=\t\n") != std::string_view::npos;
+  bool quote = value.empty();
+  for (char c : value) {
+    if (c == ' ' || c == '"' || c == '=' || static_cast<unsigned char>(c) < 0x20) quote = true;
+  }
   if (!quote) {
     out.append(value);
     return;
@@ -35,6 +38,12 @@ void AppendQuoted(std::string& out, std::string_view value) {
     if (c == '"' || c == '\\') out.push_back('\\');
     if (c == '\n') {
       out.append("\\n");
+      continue;
+    }
+    if (static_cast<unsigned char>(c) < 0x20) {  // no raw control bytes: one record, one line
+      char hex[8];
+      std::snprintf(hex, sizeof(hex), "\\x%02x", static_cast<unsigned char>(c));
+      out.append(hex);
       continue;
     }
     out.push_back(c);

@@ -26,6 +26,9 @@ absl::Status TorchCall(const std::string& context, Fn&& fn,
       std::forward<Fn>(fn)();
       return absl::OkStatus();
     }
+  } catch (const c10::OutOfMemoryError& e) {
+    return absl::ResourceExhaustedError(context + ": out of device memory: " +
+                                        e.what_without_backtrace());
   } catch (const c10::Error& e) {
     return absl::Status(code, context + ": " + e.what_without_backtrace());
   } catch (const std::bad_alloc&) {

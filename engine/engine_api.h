@@ -34,7 +34,7 @@ struct LoadOptions {
   std::string dtype = "auto";            // auto|float32|bfloat16|float16
   std::string device_map = "cpu";        // auto|cpu|cuda|cuda:N (JSON objects come later)
   std::string max_memory_json;           // {"cpu": "8GiB", "0": "20GiB"}; empty = no limit
-  int num_threads = 0;                   // intra-op threads for this model; 0 = library default
+  int num_threads = 0;  // intra-op threads on the threads running this model; 0 = default
 };
 
 // One progress report of a running load; phases in order: "config", "quantizer",

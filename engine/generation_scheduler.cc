@@ -1,6 +1,7 @@
 #include "engine/generation_scheduler.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
 
 #include <algorithm>
@@ -52,15 +53,23 @@ std::unique_ptr<GenerationHandle> GenerationScheduler::Generate(
   request->observer = std::move(observer);
   // The handle holds the flag through an aliasing pointer, so it never extends the request.
   std::shared_ptr<std::atomic<bool>> flag(request, &request->cancelled);
+  absl::Status refused;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) {
-      request->observer->OnFinish(absl::UnavailableError("model is shutting down"));
-      return std::make_unique<Handle>(flag);
+      refused = absl::UnavailableError("model is shutting down");
+    } else if (static_cast<int32_t>(queue_.size()) >= options_.max_queued) {
+      refused = absl::ResourceExhaustedError(absl::StrCat(
+          "generation queue is full (", options_.max_queued, " waiting); retry later"));
+    } else {
+      queue_.push_back(request);
     }
-    queue_.push_back(request);
   }
-  cv_.notify_one();
+  if (!refused.ok()) {
+    request->observer->OnFinish(refused);  // outside the lock: observers may call back in
+  } else {
+    cv_.notify_one();
+  }
   return std::make_unique<Handle>(flag);
 }
 
@@ -74,6 +83,7 @@ void GenerationScheduler::Shutdown() {
 }
 
 void GenerationScheduler::Loop() {
+  if (options_.num_threads > 0) at::set_num_threads(options_.num_threads);
   for (;;) {
     std::shared_ptr<Request> request;
     {
@@ -83,7 +93,14 @@ void GenerationScheduler::Loop() {
       request = std::move(queue_.front());
       queue_.pop_front();
     }
-    Run(*request);
+    // Run finishes the request through its observer; anything thrown outside its torch
+    // boundary must not take the process down with it.
+    try {
+      Run(*request);
+    } catch (const std::exception& e) {
+      QS_LOG(ERROR) << "generation failed" << common::Kv("error", e.what());
+      request->observer->OnFinish(absl::InternalError(std::string("generation failed: ") + e.what()));
+    }
   }
 }
 

@@ -7,7 +7,9 @@
 // go: requests already carry everything a batched step needs (own cache, sampler, stream).
 //
 // Thread-safety: Generate/Shutdown from any thread. Observers are called on the scheduler
-// thread only. Shutdown() finishes queued work, then joins.
+// thread only, except that a request refused at submission (queue full, shutting down) is
+// finished on the caller's thread before Generate returns. Shutdown() finishes queued work,
+// then joins.
 
 #include <atomic>
 #include <condition_variable>
@@ -30,6 +32,8 @@ class GenerationScheduler {
     std::shared_ptr<const models::Tokenizer> tokenizer;
     std::vector<int32_t> eos_token_ids;  // from generation_config.json / config.json
     int64_t context_length = 2048;      // max_position_embeddings
+    int32_t max_queued = 256;           // waiting requests beyond this get RESOURCE_EXHAUSTED
+    int32_t num_threads = 0;            // intra-op threads on the scheduler thread; 0 = default
   };
   explicit GenerationScheduler(Options options);
   ~GenerationScheduler();

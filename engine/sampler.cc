@@ -33,18 +33,24 @@ SampledToken Sampler::Sample(const at::Tensor& logits_in, const std::vector<int3
   }
 
   int32_t chosen = 0;
-  if (params_.temperature <= 0.0f) {
+  // Below this temperature the distribution is a point mass in float arithmetic; dividing by
+  // it would overflow to inf and turn the weights into NaN.
+  constexpr float kGreedyBelow = 1e-5f;
+  if (params_.temperature < kGreedyBelow) {
     // Greedy: first maximum, as torch.argmax.
     chosen = static_cast<int32_t>(std::max_element(scores.begin(), scores.end()) - scores.begin());
   } else {
     for (float& s : scores) s /= params_.temperature;
     std::vector<int32_t> order(vocab);
     std::iota(order.begin(), order.end(), 0);
-    // Stable sort keeps equal scores in id order, so results do not depend on the sort.
-    std::stable_sort(order.begin(), order.end(),
-                     [&](int32_t a, int32_t b) { return scores[a] > scores[b]; });
+    // Ties break by id, so the order (and the sampled token) does not depend on the sort.
+    auto better = [&](int32_t a, int32_t b) {
+      return scores[a] > scores[b] || (scores[a] == scores[b] && a < b);
+    };
     size_t keep = order.size();
     if (params_.top_k > 0) keep = std::min<size_t>(keep, params_.top_k);
+    // Only the kept prefix needs ordering: O(V log k) instead of a full sort.
+    std::partial_sort(order.begin(), order.begin() + keep, order.end(), better);
     const float max_score = scores[order[0]];
     std::vector<double> probs(keep);
     double total = 0;

@@ -88,10 +88,15 @@ class CausalLmServable final : public ServableBase {
  public:
   CausalLmServable(ModelDescription description, std::shared_ptr<const models::Tokenizer> tok,
                    std::shared_ptr<const models::LlamaForCausalLM> model,
-                   std::vector<int32_t> eos_ids)
+                   std::vector<int32_t> eos_ids, int32_t num_threads)
       : ServableBase(std::move(description), tok),
         model_(model),
-        scheduler_({model, tok, std::move(eos_ids), model->config().max_position_embeddings}) {}
+        num_threads_(num_threads),
+        scheduler_({.model = model,
+                    .tokenizer = tok,
+                    .eos_token_ids = std::move(eos_ids),
+                    .context_length = model->config().max_position_embeddings,
+                    .num_threads = num_threads}) {}
 
   std::unique_ptr<GenerationHandle> Generate(GenerateParams params,
                                              std::shared_ptr<GenerateObserver> observer) override {
@@ -102,6 +107,7 @@ class CausalLmServable final : public ServableBase {
 
   absl::StatusOr<ScoreResult> Score(const ScoreParams& params) override {
     QS_RETURN_IF_ERROR(CheckOpen());
+    if (num_threads_ > 0) at::set_num_threads(num_threads_);  // this calling thread only
     ScoreResult out;
     out.token_ids = params.input_ids;
     if (out.token_ids.empty()) out.token_ids = tokenizer_->Encode(params.text, params.add_special_tokens);
@@ -128,12 +134,22 @@ class CausalLmServable final : public ServableBase {
                                   at::kLong)
                            .view({1, n})
                            .to(model_->model->embed_tokens->weight.device());
-      at::Tensor logits = model_->Forward(ids, cache, /*last_only=*/false);  // [n, V]
-      at::Tensor lp = at::log_softmax(logits.narrow(0, 0, n - 1), -1)
-                          .gather(1, ids.squeeze(0).narrow(0, 1, n - 1).unsqueeze(1))
-                          .squeeze(1)
-                          .to(at::kCPU);
-      out.logprobs.assign(lp.const_data_ptr<float>(), lp.const_data_ptr<float>() + (n - 1));
+      at::Tensor hidden = model_->ForwardHidden(ids, cache);  // [n, hidden]
+      at::Tensor targets = ids.squeeze(0).narrow(0, 1, n - 1).unsqueeze(1);
+      // The output layer in row chunks: [n, vocab] float logits for a long text would be
+      // gigabytes for a large vocabulary.
+      constexpr int64_t kRows = 256;
+      out.logprobs.reserve(n - 1);
+      for (int64_t row = 0; row < n - 1; row += kRows) {
+        const int64_t rows = std::min(kRows, n - 1 - row);
+        at::Tensor logits = model_->lm_head->Forward(hidden.narrow(0, row, rows)).to(at::kFloat);
+        at::Tensor lp = at::log_softmax(logits, -1)
+                            .gather(1, targets.narrow(0, row, rows))
+                            .squeeze(1)
+                            .to(at::kCPU);
+        out.logprobs.insert(out.logprobs.end(), lp.const_data_ptr<float>(),
+                            lp.const_data_ptr<float>() + rows);
+      }
     }));
     double sum = 0;
     for (float v : out.logprobs) sum += v;
@@ -148,16 +164,19 @@ class CausalLmServable final : public ServableBase {
 
  private:
   std::shared_ptr<const models::LlamaForCausalLM> model_;
+  int32_t num_threads_;
   GenerationScheduler scheduler_;
 };
 
 class EncoderServable final : public ServableBase {
  public:
   EncoderServable(ModelDescription description, std::shared_ptr<const models::Tokenizer> tok,
-                  std::shared_ptr<const models::BertModel> model, int64_t max_tokens)
+                  std::shared_ptr<const models::BertModel> model, int64_t max_tokens,
+                  int32_t num_threads)
       : ServableBase(std::move(description), std::move(tok)),
         model_(std::move(model)),
-        max_tokens_(max_tokens) {}
+        max_tokens_(max_tokens),
+        num_threads_(num_threads) {}
 
   std::unique_ptr<GenerationHandle> Generate(GenerateParams,
                                              std::shared_ptr<GenerateObserver> observer) override {
@@ -169,6 +188,7 @@ class EncoderServable final : public ServableBase {
 
   absl::StatusOr<EmbedResult> Embed(const EmbedParams& params) override {
     QS_RETURN_IF_ERROR(CheckOpen());
+    if (num_threads_ > 0) at::set_num_threads(num_threads_);  // this calling thread only
     std::string pooling = params.pooling.empty() ? description_.default_pooling : params.pooling;
     if (pooling != "mean" && pooling != "cls" && pooling != "last") {
       return absl::InvalidArgumentError(
@@ -212,6 +232,7 @@ class EncoderServable final : public ServableBase {
 
   std::shared_ptr<const models::BertModel> model_;
   int64_t max_tokens_;
+  int32_t num_threads_;
 };
 
 // Longest input an encoder sees, as sentence-transformers decides it: sentence_bert_config.json's
@@ -228,10 +249,14 @@ absl::StatusOr<int64_t> EncoderMaxTokens(const std::string& dir, const models::M
     if (j.is_discarded() || (it != j.end() && !it->is_number_integer())) {
       return absl::InvalidArgumentError(st_path + ": max_seq_length must be an integer");
     }
-    if (it != j.end()) return std::min<int64_t>(max_tokens, it->get<int64_t>());
-  }
-  if (auto t = tok.truncation_max_length(); t.has_value()) {
+    if (it != j.end()) max_tokens = std::min<int64_t>(max_tokens, it->get<int64_t>());
+  } else if (auto t = tok.truncation_max_length(); t.has_value()) {
     max_tokens = std::min<int64_t>(max_tokens, *t);
+  }
+  if (max_tokens < 2) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        dir, ": the encoder's maximum input length is ", max_tokens,
+        " (max_seq_length / truncation.max_length / max_position_embeddings); it must be >= 2"));
   }
   return max_tokens;
 }
@@ -240,7 +265,11 @@ absl::StatusOr<int64_t> EncoderMaxTokens(const std::string& dir, const models::M
 
 absl::StatusOr<std::unique_ptr<ServableModel>> LoadServableModel(
     const LoadOptions& options, const LoadProgressCallback& on_progress) {
-  if (options.num_threads > 0) at::set_num_threads(options.num_threads);
+  const std::string mm = options.max_memory_json;
+  if (mm.find_first_not_of(" \t\n{}") != std::string::npos) {
+    return absl::UnimplementedError(
+        "max_memory: per-device memory limits are not supported yet; leave it empty");
+  }
   loader::LoadPipelineOptions lo;
   lo.model_dir = options.path;
   lo.quantization_config_json = options.quantization_config_json;
@@ -270,12 +299,14 @@ absl::StatusOr<std::unique_ptr<ServableModel>> LoadServableModel(
   if (loaded->encoder) {
     QS_ASSIGN_OR_RETURN(int64_t max_tokens, EncoderMaxTokens(options.path, loaded->config, *tok));
     return std::unique_ptr<ServableModel>(
-        new EncoderServable(std::move(description), tok, loaded->encoder, max_tokens));
+        new EncoderServable(std::move(description), tok, loaded->encoder, max_tokens,
+                            options.num_threads));
   }
   std::vector<int32_t> eos = loaded->config.eos_token_ids;
   if (eos.empty() && tok->eos_id().has_value()) eos.push_back(*tok->eos_id());
   return std::unique_ptr<ServableModel>(
-      new CausalLmServable(std::move(description), tok, loaded->causal_lm, std::move(eos)));
+      new CausalLmServable(std::move(description), tok, loaded->causal_lm, std::move(eos),
+                           options.num_threads));
 }
 
 std::string DescribeDevices() {

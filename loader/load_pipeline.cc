@@ -162,6 +162,10 @@ absl::StatusOr<c10::Device> ResolveDevice(const std::string& requested) {
       return absl::FailedPreconditionError(absl::StrCat(
           "device_map '", requested, "' asks for CUDA but this process has no CUDA device"));
     }
+    if (index >= static_cast<int>(at::getNumGPUs())) {
+      return absl::FailedPreconditionError(absl::StrCat("device_map '", requested, "': this process has ",
+                                                        at::getNumGPUs(), " CUDA device(s)"));
+    }
     return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index));
   }
   return absl::InvalidArgumentError(

@@ -163,6 +163,12 @@ KvCache LlamaForCausalLM::NewCache(int64_t capacity) const {
 }
 
 at::Tensor LlamaForCausalLM::Forward(const at::Tensor& ids, KvCache& cache, bool last_only) const {
+  at::Tensor h = ForwardHidden(ids, cache);
+  if (last_only) h = h.narrow(0, h.size(0) - 1, 1);
+  return lm_head->Forward(h).to(at::kFloat);
+}
+
+at::Tensor LlamaForCausalLM::ForwardHidden(const at::Tensor& ids, KvCache& cache) const {
   const int64_t start = cache.length();
   const int64_t t = ids.size(1);
   // Rotary tables for positions [start, start+T), computed in float32 like transformers.
@@ -178,9 +184,7 @@ at::Tensor LlamaForCausalLM::Forward(const at::Tensor& ids, KvCache& cache, bool
     h = model->layers[i]->Forward(h, cos, sin, static_cast<int64_t>(i), start, cache);
   }
   cache.set_length(start + t);
-  h = model->norm->Forward(h).squeeze(0);  // [T, hidden]
-  if (last_only) h = h.narrow(0, t - 1, 1);
-  return lm_head->Forward(h).to(at::kFloat);
+  return model->norm->Forward(h).squeeze(0);  // [T, hidden]
 }
 
 }  // namespace quantserve::models

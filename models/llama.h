@@ -74,6 +74,10 @@ class LlamaForCausalLM final : public Module {
   // `cache`. Returns float32 logits [T, vocab] (only the last row when `last_only`).
   at::Tensor Forward(const at::Tensor& ids, KvCache& cache, bool last_only) const;
 
+  // The final normalized hidden states [T, hidden] for `ids` (Forward without lm_head), so
+  // callers can apply the output layer in row chunks and bound their memory.
+  at::Tensor ForwardHidden(const at::Tensor& ids, KvCache& cache) const;
+
   // A cache sized for `capacity` positions on the model's device and dtype.
   KvCache NewCache(int64_t capacity) const;
 

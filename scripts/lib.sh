@@ -27,7 +27,10 @@ ensure_apt() {
   if [ ${#missing[@]} -eq 0 ]; then return; fi
   log "installing Debian packages: ${missing[*]}"
   local sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { log "need root (or sudo) to install: ${missing[*]}"; exit 1; }
+    sudo="sudo"
+  fi
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
@@ -38,18 +41,25 @@ ensure_venv() {
   local hash venv
   hash="$(sha256sum "$QS_ROOT/requirements.txt" | cut -c1-16)"
   venv="$QS_CACHE_DIR/venv-$hash"
+  mkdir -p "$QS_CACHE_DIR"
+  # Concurrent runs (two checkouts, CI) share the cache: one builds, the others wait.
+  exec 8>"$QS_CACHE_DIR/venv.lock"
+  flock 8
   if [ ! -f "$venv/.complete" ]; then
     log "creating Python venv $venv (torch + fixture packages; first time only)"
     rm -rf "$venv"
-    mkdir -p "$QS_CACHE_DIR"
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q --upgrade pip
     "$venv/bin/pip" install -q -r "$QS_ROOT/requirements.txt"
     touch "$venv/.complete"
   fi
+  flock -u 8
+  if [ -e "$QS_ROOT/.venv" ] && [ ! -L "$QS_ROOT/.venv" ]; then
+    log ".venv is a directory of your own; move it away so the scripts can manage it"
+    exit 1
+  fi
   if [ "$(readlink -f "$QS_ROOT/.venv" 2>/dev/null)" != "$(readlink -f "$venv")" ]; then
-    rm -rf "$QS_ROOT/.venv"
-    ln -s "$venv" "$QS_ROOT/.venv"
+    ln -sfn "$venv" "$QS_ROOT/.venv"
   fi
 }
 

@@ -8,12 +8,15 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
+#include <iostream>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/flags/internal/program_name.h"
+#include "absl/flags/internal/usage.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
@@ -77,14 +80,27 @@ constexpr char kUsage[] =
     "\n"
     "Example:\n"
     "  quantserve --model_root=/models --config=/etc/quantserve/startup.json\n"
-    "  quantserve-cli --server=localhost:50051 load tiny tiny-llama "
-    "--quantization_config='{\"quant_method\":\"eetq\"}'\n"
+    "  quantserve-cli --server=localhost:50051 load kjv kjv-llama --dtype=bfloat16\n"
     "\n"
     "SIGINT/SIGTERM shut down gracefully (--drain_timeout_seconds); a second signal exits at "
     "once.\n"
     "--helpfull lists the flags of the libraries too.";
 
 bool IsOurFlagFile(absl::string_view path) { return absl::EndsWith(path, "server/main.cc"); }
+
+// `--help`/`-h` print our flags and exit 0 (absl's own handler exits 1, which reads as a
+// failure to scripts and container probes).
+bool PrintHelpIfAsked(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const absl::string_view arg = argv[i];
+    if (arg == "--help" || arg == "-help" || arg == "-h" || arg == "--helpshort") {
+      absl::flags_internal::FlagsHelp(std::cout, "server/main.cc",
+                                      absl::flags_internal::HelpFormat::kHumanReadable, kUsage);
+      return true;
+    }
+  }
+  return false;
+}
 
 int UsageError(const std::string& message) {
   std::fprintf(stderr, "quantserve: %s\nRun quantserve --help for usage.\n", message.c_str());
@@ -100,6 +116,8 @@ int main(int argc, char** argv) {
   usage_config.contains_help_flags = IsOurFlagFile;
   usage_config.version_string = [] { return std::string("quantserve 0.1.0\n"); };
   absl::SetFlagsUsageConfig(usage_config);
+  absl::flags_internal::SetProgramInvocationName(argv[0]);
+  if (PrintHelpIfAsked(argc, argv)) return 0;
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
   if (positional.size() > 1) {
     return UsageError(std::string("unexpected argument '") + positional[1] + "'");

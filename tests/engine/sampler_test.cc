@@ -106,3 +106,32 @@ TEST(SamplerTest, TopLogprobsAreSortedAndExact) {
 
 }  // namespace
 }  // namespace quantserve::engine
+
+namespace quantserve::engine {
+namespace {
+
+TEST(SamplerTest, TinyTemperatureIsGreedyNotNaN) {
+  SamplingParams p;
+  p.temperature = 1e-30f;
+  p.seed = 5;
+  Sampler s(p, 1);
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_EQ(s.Sample(at::tensor({0.1f, 2.0f, -1.0f, 1.5f}), {}).token_id, 1);
+  }
+}
+
+TEST(SamplerTest, TopKWithTiesIsDeterministicById) {
+  SamplingParams p;
+  p.temperature = 1.0f;
+  p.top_k = 2;
+  p.seed = 11;
+  Sampler s(p, 1);
+  // Three tied best tokens: top_k=2 keeps ids 1 and 2, never 3.
+  for (int i = 0; i < 200; ++i) {
+    int id = s.Sample(at::tensor({-5.0f, 1.0f, 1.0f, 1.0f}), {}).token_id;
+    EXPECT_TRUE(id == 1 || id == 2) << id;
+  }
+}
+
+}  // namespace
+}  // namespace quantserve::engine
