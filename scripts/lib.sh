@@ -66,6 +66,8 @@ ensure_venv() {
 # Configures (once) and builds the given targets (all when none).
 build() {
   export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
+  # Paths relative to the checkout, so a fresh clone (CI) hits the cache of an earlier one.
+  export CCACHE_BASEDIR="$QS_ROOT" CCACHE_NOHASHDIR=1
   if [ ! -f "$QS_BUILD_DIR/build.ninja" ]; then
     cmake -S "$QS_ROOT" -B "$QS_BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
   fi
