@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 #include "common/torch_status.h"
+#include "engine/detokenizer.h"
 #include "engine/sampler.h"
 #include "engine/text_stream.h"
 
@@ -140,6 +141,7 @@ void GenerationScheduler::Run(Request& r) {
     models::KvCache cache = model.NewCache(prompt_len + max_new);
     Sampler sampler(p.sampling, p.logprobs);
     TextStream stream(p.stop);
+    Detokenizer detokenizer(*options_.tokenizer);
     std::vector<int32_t> history = ids;
     at::Tensor input = at::tensor(std::vector<int64_t>(ids.begin(), ids.end()), at::kLong)
                            .view({1, prompt_len})
@@ -167,9 +169,7 @@ void GenerationScheduler::Run(Request& r) {
         finish.reason = FinishReason::kEos;
         break;
       }
-      if (!options_.tokenizer->IsSpecial(token.token_id)) {
-        chunk.text = stream.Push(options_.tokenizer->TokenBytes(token.token_id));
-      }
+      chunk.text = stream.Push(detokenizer.Push(token.token_id));
       observer.OnChunk(std::move(chunk));
       if (stream.stopped()) {
         finish.reason = FinishReason::kStop;

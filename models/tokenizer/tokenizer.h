@@ -59,6 +59,9 @@ class Tokenizer {
   // sequence); otherwise the token string itself, as the vocabulary spells it (WordPiece "##"
   // prefixes included). Empty for unknown ids.
   std::string TokenBytes(int32_t id) const;
+  // True when the decoder is ByteLevel: TokenBytes() of consecutive tokens concatenate to the
+  // decoded text, so streaming needs no re-decoding.
+  bool has_byte_level_decoder() const { return byte_level_decoder_; }
 
   std::optional<int32_t> TokenToId(std::string_view token) const;
   // The token string of `id` (added tokens first, as HF); empty for unknown ids.
