@@ -208,3 +208,35 @@ TEST(ServableModelTest, GenerationErrorsAndStops) {
 
 }  // namespace
 }  // namespace quantserve::engine
+
+namespace quantserve::engine {
+namespace {
+
+// The default model ends every training chapter with <|end_of_text|> (id 1, from its
+// generation_config.json), and "Amen." closes many chapters: greedy decoding stops on EOS.
+TEST(ServableModelTest, DefaultModelStopsOnEosUnlessIgnored) {
+  auto lm = Load(std::string(QS_SOURCE_DIR) + "/assets/models/kjv-llama");
+  ASSERT_NE(lm, nullptr);
+  GenerateParams p;
+  p.prompt = "Amen.";
+  p.max_new_tokens = 8;
+  auto stops = std::make_shared<Collector>();
+  lm->Generate(p, stops);
+  stops->Wait();
+  ASSERT_TRUE(stops->finish.ok()) << stops->finish.status();
+  EXPECT_EQ(stops->finish->reason, FinishReason::kEos);
+  ASSERT_EQ(stops->ids.size(), 1u);
+  EXPECT_EQ(stops->ids[0], 1);
+  EXPECT_EQ(stops->text, "");  // the EOS token has no text
+  p.ignore_eos = true;
+  auto runs_on = std::make_shared<Collector>();
+  lm->Generate(p, runs_on);
+  runs_on->Wait();
+  ASSERT_TRUE(runs_on->finish.ok());
+  EXPECT_EQ(runs_on->finish->reason, FinishReason::kLength);
+  EXPECT_EQ(runs_on->ids.size(), 8u);
+  lm->Shutdown();
+}
+
+}  // namespace
+}  // namespace quantserve::engine
