@@ -265,7 +265,7 @@ absl::StatusOr<LoadedModel> RunLoadPipeline(
   }
   std::vector<std::string> missing;
   for (const auto& [name, slot] : slots) {
-    if (slot.kind == models::ParamKind::kRequired && seen.count(name) == 0) missing.push_back(name);
+    if (seen.count(name) == 0) missing.push_back(name);
   }
   std::sort(missing.begin(), missing.end());
   if (!missing.empty() || !unexpected.empty()) {
@@ -333,7 +333,6 @@ absl::StatusOr<LoadedModel> RunLoadPipeline(
   for (const auto& named : root->NamedParameters()) {
     const at::Tensor& t = *named.slot.tensor;
     if (!t.defined() || t.is_meta()) {
-      if (named.slot.kind == models::ParamKind::kOptional) continue;
       return absl::InternalError(absl::StrCat("parameter '", named.name, "' was not loaded"));
     }
     if (!counted.insert(t.data_ptr()).second) continue;  // tied: count once, like transformers

@@ -3,9 +3,8 @@
 
 namespace quantserve::models {
 
-void Module::RegisterParameter(std::string name, at::Tensor* tensor, ParamKind kind,
-                               std::string tied_to) {
-  params_.push_back({std::move(name), ParamSlot{tensor, kind, std::move(tied_to)}});
+void Module::RegisterParameter(std::string name, at::Tensor* tensor, std::string tied_to) {
+  params_.push_back({std::move(name), ParamSlot{tensor, std::move(tied_to)}});
 }
 
 std::vector<Module::NamedSlot> Module::NamedParameters(const std::string& prefix) const {

@@ -25,17 +25,10 @@
 
 namespace quantserve::models {
 
-// Where a parameter's value comes from.
-enum class ParamKind {
-  kRequired,  // must be in the checkpoint
-  kOptional,  // may be absent; left as initialized (e.g. zeros)
-};
-
 // One loadable tensor of a module: its expected shape/dtype on the skeleton and where to store
-// the materialized value.
+// the materialized value. Every slot must come from the checkpoint unless it is tied.
 struct ParamSlot {
   at::Tensor* tensor = nullptr;  // points into the owning module
-  ParamKind kind = ParamKind::kRequired;
   // Set for parameters that are not loaded but aliased to another one after loading
   // (tie_word_embeddings): the dotted name of the source parameter.
   std::string tied_to;
@@ -74,8 +67,7 @@ class Module {
   virtual const char* type_name() const = 0;
 
  protected:
-  void RegisterParameter(std::string name, at::Tensor* tensor,
-                         ParamKind kind = ParamKind::kRequired, std::string tied_to = "");
+  void RegisterParameter(std::string name, at::Tensor* tensor, std::string tied_to = "");
   // `holder` is the parent's member that owns the child; ReplaceChild writes through it.
   template <typename T>
   void RegisterModule(std::string name, std::shared_ptr<T>* holder) {

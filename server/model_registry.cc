@@ -388,20 +388,31 @@ void ModelRegistry::RunLoad(EntryPtr entry, engine::LoadOptions load_options,
   --loads_running_;
 }
 
-absl::StatusOr<ModelSnapshot> ModelRegistry::Load(const LoadRequest& request,
-                                                  ProgressCallback on_progress) {
+namespace {
+
+// Runs an asynchronous Start*(..., done) call and blocks until `done` has fired.
+template <typename T, typename Start>
+absl::StatusOr<T> StartAndWait(Start start) {
   absl::Notification done;
-  absl::StatusOr<ModelSnapshot> result;
-  absl::Status started =
-      StartLoad(request, std::move(on_progress), [&](absl::StatusOr<ModelSnapshot> outcome) {
-        result = std::move(outcome);
-        done.Notify();
-      });
+  absl::StatusOr<T> result;
+  absl::Status started = start([&](absl::StatusOr<T> outcome) {
+    result = std::move(outcome);
+    done.Notify();
+  });
   if (!started.ok()) {
     return started;
   }
   done.WaitForNotification();
   return result;
+}
+
+}  // namespace
+
+absl::StatusOr<ModelSnapshot> ModelRegistry::Load(const LoadRequest& request,
+                                                  ProgressCallback on_progress) {
+  return StartAndWait<ModelSnapshot>([&](LoadDoneCallback done) {
+    return StartLoad(request, std::move(on_progress), std::move(done));
+  });
 }
 
 absl::Status ModelRegistry::StartUnload(absl::string_view name, absl::Duration drain_timeout,
@@ -552,18 +563,9 @@ void ModelRegistry::ScheduleFinalize(EntryPtr entry) {
 
 absl::StatusOr<UnloadResult> ModelRegistry::Unload(absl::string_view name,
                                                    absl::Duration drain_timeout) {
-  absl::Notification done;
-  absl::StatusOr<UnloadResult> result;
-  absl::Status started =
-      StartUnload(name, drain_timeout, [&](absl::StatusOr<UnloadResult> outcome) {
-        result = std::move(outcome);
-        done.Notify();
-      });
-  if (!started.ok()) {
-    return started;
-  }
-  done.WaitForNotification();
-  return result;
+  return StartAndWait<UnloadResult>([&](UnloadDoneCallback done) {
+    return StartUnload(name, drain_timeout, std::move(done));
+  });
 }
 
 absl::StatusOr<ModelHandle> ModelRegistry::Acquire(absl::string_view name) {

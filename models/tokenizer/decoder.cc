@@ -274,15 +274,8 @@ absl::StatusOr<std::unique_ptr<Decoder>> CreateDecoder(const Json& config, absl:
     return std::make_unique<ReplaceDecoder>(*std::move(regex), std::move(content));
   }
   if (type == "Sequence") {
-    QS_RETURN_IF_ERROR(CheckNesting(path));
-    QS_ASSIGN_OR_RETURN(const Json* items, GetArray(config, "decoders", path));
-    std::vector<std::unique_ptr<Decoder>> steps;
-    for (size_t i = 0; i < items->size(); ++i) {
-      QS_ASSIGN_OR_RETURN(
-          auto step,
-          CreateDecoder((*items)[i], absl::StrCat(FieldPath(path, "decoders"), "[", i, "]")));
-      steps.push_back(std::move(step));
-    }
+    QS_ASSIGN_OR_RETURN(auto steps,
+                        ParseSequence<Decoder>(config, "decoders", path, &CreateDecoder));
     return std::make_unique<SequenceDecoder>(std::move(steps));
   }
   return absl::InvalidArgumentError(

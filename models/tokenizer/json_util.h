@@ -3,11 +3,15 @@
 // names the field by its path (e.g. "pre_tokenizer.pretokenizers[1].behavior").
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 
 namespace quantserve::models::internal {
@@ -39,6 +43,24 @@ absl::StatusOr<const Json*> GetArray(const Json& object, absl::string_view key,
                                      absl::string_view path);
 absl::StatusOr<const Json*> GetObject(const Json& object, absl::string_view key,
                                       absl::string_view path);
+
+// Parses a {"type": "Sequence", "<key>": [...]} component: each element through `create`
+// (the component's own factory, so sequences may nest), with its path for errors.
+template <typename T, typename Create>
+absl::StatusOr<std::vector<std::unique_ptr<T>>> ParseSequence(const Json& config,
+                                                              absl::string_view key,
+                                                              absl::string_view path,
+                                                              Create create) {
+  QS_RETURN_IF_ERROR(CheckNesting(path));
+  QS_ASSIGN_OR_RETURN(const Json* items, GetArray(config, key, path));
+  std::vector<std::unique_ptr<T>> steps;
+  for (size_t i = 0; i < items->size(); ++i) {
+    QS_ASSIGN_OR_RETURN(auto step,
+                        create((*items)[i], absl::StrCat(FieldPath(path, key), "[", i, "]")));
+    steps.push_back(std::move(step));
+  }
+  return steps;
+}
 
 // Oniguruma/Rust-style {"String": "..."} or {"Regex": "..."} pattern objects.
 struct Pattern {

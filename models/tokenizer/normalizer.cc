@@ -243,15 +243,8 @@ absl::StatusOr<std::unique_ptr<Normalizer>> CreateNormalizer(const Json& config,
     return std::make_unique<ByteLevelNormalizer>();
   }
   if (type == "Sequence") {
-    QS_RETURN_IF_ERROR(CheckNesting(path));
-    QS_ASSIGN_OR_RETURN(const Json* items, GetArray(config, "normalizers", path));
-    std::vector<std::unique_ptr<Normalizer>> steps;
-    for (size_t i = 0; i < items->size(); ++i) {
-      QS_ASSIGN_OR_RETURN(
-          auto step,
-          CreateNormalizer((*items)[i], absl::StrCat(FieldPath(path, "normalizers"), "[", i, "]")));
-      steps.push_back(std::move(step));
-    }
+    QS_ASSIGN_OR_RETURN(auto steps,
+                        ParseSequence<Normalizer>(config, "normalizers", path, &CreateNormalizer));
     return std::make_unique<SequenceNormalizer>(std::move(steps));
   }
   return absl::InvalidArgumentError(

@@ -169,15 +169,8 @@ absl::StatusOr<std::unique_ptr<PostProcessor>> CreatePostProcessor(const Json& c
     return std::make_unique<NoOpProcessor>();
   }
   if (type == "Sequence") {
-    QS_RETURN_IF_ERROR(CheckNesting(path));
-    QS_ASSIGN_OR_RETURN(const Json* items, GetArray(config, "processors", path));
-    std::vector<std::unique_ptr<PostProcessor>> steps;
-    for (size_t i = 0; i < items->size(); ++i) {
-      QS_ASSIGN_OR_RETURN(
-          auto step, CreatePostProcessor((*items)[i],
-                                         absl::StrCat(FieldPath(path, "processors"), "[", i, "]")));
-      steps.push_back(std::move(step));
-    }
+    QS_ASSIGN_OR_RETURN(
+        auto steps, ParseSequence<PostProcessor>(config, "processors", path, &CreatePostProcessor));
     return std::make_unique<SequenceProcessor>(std::move(steps));
   }
   return absl::InvalidArgumentError(

@@ -287,15 +287,8 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> CreatePreTokenizer(const Json& con
     return std::make_unique<CharClassPreTokenizer>(&IsBertPunctuation, behavior);
   }
   if (type == "Sequence") {
-    QS_RETURN_IF_ERROR(CheckNesting(path));
-    QS_ASSIGN_OR_RETURN(const Json* items, GetArray(config, "pretokenizers", path));
-    std::vector<std::unique_ptr<PreTokenizer>> steps;
-    for (size_t i = 0; i < items->size(); ++i) {
-      QS_ASSIGN_OR_RETURN(
-          auto step, CreatePreTokenizer(
-                         (*items)[i], absl::StrCat(FieldPath(path, "pretokenizers"), "[", i, "]")));
-      steps.push_back(std::move(step));
-    }
+    QS_ASSIGN_OR_RETURN(auto steps, ParseSequence<PreTokenizer>(config, "pretokenizers", path,
+                                                                &CreatePreTokenizer));
     return std::make_unique<SequencePreTokenizer>(std::move(steps));
   }
   return absl::InvalidArgumentError(
