@@ -243,6 +243,8 @@ absl::StatusOr<LoadedModel> RunLoadPipeline(
       tied.push_back(named.name);
       continue;
     }
+    // Quantization state is produced from the float weight unless the checkpoint carries it.
+    if (named.slot.derived && !target.checkpoint_is_prequantized) continue;
     slots.emplace(named.name, named.slot);
   }
   std::vector<const CheckpointTensor*> to_load;

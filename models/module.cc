@@ -7,6 +7,10 @@ void Module::RegisterParameter(std::string name, at::Tensor* tensor, std::string
   params_.push_back({std::move(name), ParamSlot{tensor, std::move(tied_to)}});
 }
 
+void Module::RegisterDerivedParameter(std::string name, at::Tensor* tensor) {
+  params_.push_back({std::move(name), ParamSlot{tensor, "", /*derived=*/true}});
+}
+
 std::vector<Module::NamedSlot> Module::NamedParameters(const std::string& prefix) const {
   std::vector<NamedSlot> out;
   for (const auto& [name, slot] : params_) {

@@ -32,6 +32,10 @@ struct ParamSlot {
   // Set for parameters that are not loaded but aliased to another one after loading
   // (tie_word_embeddings): the dotted name of the source parameter.
   std::string tied_to;
+  // Quantization state (scales, zeros, packed codes) that a quantizer derives from the
+  // module's float `weight` when it quantizes at load: expected only in a pre-quantized
+  // checkpoint (transformers' update_missing_keys).
+  bool derived = false;
 };
 
 class Module {
@@ -68,6 +72,8 @@ class Module {
 
  protected:
   void RegisterParameter(std::string name, at::Tensor* tensor, std::string tied_to = "");
+  // A parameter the quantizer fills from the float weight when quantizing at load (ParamSlot::derived).
+  void RegisterDerivedParameter(std::string name, at::Tensor* tensor);
   // `holder` is the parent's member that owns the child; ReplaceChild writes through it.
   template <typename T>
   void RegisterModule(std::string name, std::shared_ptr<T>* holder) {

@@ -16,6 +16,12 @@ absl::StatusOr<std::string> MethodOf(const std::string& text, const char* where)
   if (j.is_discarded() || !j.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(where, ": quantization_config is not a JSON object"));
   }
+  // transformers dispatches on the load_in_* flags before quant_method (BitsAndBytesConfig
+  // dicts from old checkpoints may lack quant_method).
+  for (const char* flag : {"load_in_8bit", "load_in_4bit"}) {
+    auto f = j.find(flag);
+    if (f != j.end() && f->is_boolean() && f->get<bool>()) return std::string("bitsandbytes");
+  }
   auto it = j.find("quant_method");
   if (it == j.end() || !it->is_string()) {
     return absl::InvalidArgumentError(
