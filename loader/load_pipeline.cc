@@ -115,6 +115,27 @@ absl::StatusOr<at::Tensor> MaterializeTensor(const CheckpointTensor& t, c10::Sca
 
 }  // namespace
 
+absl::StatusOr<std::map<std::string, at::Tensor>> ReadSafetensorsFile(common::Env* env,
+                                                                      const std::string& path) {
+  QS_ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(env, path));
+  std::map<std::string, at::Tensor> out;
+  for (const TensorInfo& info : file->tensors()) {
+    const auto dtype = ToScalarType(info.dtype);
+    if (!dtype.has_value()) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor '", info.name, "' in ", path,
+                                                     " has dtype ", DtypeName(info.dtype),
+                                                     ", which cannot be loaded"));
+    }
+    absl::Span<const uint8_t> data = file->TensorData(info);
+    QS_RETURN_IF_ERROR(common::TorchCall(absl::StrCat("tensor '", info.name, "' in ", path), [&] {
+      at::Tensor t = at::empty(info.shape, at::TensorOptions().dtype(*dtype));
+      if (!data.empty()) std::memcpy(t.data_ptr(), data.data(), data.size());
+      out.emplace(info.name, std::move(t));
+    }));
+  }
+  return out;
+}
+
 int64_t CurrentRssBytes() {
   FILE* f = std::fopen("/proc/self/statm", "r");
   if (f == nullptr) return 0;

@@ -13,7 +13,10 @@
 #include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
 
+#include <ATen/core/Tensor.h>
+
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -70,6 +73,11 @@ absl::StatusOr<c10::ScalarType> ResolveDtype(const std::string& requested,
 // "cpu" | "auto" (first CUDA device if any, else cpu) | "cuda" | "cuda:N". A CUDA device this
 // process cannot use is FAILED_PRECONDITION.
 absl::StatusOr<c10::Device> ResolveDevice(const std::string& requested);
+
+// Every tensor of one safetensors file, copied into CPU tensors of its own dtype (for small
+// files: reference outputs, quantization state). DATA_LOSS/INVALID_ARGUMENT name the tensor.
+absl::StatusOr<std::map<std::string, at::Tensor>> ReadSafetensorsFile(common::Env* env,
+                                                                      const std::string& path);
 
 // Current resident set size of this process in bytes (0 if unknown).
 int64_t CurrentRssBytes();

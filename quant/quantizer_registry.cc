@@ -4,7 +4,40 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/status_macros.h"
 #include "quant/methods/none/none_quantizer.h"
+// Each compiled-in method (QS_QUANT_METHODS in quant/CMakeLists.txt) declares
+// `absl::Status Register<Name>Quantizer(QuantizerRegistry&)` in methods/<m>/<m>_quantizer.h.
+#ifdef QS_QUANT_METHOD_BITSANDBYTES
+#include "quant/methods/bitsandbytes/bitsandbytes_quantizer.h"
+#endif
+#ifdef QS_QUANT_METHOD_HQQ
+#include "quant/methods/hqq/hqq_quantizer.h"
+#endif
+#ifdef QS_QUANT_METHOD_QUANTO
+#include "quant/methods/quanto/quanto_quantizer.h"
+#endif
+#ifdef QS_QUANT_METHOD_EETQ
+#include "quant/methods/eetq/eetq_quantizer.h"
+#endif
+#ifdef QS_QUANT_METHOD_FBGEMM_FP8
+#include "quant/methods/fbgemm_fp8/fbgemm_fp8_quantizer.h"
+#endif
+#ifdef QS_QUANT_METHOD_TORCHAO
+#include "quant/methods/torchao/torchao_quantizer.h"
+#endif
+#ifdef QS_QUANT_METHOD_GPTQ
+#include "quant/methods/gptq/gptq_quantizer.h"
+#endif
+#ifdef QS_QUANT_METHOD_AWQ
+#include "quant/methods/awq/awq_quantizer.h"
+#endif
+#ifdef QS_QUANT_METHOD_AQLM
+#include "quant/methods/aqlm/aqlm_quantizer.h"
+#endif
+#ifdef QS_QUANT_METHOD_COMPRESSED_TENSORS
+#include "quant/methods/compressed_tensors/compressed_tensors_quantizer.h"
+#endif
 
 namespace quantserve::quant {
 namespace {
@@ -78,7 +111,38 @@ absl::StatusOr<std::unique_ptr<Quantizer>> QuantizerRegistry::Create(
 }
 
 absl::Status RegisterBuiltinQuantizers(QuantizerRegistry& registry) {
-  return registry.Register("none", &NoneQuantizer::Create);
+  QS_RETURN_IF_ERROR(registry.Register("none", &NoneQuantizer::Create));
+#ifdef QS_QUANT_METHOD_BITSANDBYTES
+  QS_RETURN_IF_ERROR(RegisterBitsAndBytesQuantizer(registry));
+#endif
+#ifdef QS_QUANT_METHOD_HQQ
+  QS_RETURN_IF_ERROR(RegisterHqqQuantizer(registry));
+#endif
+#ifdef QS_QUANT_METHOD_QUANTO
+  QS_RETURN_IF_ERROR(RegisterQuantoQuantizer(registry));
+#endif
+#ifdef QS_QUANT_METHOD_EETQ
+  QS_RETURN_IF_ERROR(RegisterEetqQuantizer(registry));
+#endif
+#ifdef QS_QUANT_METHOD_FBGEMM_FP8
+  QS_RETURN_IF_ERROR(RegisterFbgemmFp8Quantizer(registry));
+#endif
+#ifdef QS_QUANT_METHOD_TORCHAO
+  QS_RETURN_IF_ERROR(RegisterTorchAoQuantizer(registry));
+#endif
+#ifdef QS_QUANT_METHOD_GPTQ
+  QS_RETURN_IF_ERROR(RegisterGptqQuantizer(registry));
+#endif
+#ifdef QS_QUANT_METHOD_AWQ
+  QS_RETURN_IF_ERROR(RegisterAwqQuantizer(registry));
+#endif
+#ifdef QS_QUANT_METHOD_AQLM
+  QS_RETURN_IF_ERROR(RegisterAqlmQuantizer(registry));
+#endif
+#ifdef QS_QUANT_METHOD_COMPRESSED_TENSORS
+  QS_RETURN_IF_ERROR(RegisterCompressedTensorsQuantizer(registry));
+#endif
+  return absl::OkStatus();
 }
 
 const QuantizerRegistry& BuiltinQuantizerRegistry() {
