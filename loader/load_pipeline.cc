@@ -113,6 +113,22 @@ absl::StatusOr<at::Tensor> MaterializeTensor(const CheckpointTensor& t, c10::Sca
   return out;
 }
 
+// A CPU tensor viewing the mapped bytes of `t` when they are aligned for `dtype` (else a copy).
+// Valid until the shard's pages are released; callers must not keep it.
+absl::StatusOr<at::Tensor> MappedTensor(const CheckpointTensor& t, c10::ScalarType dtype) {
+  absl::Span<const uint8_t> data = t.data();
+  if (reinterpret_cast<uintptr_t>(data.data()) % c10::elementSize(dtype) != 0) {
+    return MaterializeTensor(t, dtype, dtype, c10::kCPU);
+  }
+  at::Tensor out;
+  QS_RETURN_IF_ERROR(common::TorchCall(
+      absl::StrCat("tensor '", t.name(), "' in ", t.shard->path()), [&] {
+        out = at::from_blob(const_cast<uint8_t*>(data.data()), t.info->shape,
+                            at::TensorOptions().dtype(dtype));
+      }));
+  return out;
+}
+
 }  // namespace
 
 absl::StatusOr<std::map<std::string, at::Tensor>> ReadSafetensorsFile(common::Env* env,
@@ -320,7 +336,9 @@ absl::StatusOr<LoadedModel> RunLoadPipeline(
                                                      ", which cannot be loaded"));
     }
     if (out.quantizer->CheckQuantizedParam(name)) {
-      QS_ASSIGN_OR_RETURN(at::Tensor value, MaterializeTensor(*t, *src, *src, c10::kCPU));
+      // The quantizer reads the float weight straight from the mapped file (no host copy);
+      // only its quantized state stays resident.
+      QS_ASSIGN_OR_RETURN(at::Tensor value, MappedTensor(*t, *src));
       QS_RETURN_IF_ERROR(out.quantizer->CreateQuantizedParam(name, value, slot, target));
     } else {
       if (!IsPlainFloat(t->info->dtype)) {

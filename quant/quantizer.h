@@ -60,7 +60,9 @@ class Quantizer {
   // True when the checkpoint tensor `name` must go through CreateQuantizedParam.
   virtual bool CheckQuantizedParam(const std::string& name) const { return false; }
   // Quantizes or repacks `value` (the checkpoint tensor, on CPU, checkpoint dtype) into the
-  // model; DATA_LOSS/INVALID_ARGUMENT naming `name` on bad input.
+  // model; DATA_LOSS/INVALID_ARGUMENT naming `name` on bad input. `value` may view the
+  // read-only mapped checkpoint and is valid only during the call: never write to it or keep
+  // it (or a view of it); keep computed tensors only.
   virtual absl::Status CreateQuantizedParam(const std::string& name, const at::Tensor& value,
                                             models::ParamSlot& slot, const LoadTarget& target) {
     return absl::UnimplementedError("CreateQuantizedParam is not implemented for " +

@@ -275,5 +275,38 @@ TEST_F(LoadPipelineTest, PeakMemoryStaysNearModelPlusOneTensor) {
   }
 }
 
+// Quantizing at load streams too: each float weight is read from the mapping, quantized, and
+// dropped, so the peak is the quantized model plus one float tensor (the embedding, copied as
+// is), far below the float checkpoint.
+TEST_F(LoadPipelineTest, QuantizeAtLoadPeakIsQuantizedModelPlusOneTensor) {
+  Shape s;
+  s.vocab = 16384;
+  s.hidden = 512;
+  s.intermediate = 1536;
+  s.layers = 8;
+  s.heads = 8;
+  s.kv_heads = 8;
+  WriteModel(s);
+  const int64_t file_bytes = static_cast<int64_t>(fs::file_size(dir_ / "model.safetensors"));
+  const int64_t largest = s.vocab * s.hidden * 4;
+  constexpr int64_t kSlack = 24 << 20;  // allocator, page granularity, quantizer scratch
+  for (const std::string config :
+       {R"({"quant_method": "bitsandbytes", "load_in_4bit": true, "bnb_4bit_quant_type": "nf4"})",
+        R"({"quant_method": "bitsandbytes", "load_in_8bit": true})",
+        R"({"quant_method": "hqq", "nbits": 4, "group_size": 64})"}) {
+    auto m = Load("float32", config);
+    ASSERT_TRUE(m.ok()) << config << ": " << m.status();
+    std::cout << "[ peak RSS ] " << config << " checkpoint_bytes=" << file_bytes
+              << " quantized_model_bytes=" << m->memory_footprint_bytes
+              << " peak_rss_growth_bytes=" << m->peak_rss_growth_bytes
+              << " ratio_to_model=" << double(m->peak_rss_growth_bytes) / m->memory_footprint_bytes
+              << " ratio_to_checkpoint=" << double(m->peak_rss_growth_bytes) / file_bytes
+              << std::endl;
+    EXPECT_LT(m->memory_footprint_bytes, file_bytes * 3 / 4) << config;
+    EXPECT_LE(m->peak_rss_growth_bytes, m->memory_footprint_bytes + largest + kSlack) << config;
+    EXPECT_LT(m->peak_rss_growth_bytes, file_bytes) << config;
+  }
+}
+
 }  // namespace
 }  // namespace quantserve::loader

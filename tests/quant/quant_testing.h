@@ -23,15 +23,6 @@ namespace quantserve::testing {
 
 inline std::string DefaultModelDir() { return SourceDir() + "/assets/models/kjv-llama"; }
 
-inline nlohmann::json ReadJsonFile(const std::string& path) {
-  std::ifstream f(path);
-  if (!f) {
-    ADD_FAILURE() << path << " is missing: run scripts/make_fixtures.sh (or set QS_FIXTURES_DIR)";
-    return nlohmann::json::object();
-  }
-  return nlohmann::json::parse(f);
-}
-
 // OUT/quant/windows.json: {"windows": [[ids]], "float_perplexity", "float_target_logprobs"}.
 inline nlohmann::json QuantWindows() { return ReadJsonFile(FixturesDir() + "/quant/windows.json"); }
 
