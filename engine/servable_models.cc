@@ -265,12 +265,8 @@ absl::StatusOr<int64_t> EncoderMaxTokens(const std::string& dir, const models::M
 
 absl::StatusOr<std::unique_ptr<ServableModel>> LoadServableModel(
     const LoadOptions& options, const LoadProgressCallback& on_progress) {
-  const std::string mm = options.max_memory_json;
-  if (mm.find_first_not_of(" \t\n{}") != std::string::npos) {
-    return absl::UnimplementedError(
-        "max_memory: per-device memory limits are not supported yet; leave it empty");
-  }
   loader::LoadPipelineOptions lo;
+  QS_ASSIGN_OR_RETURN(lo.max_memory, loader::ParseMaxMemory(options.max_memory_json));
   lo.model_dir = options.path;
   lo.quantization_config_json = options.quantization_config_json;
   lo.dtype = options.dtype;

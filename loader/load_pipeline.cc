@@ -12,7 +12,11 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
@@ -129,7 +133,108 @@ absl::StatusOr<at::Tensor> MappedTensor(const CheckpointTensor& t, c10::ScalarTy
   return out;
 }
 
+std::string DeviceKey(const c10::Device& d) {
+  return d.is_cuda() ? absl::StrCat("cuda:", d.has_index() ? d.index() : 0) : "cpu";
+}
+
+absl::Status CheckFits(int64_t estimate, const c10::Device& device,
+                       const std::map<std::string, int64_t>& max_memory, double fraction) {
+  const std::string key = DeviceKey(device);
+  auto it = max_memory.find(key);
+  if (it != max_memory.end()) {
+    const auto budget = static_cast<int64_t>(static_cast<double>(it->second) * fraction);
+    if (estimate > budget) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the model needs about ", estimate / 1000000, " MB on ", key,
+          " once loaded, more than max_memory allows (", budget / 1000000, " MB",
+          fraction < 1.0 ? absl::StrCat(" = ", fraction, " of ", it->second / 1000000,
+                                        " MB; the rest is kept for quantization buffers")
+                         : std::string(),
+          ")"));
+    }
+  }
+  if (device.is_cpu()) {
+    const int64_t available = AvailableHostMemoryBytes();
+    if (available >= 0 && estimate > available) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the model needs about ", estimate / 1000000, " MB of host memory once loaded, but only ",
+          available / 1000000, " MB are available"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+absl::StatusOr<std::map<std::string, int64_t>> ParseMaxMemory(const std::string& json_text) {
+  std::map<std::string, int64_t> out;
+  if (json_text.find_first_not_of(" \t\r\n") == std::string::npos) return out;
+  nlohmann::json j = nlohmann::json::parse(json_text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    return absl::InvalidArgumentError("max_memory must be a JSON object like {\"cpu\": \"8GiB\"}");
+  }
+  for (const auto& [device, value] : j.items()) {
+    std::string key = device;
+    int index = 0;
+    if (key == "disk") {
+      return absl::InvalidArgumentError(
+          "max_memory.disk: offloading to disk is not supported; give cpu and GPU budgets");
+    }
+    if (absl::SimpleAtoi(key, &index) && index >= 0) {
+      key = absl::StrCat("cuda:", index);
+    } else if (key == "cuda") {
+      key = "cuda:0";
+    } else if (key != "cpu" && !(absl::StartsWith(key, "cuda:") &&
+                                 absl::SimpleAtoi(key.substr(5), &index) && index >= 0)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "max_memory: unknown device '", device, "' (expected \"cpu\", a GPU index or \"cuda:N\")"));
+    }
+    int64_t bytes = -1;
+    if (value.is_number_integer()) {
+      bytes = value.get<int64_t>();
+    } else if (value.is_string()) {
+      std::string text = value.get<std::string>();
+      static const std::pair<const char*, double> kUnits[] = {
+          {"TiB", 1099511627776.0}, {"GiB", 1073741824.0}, {"MiB", 1048576.0}, {"KiB", 1024.0},
+          {"TB", 1e12}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1.0}};
+      double scale = 1.0;
+      for (const auto& [unit, factor] : kUnits) {
+        if (absl::EndsWithIgnoreCase(text, unit)) {
+          text.resize(text.size() - std::strlen(unit));
+          scale = factor;
+          break;
+        }
+      }
+      double number = 0;
+      if (absl::SimpleAtod(absl::StripAsciiWhitespace(text), &number) && number >= 0) {
+        bytes = static_cast<int64_t>(number * scale);
+      }
+    }
+    if (bytes < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "max_memory.", device, " must be a byte count or a size like \"8GiB\" / \"500MB\" (got ",
+          value.dump(), ")"));
+    }
+    out[key] = bytes;
+  }
+  return out;
+}
+
+int64_t AvailableHostMemoryBytes() {
+  FILE* f = std::fopen("/proc/meminfo", "r");
+  if (f == nullptr) return -1;
+  char line[256];
+  int64_t kb = -1;
+  while (std::fgets(line, sizeof(line), f) != nullptr) {
+    long long v = 0;
+    if (std::sscanf(line, "MemAvailable: %lld kB", &v) == 1) {
+      kb = v;
+      break;
+    }
+  }
+  std::fclose(f);
+  return kb < 0 ? -1 : kb * 1024;
+}
 
 absl::StatusOr<std::map<std::string, at::Tensor>> ReadSafetensorsFile(common::Env* env,
                                                                       const std::string& path) {
@@ -250,6 +355,8 @@ absl::StatusOr<LoadedModel> RunLoadPipeline(
                                       config.quantization_config_json));
   quant::LoadTarget target;
   target.checkpoint_is_prequantized = !config.quantization_config_json.empty();
+  target.device_map = options.device_map;
+  target.has_calibration_texts = options.has_calibration_texts;
   QS_ASSIGN_OR_RETURN(target.dtype, ResolveDtype(options.dtype, config.torch_dtype));
   QS_ASSIGN_OR_RETURN(target.device, ResolveDevice(options.device));
   QS_RETURN_IF_ERROR(out.quantizer->ValidateEnvironment(target));
@@ -319,6 +426,14 @@ absl::StatusOr<LoadedModel> RunLoadPipeline(
     }
     return absl::InvalidArgumentError(msg);
   }
+
+  // Will it fit? Refuse before reading anything rather than dying halfway.
+  int64_t estimate = 0;
+  for (const auto& [name, slot] : slots) {
+    if (seen.count(name) != 0) estimate += out.quantizer->EstimatedParamBytes(name, *slot.tensor);
+  }
+  QS_RETURN_IF_ERROR(CheckFits(estimate, target.device, options.max_memory,
+                               out.quantizer->MaxMemoryFraction()));
 
   // 7. Stream tensors one at a time onto the target device.
   LoadPipelineProgress progress{.phase = "weights",

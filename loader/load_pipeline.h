@@ -37,6 +37,17 @@ struct LoadPipelineOptions {
   std::string quantization_config_json;                  // request's config; "" = checkpoint's
   std::string dtype = "auto";                            // auto|float32|bfloat16|float16
   std::string device = "cpu";                            // cpu|auto|cuda|cuda:N
+  // Per-device byte budgets ("cpu", "cuda:0"; see ParseMaxMemory); a load whose estimated
+  // size (after quantization, times the quantizer's MaxMemoryFraction) exceeds the budget of
+  // its device is RESOURCE_EXHAUSTED before any tensor is read. Empty = no budget, though a
+  // CPU load must still fit in the host's available memory.
+  std::map<std::string, int64_t> max_memory;
+  // transformers' dict device_map (module prefix -> "cpu"|"disk"|"cuda:N"), handed to the
+  // quantizer in LoadTarget; empty: everything on `device`. Placement itself is not done yet.
+  std::map<std::string, std::string> device_map;
+  // The caller will calibrate the model after loading (engine: LoadOptions::calibration_texts
+  // is not empty); handed to the quantizer in LoadTarget.
+  bool has_calibration_texts = false;
 };
 
 struct LoadPipelineProgress {
@@ -78,6 +89,15 @@ absl::StatusOr<c10::Device> ResolveDevice(const std::string& requested);
 // files: reference outputs, quantization state). DATA_LOSS/INVALID_ARGUMENT name the tensor.
 absl::StatusOr<std::map<std::string, at::Tensor>> ReadSafetensorsFile(common::Env* env,
                                                                       const std::string& path);
+
+// accelerate's max_memory JSON: {"cpu": "8GiB", "0": "20GB", "cuda:1": 1073741824}. Sizes
+// are byte counts or strings with B/KB/MB/GB/TB (powers of 1000) or KiB/MiB/GiB/TiB (powers
+// of 1024); device keys are "cpu", a GPU index or "cuda:N" (normalized to "cuda:N"); "disk"
+// is refused (no offloading). INVALID_ARGUMENT naming the entry otherwise.
+absl::StatusOr<std::map<std::string, int64_t>> ParseMaxMemory(const std::string& json_text);
+
+// Bytes the host can still give this process (MemAvailable), or -1 when unknown.
+int64_t AvailableHostMemoryBytes();
 
 // Current resident set size of this process in bytes (0 if unknown).
 int64_t CurrentRssBytes();

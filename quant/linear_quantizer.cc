@@ -81,6 +81,16 @@ absl::Status LinearQuantizer::ProcessModelBeforeWeightLoading(models::Module& ro
   return absl::OkStatus();
 }
 
+int64_t LinearQuantizer::EstimatedParamBytes(const std::string& name,
+                                             const at::Tensor& meta) const {
+  if (CheckQuantizedParam(name)) {
+    const std::string module = name.substr(0, name.size() - 7);
+    return static_cast<int64_t>(static_cast<double>(meta.numel()) *
+                                EstimatedWeightBits(module) / 8.0);
+  }
+  return Quantizer::EstimatedParamBytes(name, meta);
+}
+
 bool LinearQuantizer::CheckQuantizedParam(const std::string& name) const {
   if (prequantized_ || !absl::EndsWith(name, ".weight")) return false;
   return converted_.count(name.substr(0, name.size() - 7)) != 0;

@@ -33,6 +33,7 @@ class LinearQuantizer : public Quantizer {
   absl::Status ValidateEnvironment(const LoadTarget& target) override;
   absl::Status ProcessModelBeforeWeightLoading(models::Module& root,
                                                const LoadTarget& target) override;
+  int64_t EstimatedParamBytes(const std::string& name, const at::Tensor& meta) const override;
   bool CheckQuantizedParam(const std::string& name) const override;
   absl::Status CreateQuantizedParam(const std::string& name, const at::Tensor& value,
                                     models::ParamSlot& slot, const LoadTarget& target) override;
@@ -56,6 +57,10 @@ class LinearQuantizer : public Quantizer {
   virtual std::vector<std::string> ModulesToNotConvert(const models::Module& root) const;
   // Whether the Linear at `name` is converted, given ModulesToNotConvert(root).
   virtual bool ShouldConvert(const std::string& name, const std::vector<std::string>& skip) const;
+
+  // Average bits per weight element of the converted module `name` once quantized, scales
+  // and zeros included (for the fit estimate; 8 unless the method says otherwise).
+  virtual double EstimatedWeightBits(const std::string& name) const { return 8.0; }
 
   // Set when quantizing an unquantized checkpoint is impossible here (GPTQ without running
   // GPTQ, AWQ, ...): ValidateEnvironment returns FAILED_PRECONDITION with this reason.

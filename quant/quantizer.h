@@ -15,6 +15,8 @@
 #include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
 
+#include <functional>
+#include <map>
 #include <string>
 
 #include "absl/status/status.h"
@@ -36,6 +38,8 @@ struct LoadTarget {
   c10::Device device = c10::Device(c10::kCPU);
   c10::ScalarType dtype = c10::ScalarType::Float;  // compute dtype after UpdateTorchDtype
   bool checkpoint_is_prequantized = false;        // config.json carried a quantization_config
+  bool has_calibration_texts = false;  // the load brings calibration texts (see Calibrate)
+  std::map<std::string, std::string> device_map;  // module prefix -> "cpu"|"disk"|"cuda:N" (empty: everything on `device`)
 };
 
 class Quantizer {
@@ -53,6 +57,15 @@ class Quantizer {
   virtual absl::Status ValidateEnvironment(const LoadTarget& target) { return absl::OkStatus(); }
   // Returns the compute dtype to use, given the one requested (after "auto" resolution).
   virtual c10::ScalarType UpdateTorchDtype(c10::ScalarType requested) { return requested; }
+  // transformers' adjust_max_memory: the share of a max_memory budget the weights may take
+  // (bitsandbytes, quanto and torchao keep 10% for quantization buffers).
+  virtual double MaxMemoryFraction() const { return 1.0; }
+  // transformers' param_element_size: the bytes skeleton parameter `name` (its expected
+  // shape and dtype in `meta`) will take once loaded; used to refuse loads that cannot fit
+  // before any tensor is read. Called after ProcessModelBeforeWeightLoading.
+  virtual int64_t EstimatedParamBytes(const std::string& name, const at::Tensor& meta) const {
+    return meta.numel() * static_cast<int64_t>(meta.element_size());
+  }
   virtual absl::Status ProcessModelBeforeWeightLoading(models::Module& root,
                                                        const LoadTarget& target) {
     return absl::OkStatus();
@@ -71,6 +84,20 @@ class Quantizer {
   virtual absl::Status ProcessModelAfterWeightLoading(models::Module& root,
                                                       const LoadTarget& target) {
     return absl::OkStatus();
+  }
+
+  // Calibration: static activation scales measured on sample text (quanto with
+  // `activations`). Once the load pipeline has finished, the engine asks WantsCalibration();
+  // when true it calls Calibrate exactly once on the load thread, and `run_texts` runs the
+  // model's forward once per LoadModelRequest.calibration_texts entry (in order, tokenized
+  // with special tokens, as Score does). The quantizer switches its modules into recording
+  // mode, calls `run_texts`, then fixes the scales; the model is served only if it returns OK.
+  // A method that needs texts refuses a load without them in ValidateEnvironment
+  // (LoadTarget::has_calibration_texts), before any weight is read.
+  virtual bool WantsCalibration() const { return false; }
+  virtual absl::Status Calibrate(models::Module& root,
+                                 const std::function<absl::Status()>& run_texts) {
+    return absl::FailedPreconditionError(quant_method() + " does not calibrate");
   }
 };
 

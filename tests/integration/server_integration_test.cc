@@ -9,6 +9,7 @@
 #include <netdb.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -85,13 +86,15 @@ class ServerIntegrationTest : public ::testing::Test {
   };
 
   static LoadResult LoadFull(const std::string& name, const std::string& path,
-                             const std::string& dtype) {
+                             const std::string& dtype,
+                             const std::string& quantization_config = "") {
     LoadResult r;
     grpc::ClientContext ctx;
     v1::LoadModelRequest req;
     req.set_name(name);
     req.set_path(path);
     req.set_dtype(dtype);
+    req.set_quantization_config(quantization_config);
     auto reader = models_->LoadModel(&ctx, req);
     v1::LoadModelProgress p;
     while (reader->Read(&p)) {
@@ -174,6 +177,23 @@ class ServerIntegrationTest : public ::testing::Test {
     std::string out(8, '\0');
     for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((text.size() >> (8 * i)) & 0xff);
     bytes = out + text + bytes.substr(8 + n);
+  }
+
+  static void Unload(const std::string& name) {
+    grpc::ClientContext ctx;
+    v1::UnloadModelRequest req;
+    req.set_name(name);
+    v1::UnloadModelResponse resp;
+    (void)models_->UnloadModel(&ctx, req, &resp);
+  }
+
+  static GenerateResult Greedy(const std::string& model, int tokens) {
+    v1::GenerateRequest req;
+    req.set_model(model);
+    req.set_prompt("In the beginning");
+    req.set_max_new_tokens(tokens);
+    req.set_ignore_eos(true);
+    return Generate(req);
   }
 
   static ServerProcess* server_;
@@ -509,6 +529,87 @@ TEST_F(ServerIntegrationTest, MetricsAreLabelledByModelAndQuantMethod) {
                              "quantserve_model_memory_footprint_bytes"}) {
     EXPECT_NE(body.find(family), std::string::npos) << family;
   }
+}
+
+TEST_F(ServerIntegrationTest, QuantizedAtLoadModelsServeAndReportTheirMethod) {
+  struct Case {
+    const char* name;
+    const char* config;
+    const char* method;
+  };
+  const Case cases[] = {
+      {"tl-bnb-int8", R"({"quant_method": "bitsandbytes", "load_in_8bit": true})", "bitsandbytes"},
+      {"tl-bnb-nf4", R"({"load_in_4bit": true, "bnb_4bit_quant_type": "nf4"})", "bitsandbytes"},
+      {"tl-hqq-4bit", R"({"quant_method": "hqq", "nbits": 4, "group_size": 64})", "hqq"},
+      {"tl-quanto-int4", R"({"quant_method": "quanto", "weights": "int4"})", "quanto"},
+      {"tl-eetq", R"({"quant_method": "eetq", "weights": "int8"})", "eetq"},
+      {"tl-torchao-int8",
+       R"({"quant_method": "torchao", "quant_type": "int8_weight_only"})", "torchao"},
+  };
+  const int64_t float_bytes = loaded_.at("tiny-llama").memory_footprint_bytes();
+  for (const Case& c : cases) {
+    LoadResult r = LoadFull(c.name, "tiny-llama", "float32", c.config);
+    ASSERT_TRUE(r.ok()) << c.name << ": " << r.status.error_message();
+    EXPECT_EQ(r.info.quant_method(), c.method) << c.name;
+    // ModelInfo carries the normalized config: the method's defaults filled in.
+    nlohmann::json normalized = nlohmann::json::parse(r.info.quantization_config(), nullptr, false);
+    ASSERT_TRUE(normalized.is_object()) << c.name << ": " << r.info.quantization_config();
+    EXPECT_EQ(normalized.value("quant_method", ""), c.method) << c.name;
+    EXPECT_GT(normalized.size(), nlohmann::json::parse(c.config).size()) << c.name;
+    EXPECT_LT(r.info.memory_footprint_bytes(), float_bytes) << c.name;
+    GenerateResult g = Greedy(c.name, 8);
+    ASSERT_TRUE(g.status.ok()) << c.name << ": " << g.status.error_message();
+    EXPECT_EQ(g.ids.size(), 8u) << c.name;
+  }
+  const std::string body = HttpGet(server_->metrics_address(), "/metrics");
+  for (const char* method : {"bitsandbytes", "hqq", "quanto", "eetq", "torchao"}) {
+    EXPECT_NE(body.find(std::string("quant_method=\"") + method + "\""), std::string::npos)
+        << method;
+  }
+  for (const Case& c : cases) Unload(c.name);
+}
+
+TEST_F(ServerIntegrationTest, BadQuantizationConfigsArePreciseAndServerKeepsServing) {
+  struct Case {
+    const char* config;
+    grpc::StatusCode code;
+    const char* mentions;
+  };
+  const Case cases[] = {
+      {R"({"quant_method": "bitsandbytes"})", grpc::StatusCode::INVALID_ARGUMENT, "load_in"},
+      {R"({"load_in_8bit": true, "llm_int8_threshold": 6})", grpc::StatusCode::INVALID_ARGUMENT,
+       "llm_int8_threshold"},
+      {R"({"load_in_4bit": true, "bnb_4bit_quant_type": "nf5"})",
+       grpc::StatusCode::INVALID_ARGUMENT, "bnb_4bit_quant_type"},
+      {R"({"quant_method": "hqq", "nbits": 4, "axis": 2})", grpc::StatusCode::INVALID_ARGUMENT,
+       "axis"},
+      {R"({"quant_method": "quanto", "weights": "int3"})", grpc::StatusCode::INVALID_ARGUMENT,
+       "weights"},
+      {R"({"quant_method": "eetq", "weights": "int4"})", grpc::StatusCode::INVALID_ARGUMENT,
+       "weights"},
+      {R"({"quant_method": "gptq", "bits": 5})", grpc::StatusCode::INVALID_ARGUMENT, "bits"},
+      {R"({"quant_method": "torchao", "quant_type": "int3_magic"})",
+       grpc::StatusCode::INVALID_ARGUMENT, "quant_type"},
+      // Calibration-only methods cannot quantize an unquantized checkpoint at load.
+      {R"({"quant_method": "gptq", "bits": 4})", grpc::StatusCode::FAILED_PRECONDITION, "gptq"},
+      {R"({"quant_method": "awq"})", grpc::StatusCode::FAILED_PRECONDITION, "awq"},
+      {R"({"quant_method": "aqlm"})", grpc::StatusCode::FAILED_PRECONDITION, "aqlm"},
+      {R"({"quant_method": "compressed-tensors"})", grpc::StatusCode::FAILED_PRECONDITION,
+       "compressed-tensors"},
+  };
+  int i = 0;
+  for (const Case& c : cases) {
+    const std::string name = "bad-config-" + std::to_string(i++);
+    LoadResult r = LoadFull(name, "tiny-llama", "float32", c.config);
+    EXPECT_EQ(r.status.error_code(), c.code) << c.config << ": " << r.status.error_message();
+    std::string message = r.status.error_message();
+    std::transform(message.begin(), message.end(), message.begin(), ::tolower);
+    EXPECT_NE(message.find(c.mentions), std::string::npos) << c.config << ": " << message;
+    Unload(name);
+  }
+  GenerateResult g = Greedy("tiny-llama", 4);
+  EXPECT_TRUE(g.status.ok()) << g.status.error_message();
+  EXPECT_EQ(g.ids.size(), 4u);
 }
 
 }  // namespace

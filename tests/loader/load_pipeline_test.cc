@@ -275,6 +275,38 @@ TEST_F(LoadPipelineTest, PeakMemoryStaysNearModelPlusOneTensor) {
   }
 }
 
+TEST(ParseMaxMemoryTest, SizesAndDevices) {
+  auto m = ParseMaxMemory(R"({"cpu": "8GiB", "0": "20GB", "cuda:1": 1024, "cuda": "1.5MiB"})");
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->at("cpu"), int64_t{8} << 30);
+  EXPECT_EQ(m->at("cuda:0"), 1572864);  // "cuda" is cuda:0; the later entry wins
+  EXPECT_EQ(m->at("cuda:1"), 1024);
+  EXPECT_TRUE(ParseMaxMemory("").ok());
+  EXPECT_TRUE(ParseMaxMemory("{}")->empty());
+}
+
+TEST(ParseMaxMemoryTest, BadEntriesNameTheDevice) {
+  for (const char* bad : {R"({"cpu": "lots"})", R"({"tpu": "1GB"})", R"({"disk": "1GB"})",
+                          R"({"cpu": -5})", R"(["cpu"])"}) {
+    auto m = ParseMaxMemory(bad);
+    EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(m.status().message().find("max_memory"), absl::string_view::npos) << bad;
+  }
+}
+
+TEST_F(LoadPipelineTest, MaxMemoryTooSmallIsResourceExhaustedBeforeReading) {
+  WriteModel(Shape{});
+  LoadPipelineOptions o;
+  o.model_dir = dir_.string();
+  o.dtype = "float32";
+  o.max_memory = {{"cpu", 100000}};
+  auto m = RunLoadPipeline(o, nullptr);
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(m.status().message().find("max_memory"), absl::string_view::npos) << m.status();
+  o.max_memory = {{"cpu", int64_t{1} << 30}};
+  EXPECT_TRUE(RunLoadPipeline(o, nullptr).ok());
+}
+
 // Quantizing at load streams too: each float weight is read from the mapping, quantized, and
 // dropped, so the peak is the quantized model plus one float tensor (the embedding, copied as
 // is), far below the float checkpoint.
