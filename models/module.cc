@@ -33,6 +33,16 @@ std::vector<Module::NamedModule> Module::NamedModules(const std::string& prefix)
   return out;
 }
 
+absl::Status Module::UnregisterParameter(const std::string& name) {
+  for (auto it = params_.begin(); it != params_.end(); ++it) {
+    if (it->first == name) {
+      params_.erase(it);
+      return absl::OkStatus();
+    }
+  }
+  return absl::NotFoundError("no parameter named '" + name + "'");
+}
+
 absl::Status Module::MarkTied(const std::string& param, std::string source) {
   for (auto& [name, slot] : params_) {
     if (name == param) {

@@ -74,14 +74,19 @@ class Module {
   void RegisterParameter(std::string name, at::Tensor* tensor, std::string tied_to = "");
   // A parameter the quantizer fills from the float weight when quantizing at load (ParamSlot::derived).
   void RegisterDerivedParameter(std::string name, at::Tensor* tensor);
+  // Drops parameter `name` of this module from NamedParameters(): a quantized module's float
+  // `weight` once its state lives under other names (quanto's weight._data, ...). The loader
+  // may still hold the slot while the tensor streams in. NOT_FOUND for an unknown name.
+  absl::Status UnregisterParameter(const std::string& name);
   // `holder` is the parent's member that owns the child; ReplaceChild writes through it.
   template <typename T>
   void RegisterModule(std::string name, std::shared_ptr<T>* holder) {
     children_.push_back(
         {std::move(name), *holder, [holder](std::shared_ptr<Module> m) {
            auto typed = std::dynamic_pointer_cast<T>(m);
-           if (typed) *holder = std::move(typed);
-           return typed != nullptr;
+           if (typed == nullptr) return false;
+           *holder = std::move(typed);  // (testing `typed` after this move read it as null)
+           return true;
          }});
   }
 

@@ -43,9 +43,17 @@ absl::Status LinearQuantizer::ValidateEnvironment(const LoadTarget& target) {
 }
 
 std::vector<std::string> LinearQuantizer::ModulesToNotConvert(const models::Module& root) const {
-  std::vector<std::string> skip = DefaultModulesToNotConvert(root);
-  if (modules_to_not_convert_.has_value()) {
-    skip.insert(skip.end(), modules_to_not_convert_->begin(), modules_to_not_convert_->end());
+  // transformers: the default skips apply only when the config gives no list.
+  if (!modules_to_not_convert_.has_value()) return DefaultModulesToNotConvert(root);
+  std::vector<std::string> skip = *modules_to_not_convert_;
+  // A tied weight is always kept: transformers converts a tied lm_head the user did not list
+  // and then fails at the first forward; we keep it float instead.
+  for (const auto& p : root.NamedParameters()) {
+    if (!p.slot.tied_to.empty()) {
+      for (const std::string& name : {p.name, p.slot.tied_to}) {
+        skip.push_back(absl::EndsWith(name, ".weight") ? name.substr(0, name.size() - 7) : name);
+      }
+    }
   }
   return skip;
 }

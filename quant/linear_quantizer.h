@@ -52,8 +52,9 @@ class LinearQuantizer : public Quantizer {
   virtual absl::StatusOr<std::shared_ptr<QuantizedLinear>> MakeLinear(
       const std::string& name, const models::LinearOptions& options, const LoadTarget& target) = 0;
 
-  // transformers' get_modules_to_not_convert: the default skips (lm_head, tied, last
-  // parameter) plus the config's modules_to_not_convert.
+  // transformers' get_modules_to_not_convert: the config's modules_to_not_convert when given
+  // (plus tied weights, which we never convert), else the default skips (lm_head, tied,
+  // last parameter).
   virtual std::vector<std::string> ModulesToNotConvert(const models::Module& root) const;
   // Whether the Linear at `name` is converted, given ModulesToNotConvert(root).
   virtual bool ShouldConvert(const std::string& name, const std::vector<std::string>& skip) const;

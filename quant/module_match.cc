@@ -11,8 +11,7 @@
 namespace quantserve::quant {
 
 bool MatchesSkipPattern(const std::string& name, const std::string& pattern) {
-  if (pattern.empty()) return false;
-  if (absl::EndsWith(name, pattern)) return true;
+  if (absl::EndsWith(name, pattern)) return true;  // "" matches everything, as in Python
   std::regex re;
   try {
     re = std::regex(pattern, std::regex::ECMAScript);

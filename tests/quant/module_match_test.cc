@@ -33,7 +33,7 @@ TEST(MatchesSkipPatternTest, Suffix) {
 TEST(MatchesSkipPatternTest, InvalidRegexIsLiteral) {
   EXPECT_TRUE(MatchesSkipPattern("a.b(c", "a.b(c"));
   EXPECT_FALSE(MatchesSkipPattern("a.b", "a.b(c"));
-  EXPECT_FALSE(MatchesSkipPattern("a.b", ""));
+  EXPECT_TRUE(MatchesSkipPattern("a.b", ""));  // name.endswith("") is true in Python
 }
 
 TEST(HqqLinearTagTest, DropsModelLayersAndNumbers) {

@@ -1,0 +1,105 @@
+#pragma once
+// The Linear modules torchao 0.18's quantize_ leaves behind, as quantserve modules.
+//
+// State is registered under the names torchao >= 0.15 flattens a tensor subclass into for
+// safetensors (flatten_tensor_state_dict): "<module>._weight_qdata", "._weight_scale",
+// "._weight_zero_point". `weight` is the slot the float checkpoint weight streams into; after
+// QuantizeWeight it holds the very tensor `_weight_qdata` holds (same storage), so every
+// footprint, which dedups by data pointer, counts it once.
+//
+//   TorchAoInt4Linear  Int4Tensor (Int4WeightOnlyConfig, packing "plain"): qdata int8 [N, K/2]
+//                      (two signed 4-bit codes per byte, even k in the low nibble), scale and
+//                      zero_point [K/G, N] in the weight dtype; W = q * scale + zero_point.
+//   TorchAoInt8Linear  Int8Tensor (Int8WeightOnlyConfig, Int8DynamicActivationInt8WeightConfig):
+//                      qdata int8 [N, K], scale float32 and zero_point int8 (zeros: weights are
+//                      symmetric) of [N / block_rows, K / block_cols]; W = (q - zp) * scale.
+//
+// The formulas below reproduce torchao's CPU arithmetic op for op (see each comment); the
+// `torchao` namespace exposes them so tests can check edge cases directly.
+
+#include <ATen/core/Tensor.h>
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "quant/methods/torchao/torchao_config.h"
+#include "quant/quantized_linear.h"
+
+namespace quantserve::quant {
+namespace torchao {
+
+struct QuantizedState {
+  at::Tensor qdata;
+  at::Tensor scale;
+  at::Tensor zero_point;
+};
+
+// Int4Tensor.from_hp: mslk's int4_row_quantize_zp + pack_int4 on `weight` [N, K] (any float
+// dtype; computed in float32, scale/zero_point cast back to weight's dtype afterwards).
+// INVALID_ARGUMENT when K is odd or not a multiple of group_size.
+absl::StatusOr<QuantizedState> QuantizeInt4Plain(const at::Tensor& weight, int64_t group_size);
+// The signed codes [N, K] (int8 in [-8, 7]) of a packed Int4Tensor qdata [N, K/2].
+at::Tensor UnpackInt4(const at::Tensor& qdata);
+// q * scale + zero_point per group, in float32, rounded once to `dtype`. torchao has no CPU
+// dequantize for Int4Tensor (its matmul is CUDA-only mslk), so this is quantserve's choice.
+at::Tensor DequantizeInt4Plain(const QuantizedState& state, int64_t group_size,
+                               c10::ScalarType dtype);
+
+// Int8Tensor.from_hp on a 2-D `x` [R, C] with blocks of [block_rows, block_cols] sharing one
+// scale: choose_qparams_affine (SYMMETRIC: scale = amax / 127.5; ASYMMETRIC: (max - min) / 255
+// and an integer zero point; both in x's dtype, clamped at float32 eps, stored as float32)
+// then quantize_affine (round(x * (1 / scale)) + zp, clamped). `reduce_range` halves the range.
+absl::StatusOr<QuantizedState> QuantizeInt8(const at::Tensor& x, int64_t block_rows,
+                                            int64_t block_cols, bool symmetric, bool reduce_range);
+// dequantize_affine: (q - zp) * scale in `dtype` (float32 when it meets the float32 scale).
+at::Tensor DequantizeInt8(const QuantizedState& state, c10::ScalarType dtype);
+
+// Exact int32 a [M, K] @ b [K, N] of int8 matrices: torch._int_mm where torchao uses it.
+at::Tensor IntMm(const at::Tensor& a, const at::Tensor& b);
+// The oracle: the same product accumulated in float64 (exact for K < 2^37).
+at::Tensor IntMmRef(const at::Tensor& a, const at::Tensor& b);
+
+}  // namespace torchao
+
+class TorchAoInt4Linear final : public QuantizedLinear {
+ public:
+  TorchAoInt4Linear(const models::LinearOptions& options, const TorchAoSchemeConfig& config);
+
+  absl::Status QuantizeWeight(const at::Tensor& weight, const LoadTarget& target) override;
+  at::Tensor Dequantize() const override;
+  const char* type_name() const override { return "TorchAoInt4Linear"; }
+
+  at::Tensor weight;  // float [N, K] on the skeleton; then the same tensor as _weight_qdata
+  at::Tensor weight_qdata;
+  at::Tensor weight_scale;
+  at::Tensor weight_zero_point;
+
+ private:
+  int64_t group_size_;
+};
+
+class TorchAoInt8Linear final : public QuantizedLinear {
+ public:
+  TorchAoInt8Linear(const models::LinearOptions& options, const TorchAoSchemeConfig& config);
+
+  absl::Status QuantizeWeight(const at::Tensor& weight, const LoadTarget& target) override;
+  at::Tensor Dequantize() const override;
+  // torchao's Int8Tensor linear on CPU: weight-only per row/tensor = mm(x, q^T) * scale;
+  // weight-only per group = mm(x, dequantize()^T); dynamic = per-token int8 activations,
+  // torch._int_mm, * x_scale, * w_scale (with the zero-point correction when ASYMMETRIC).
+  at::Tensor Forward(const at::Tensor& x) const override;
+  std::string kernel_name() const override;
+  const char* type_name() const override { return "TorchAoInt8Linear"; }
+
+  at::Tensor weight;  // float [N, K] on the skeleton; then the same tensor as _weight_qdata
+  at::Tensor weight_qdata;
+  at::Tensor weight_scale;
+  at::Tensor weight_zero_point;
+
+ private:
+  TorchAoSchemeConfig config_;
+  int64_t block_rows_;
+  int64_t block_cols_;
+};
+
+}  // namespace quantserve::quant
