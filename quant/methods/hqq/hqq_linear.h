@@ -1,0 +1,92 @@
+#pragma once
+// HqqLinear: hqq 0.2.8's HQQLinear (hqq/core/quantize.py) for one converted nn.Linear.
+//
+// State, registered under the names of HQQLinear.state_dict() (what a saved HQQ checkpoint
+// holds, prefix "<module>."):
+//   W_q          packed codes (HqqPack), on the load device; uint8, int32 for 3-bit, or the
+//                compute dtype when view_as_float
+//   scale, zero  [R, 1] (axis 1) / [1, R] (axis 0), compute dtype, on the load device:
+//                W = (codes - zero) * scale per group
+//   bias         [out] compute dtype (a checkpoint parameter, when the Linear has one)
+//   metadata     hqq's encoded scalars and strings, on the CPU like hqq's state_dict makes
+//                them: nbits (int32, or float32 when the config gave a float), group_size,
+//                axis (int32), shape (int64 [2]), packing / unpack_view_dtype / compute_dtype
+//                (uint8 character codes), view_as_float, quant_scale, quant_zero, offload_meta,
+//                encoded_state_dict, stores_quant_config and the weight_quant_params flags
+//                channel_wise / optimize / round_zero / bitpack the config spelled out (uint8).
+// Every one but bias is derived (absent from an unquantized checkpoint). The float checkpoint
+// weight arrives through the `weight` slot (a float [out, in] meta tensor on the skeleton);
+// QuantizeWeight makes it an alias of W_q, so the loader sees it loaded and counts the bytes
+// once. hqq's layout has no `weight`: a writer of the HQQ layout skips that name.
+//
+// QuantizeWeight is Quantizer.quantize with HQQLinear(device="cpu"): float32 min/max, inverse
+// scale, the legacy proximal zero-point solver (optimize_weights_proximal_legacy) and planar
+// packing, with the same ATen ops in the same order so the state matches bit for bit. For a
+// CUDA load the result is moved to the device; hqq with device="cuda" would instead run the
+// solver in float16 there, which this does not reproduce.
+// Forward is hqq's default PYTORCH backend: matmul(x, Dequantize().t()) (+ bias).
+
+#include <ATen/core/Tensor.h>
+
+#include <deque>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "quant/methods/hqq/hqq_bitpack.h"
+#include "quant/methods/hqq/hqq_config.h"
+#include "quant/quantized_linear.h"
+
+namespace quantserve::quant {
+
+// Where the groups of an [N, K] weight lie for one set of params.
+struct HqqLayout {
+  int64_t group_size = 0;            // G after HQQLinear's None -> K (axis 1) / N (axis 0)
+  int64_t groups = 0;                // R = N*K/G
+  int64_t grouped_rows = 0;          // rows of the grouped matrix: R (axis 1) or G (axis 0)
+  int64_t grouped_cols = 0;          // G (axis 1) or R (axis 0)
+  std::vector<int64_t> w_q_shape;    // packed (and float-viewed) W_q
+  std::vector<int64_t> scale_shape;  // [R, 1] or [1, R]
+  const HqqPacking* packing = nullptr;
+
+  // INVALID_ARGUMENT when hqq cannot quantize an [N, K] weight with `params`: N*K not a
+  // multiple of the group size (hqq asserts), grouped rows not a multiple of the codes per
+  // byte (hqq would mis-pack), or W_q bytes not a whole number of compute-dtype elements for
+  // view_as_float (torch's view fails).
+  static absl::StatusOr<HqqLayout> Create(int64_t out_features, int64_t in_features,
+                                          const HqqWeightQuantParams& params,
+                                          c10::ScalarType compute_dtype);
+};
+
+class HqqLinear final : public QuantizedLinear {
+ public:
+  // `linear.dtype` is the compute dtype. INVALID_ARGUMENT as HqqLayout::Create.
+  static absl::StatusOr<std::shared_ptr<HqqLinear>> Create(const models::LinearOptions& linear,
+                                                           const HqqWeightQuantParams& params);
+
+  absl::Status QuantizeWeight(const at::Tensor& weight, const LoadTarget& target) override;
+  at::Tensor Dequantize() const override;
+  at::Tensor Forward(const at::Tensor& x) const override;
+  const char* type_name() const override { return "HQQLinear"; }
+
+  const HqqWeightQuantParams& params() const { return params_; }
+  const HqqLayout& layout() const { return layout_; }
+
+  at::Tensor weight;  // "weight": the float input slot; aliases w_q once quantized
+  at::Tensor w_q;     // "W_q"
+  at::Tensor scale;   // "scale"
+  at::Tensor zero;    // "zero"
+
+ private:
+  HqqLinear(const models::LinearOptions& linear, const HqqWeightQuantParams& params,
+            HqqLayout layout);
+  // hqq's encoded metadata, name -> 0-d / 1-d CPU tensor (a deque keeps registered pointers).
+  std::deque<std::pair<std::string, at::Tensor>> metadata_;
+
+  HqqWeightQuantParams params_;
+  HqqLayout layout_;
+};
+
+}  // namespace quantserve::quant
