@@ -35,10 +35,15 @@ struct LoadOptions {
   std::string device_map = "cpu";        // auto|cpu|cuda|cuda:N (JSON objects come later)
   std::string max_memory_json;           // {"cpu": "8GiB", "0": "20GiB"}; empty = no limit
   int num_threads = 0;  // intra-op threads on the threads running this model; 0 = default
+  // Sample texts to calibrate static activation scales on after loading (quanto with
+  // activations; quant::Quantizer::Calibrate). Each is tokenized with special tokens and run
+  // through the model once, in order. Empty = none; a method that needs them refuses the load.
+  std::vector<std::string> calibration_texts;
 };
 
 // One progress report of a running load; phases in order: "config", "quantizer",
-// "skeleton", "weights", "post_process", "ready".
+// "skeleton", "weights", "post_process", "calibrate" (only for a quantizer that calibrates
+// on LoadOptions::calibration_texts; tensors_* then count texts), "ready".
 struct LoadProgress {
   std::string phase;
   int64_t tensors_done = 0;

@@ -5,6 +5,7 @@
 #include <c10/core/InferenceMode.h>
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
 
 #include <nlohmann/json.hpp>
@@ -261,6 +262,56 @@ absl::StatusOr<int64_t> EncoderMaxTokens(const std::string& dir, const models::M
   return max_tokens;
 }
 
+// Quantizer::Calibrate over `texts`: each tokenized as Score does and run through the model
+// once (the output is not used), reporting phase "calibrate".
+absl::Status CalibrateModel(const loader::LoadedModel& m, const models::Tokenizer& tok,
+                            const std::vector<std::string>& texts, int32_t num_threads,
+                            const LoadProgressCallback& on_progress) {
+  const std::string& method = m.quantizer->quant_method();
+  if (texts.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "calibration_texts: quant_method '", method,
+        "' measures activation scales on sample texts; pass at least one"));
+  }
+  const int64_t total = static_cast<int64_t>(texts.size());
+  auto report = [&](int64_t done) {
+    if (on_progress) {
+      on_progress({.phase = "calibrate", .tensors_done = done, .tensors_total = total});
+    }
+  };
+  report(0);
+  if (num_threads > 0) at::set_num_threads(num_threads);
+  models::Module& root = m.causal_lm ? static_cast<models::Module&>(*m.causal_lm)
+                                     : static_cast<models::Module&>(*m.encoder);
+  const int64_t context = m.config.max_position_embeddings;
+  return m.quantizer->Calibrate(root, [&]() -> absl::Status {
+    c10::InferenceMode inference;
+    for (int64_t i = 0; i < total; ++i) {
+      const std::string field = absl::StrCat("calibration_texts[", i, "]");
+      std::vector<int32_t> ids = tok.Encode(texts[i], /*add_special_tokens=*/true);
+      const int64_t n = static_cast<int64_t>(ids.size());
+      if (n == 0 || n > context) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            field, ": ", n, " tokens; each calibration text needs 1 to ", context,
+            " tokens (the model's context)"));
+      }
+      QS_RETURN_IF_ERROR(common::TorchCall(field, [&] {
+        at::Tensor input = at::tensor(std::vector<int64_t>(ids.begin(), ids.end()), at::kLong)
+                               .view({1, n})
+                               .to(m.device);
+        if (m.causal_lm) {
+          models::KvCache cache = m.causal_lm->NewCache(n);
+          m.causal_lm->Forward(input, cache, /*last_only=*/false);
+        } else {
+          m.encoder->Forward(input, at::ones({1, n}, input.options()));
+        }
+      }));
+      report(i + 1);
+    }
+    return absl::OkStatus();
+  });
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ServableModel>> LoadServableModel(
@@ -271,10 +322,12 @@ absl::StatusOr<std::unique_ptr<ServableModel>> LoadServableModel(
   lo.quantization_config_json = options.quantization_config_json;
   lo.dtype = options.dtype;
   lo.device = options.device_map;
+  lo.has_calibration_texts = !options.calibration_texts.empty();
+  // "ready" is reported here, once calibration (if any) is done too.
+  LoadProgress last;
   auto loaded = loader::RunLoadPipeline(lo, [&](const loader::LoadPipelineProgress& p) {
-    if (on_progress) {
-      on_progress({p.phase, p.tensors_done, p.tensors_total, p.bytes_done, p.bytes_total});
-    }
+    last = {p.phase, p.tensors_done, p.tensors_total, p.bytes_done, p.bytes_total};
+    if (on_progress && p.phase != "ready") on_progress(last);
   });
   if (!loaded.ok()) return loaded.status();
 
@@ -282,6 +335,14 @@ absl::StatusOr<std::unique_ptr<ServableModel>> LoadServableModel(
   auto tokenizer = models::Tokenizer::FromFile(tokenizer_path);
   if (!tokenizer.ok()) return common::Annotate(tokenizer.status(), tokenizer_path);
   std::shared_ptr<const models::Tokenizer> tok(std::move(*tokenizer));
+  if (loaded->quantizer->WantsCalibration()) {
+    const auto start = std::chrono::steady_clock::now();
+    QS_RETURN_IF_ERROR(CalibrateModel(*loaded, *tok, options.calibration_texts,
+                                      options.num_threads, on_progress));
+    loaded->seconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+  if (on_progress) on_progress(last);
 
   ModelDescription description = Describe(*loaded);
   QS_LOG(INFO) << "model loaded" << common::Kv("model", options.name)

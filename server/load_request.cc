@@ -217,11 +217,22 @@ absl::StatusOr<std::vector<LoadRequest>> ParseStartupConfig(absl::string_view js
           return absl::InvalidArgumentError(absl::StrCat(field, ": must be an integer"));
         }
         request.num_threads = value.get<int>();
+      } else if (key == "calibration_texts") {
+        if (!value.is_array()) {
+          return absl::InvalidArgumentError(absl::StrCat(field, ": must be an array of strings"));
+        }
+        for (const json& text : value) {
+          if (!text.is_string()) {
+            return absl::InvalidArgumentError(
+                absl::StrCat(field, ": must be an array of strings"));
+          }
+          request.calibration_texts.push_back(text.get<std::string>());
+        }
       } else {
         return absl::InvalidArgumentError(absl::StrCat(
             field,
             ": unknown key (expected name, path, quantization_config, dtype, device_map, "
-            "max_memory, num_threads)"));
+            "max_memory, num_threads, calibration_texts)"));
       }
     }
     if (absl::Status s = ValidateLoadRequest(request); !s.ok()) {

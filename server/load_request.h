@@ -24,6 +24,8 @@ struct LoadRequest {
   std::string device_map{};                // auto|cpu|cuda|cuda:N or a JSON object; "" = cpu
   std::string max_memory_json{};           // JSON object of per-device limits; "" = none
   int num_threads = 0;                     // intra-op threads; 0 = the server default
+  // Texts to calibrate static activation scales on (quanto activations); see the proto.
+  std::vector<std::string> calibration_texts{};
 };
 
 // Longest model name accepted.
@@ -53,7 +55,8 @@ absl::StatusOr<std::string> ResolveModelPath(absl::string_view model_root, absl:
 //   {"models": [{"name": "tiny", "path": "tiny-llama",
 //                "quantization_config": {...} or "<json text>",
 //                "dtype": "bfloat16", "device_map": "cpu" or {...},
-//                "max_memory": {...}, "num_threads": 4}]}
+//                "max_memory": {...}, "num_threads": 4,
+//                "calibration_texts": ["...", ...]}]}
 // Only name and path are required. Errors: INVALID_ARGUMENT naming the entry and field, or
 // ALREADY_EXISTS for a duplicate name.
 absl::StatusOr<std::vector<LoadRequest>> ParseStartupConfig(absl::string_view json_text);

@@ -299,6 +299,7 @@ absl::Status ModelRegistry::StartLoad(const LoadRequest& request, ProgressCallba
   load_options.max_memory_json = request.max_memory_json;
   load_options.num_threads =
       request.num_threads > 0 ? request.num_threads : options_.default_num_threads;
+  load_options.calibration_texts = request.calibration_texts;
   bool queued = load_pool_->TrySchedule([this, entry, load_options = std::move(load_options),
                                          on_progress = std::move(on_progress),
                                          on_done = std::move(on_done)]() mutable {

@@ -66,6 +66,8 @@ LoadRequest FromProto(const v1::LoadModelRequest& request) {
   out.device_map = request.device_map();
   out.max_memory_json = request.max_memory();
   out.num_threads = request.num_threads();
+  out.calibration_texts.assign(request.calibration_texts().begin(),
+                               request.calibration_texts().end());
   return out;
 }
 

@@ -237,6 +237,10 @@ ModelLoader MakeFakeLoader(std::shared_ptr<FakeStats> stats) {
   return [stats](const engine::LoadOptions& options, const engine::LoadProgressCallback& progress)
              -> absl::StatusOr<std::unique_ptr<engine::ServableModel>> {
     ++stats->loads;
+    {
+      absl::MutexLock lock(&stats->mu);
+      stats->last_calibration_texts = options.calibration_texts;
+    }
     const std::string dir = std::filesystem::path(options.path).filename().string();
     progress({.phase = "config"});
     if (absl::StartsWith(dir, "broken")) {

@@ -17,6 +17,7 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -50,6 +51,8 @@ struct FakeStats {
   mutable absl::Mutex mu;
   bool unblocked ABSL_GUARDED_BY(mu) = false;
   bool loads_released ABSL_GUARDED_BY(mu) = false;
+  // LoadOptions::calibration_texts of the latest load.
+  std::vector<std::string> last_calibration_texts ABSL_GUARDED_BY(mu);
 };
 
 ModelLoader MakeFakeLoader(std::shared_ptr<FakeStats> stats);

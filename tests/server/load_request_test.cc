@@ -8,6 +8,8 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
+#include "absl/strings/str_cat.h"
+
 namespace quantserve::server {
 namespace {
 
@@ -126,6 +128,23 @@ TEST(ParseStartupConfigTest, ParsesObjectsAndStrings) {
   EXPECT_THAT((*parsed)[1].device_map, HasSubstr("\"model\""));
   EXPECT_THAT((*parsed)[1].max_memory_json, HasSubstr("1GiB"));
   EXPECT_TRUE(ParseStartupConfig("{}")->empty());
+}
+
+TEST(ParseStartupConfigTest, CalibrationTextsAreAListOfStrings) {
+  auto parsed = ParseStartupConfig(R"({"models": [
+      {"name": "a", "path": "tiny", "quantization_config": {"quant_method": "quanto",
+       "activations": "int8"}, "calibration_texts": ["In the beginning", "And God said"]}]})");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ((*parsed)[0].calibration_texts,
+            (std::vector<std::string>{"In the beginning", "And God said"}));
+  for (const char* bad : {R"("text")", R"(["a", 1])"}) {
+    auto status = ParseStartupConfig(
+        absl::StrCat(R"({"models": [{"name": "a", "path": "x", "calibration_texts": )", bad,
+                     "}]}"));
+    EXPECT_THAT(std::string(status.status().message()),
+                HasSubstr("models[0].calibration_texts: must be an array of strings"))
+        << bad;
+  }
 }
 
 TEST(ParseStartupConfigTest, ErrorsNameTheEntryAndField) {

@@ -234,6 +234,25 @@ TEST_F(ServerTest, LoadStreamsProgressAndEndsWithModelInfo) {
   EXPECT_EQ(last.tensors_total(), 4);
 }
 
+TEST_F(ServerTest, LoadPassesCalibrationTextsToTheEngine) {
+  v1::LoadModelRequest request;
+  request.set_name("calibrated");
+  request.set_path("tiny");
+  request.set_quantization_config(R"({"quant_method": "quanto", "activations": "int8"})");
+  request.add_calibration_texts("In the beginning");
+  request.add_calibration_texts("And God said");
+  grpc::ClientContext context;
+  auto reader = models_->LoadModel(&context, request);
+  v1::LoadModelProgress progress;
+  while (reader->Read(&progress)) {
+  }
+  grpc::Status status = reader->Finish();
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  absl::MutexLock lock(&stats_->mu);
+  EXPECT_THAT(stats_->last_calibration_texts,
+              ::testing::ElementsAre("In the beginning", "And God said"));
+}
+
 TEST_F(ServerTest, ListAndGet) {
   ASSERT_TRUE(Load("b-model", "tiny").ok());
   ASSERT_TRUE(Load("a-model", "tiny2").ok());
