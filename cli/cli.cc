@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -234,6 +235,20 @@ int RunLoad(const Context& c) {
       request.set_max_memory(*value);
     } else {
       request.set_device_map(*value);
+    }
+  }
+  if (c.args.Has("calibration_texts")) {
+    const std::string raw = c.args.GetString("calibration_texts");
+    absl::StatusOr<std::string> value = ValueOrFile("calibration_texts", raw);
+    if (!value.ok()) {
+      return UsageError(c.io, std::string(value.status().message()), "load");
+    }
+    if (absl::StartsWith(raw, "@")) {  // one text per non-empty line
+      for (absl::string_view line : absl::StrSplit(*value, '\n', absl::SkipWhitespace())) {
+        request.add_calibration_texts(std::string(line));
+      }
+    } else {
+      request.add_calibration_texts(*value);
     }
   }
   request.set_dtype(c.args.GetString("dtype"));
@@ -577,6 +592,10 @@ const std::vector<Verb>& Verbs() {
         {.name = "max_memory",
          .value_name = "JSON|@FILE",
          .help = "per-device limits, e.g. '{\"cpu\":\"8GiB\"}'"},
+        {.name = "calibration_texts",
+         .value_name = "TEXT|@FILE",
+         .help = "sample text for activation calibration (quanto `activations`); @FILE gives "
+                 "one text per line"},
         {.name = "num_threads",
          .value_name = "N",
          .help = "intra-op threads for this model; 0 = the server default"}},

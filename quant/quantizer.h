@@ -2,10 +2,13 @@
 // Quantizer: one quantization method's part in loading a model, with transformers'
 // HfQuantizer hooks in the order from_pretrained calls them:
 //
-//   ValidateEnvironment -> UpdateTorchDtype -> UpdateDevice
+//   ValidateEnvironment -> UpdateTorchDtype
 //   -> ProcessModelBeforeWeightLoading   (on the meta-device skeleton: swap Linear modules)
+//   -> EstimatedParamBytes / MaxMemoryFraction (the fit check before reading; HF's
+//      param_element_size / adjust_max_memory)
 //   -> for each streamed tensor: CheckQuantizedParam ? CreateQuantizedParam : plain copy
 //   -> ProcessModelAfterWeightLoading    (repack for kernels, free scratch)
+//   -> WantsCalibration ? Calibrate       (static activation scales, run by the engine)
 //
 // A Quantizer is created per load from its parsed config by the QuantizerRegistry, used by
 // one load thread, then kept with the model (its normalized config is reported in ModelInfo).
@@ -39,7 +42,8 @@ struct LoadTarget {
   c10::ScalarType dtype = c10::ScalarType::Float;  // compute dtype after UpdateTorchDtype
   bool checkpoint_is_prequantized = false;        // config.json carried a quantization_config
   bool has_calibration_texts = false;  // the load brings calibration texts (see Calibrate)
-  std::map<std::string, std::string> device_map;  // module prefix -> "cpu"|"disk"|"cuda:N" (empty: everything on `device`)
+  // Module prefix -> "cpu" | "disk" | "cuda:N" (empty: everything on `device`).
+  std::map<std::string, std::string> device_map;
 };
 
 class Quantizer {

@@ -3,6 +3,7 @@
 #include "cli/cli.h"
 
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -133,6 +134,21 @@ TEST_F(CliTest, LoadListGetGenerateUnload) {
   r = Run({"unload", "tiny"});
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_THAT(r.out, StartsWith("unloaded tiny (was READY"));
+}
+
+TEST_F(CliTest, LoadSendsCalibrationTextsOnePerLine) {
+  const fs::path file = root_ / "calibration.txt";
+  std::ofstream(file) << "In the beginning\n\nAnd God said\n";
+  Result r = Run({"load", "q", "tiny", "--calibration_texts=@" + file.string()});
+  ASSERT_EQ(r.code, 0) << r.err;
+  {
+    absl::MutexLock lock(&stats_->mu);
+    EXPECT_EQ(stats_->last_calibration_texts,
+              (std::vector<std::string>{"In the beginning", "And God said"}));
+  }
+  ASSERT_EQ(Run({"load", "q2", "tiny", "--calibration_texts=one text"}).code, 0);
+  absl::MutexLock lock(&stats_->mu);
+  EXPECT_EQ(stats_->last_calibration_texts, (std::vector<std::string>{"one text"}));
 }
 
 TEST_F(CliTest, EmbedScoreTokenize) {
