@@ -455,6 +455,9 @@ absl::StatusOr<LoadedModel> RunLoadPipeline(
       // only its quantized state stays resident.
       QS_ASSIGN_OR_RETURN(at::Tensor value, MappedTensor(*t, *src));
       QS_RETURN_IF_ERROR(out.quantizer->CreateQuantizedParam(name, value, slot, target));
+      // Quantizing frees float temporaries the size of the tensor; hand them back to the
+      // OS now, or glibc's raised mmap threshold keeps them in the heap until the load ends.
+      ::malloc_trim(0);
     } else {
       if (!IsPlainFloat(t->info->dtype)) {
         return absl::InvalidArgumentError(absl::StrCat(
