@@ -1,5 +1,5 @@
 #pragma once
-// AwqQuantizer: the `awq` row of the registry (transformers' AwqQuantizer).
+// The `awq` row of the registry, an OfflineQuantizer (transformers' AwqQuantizer).
 //
 // AWQ is calibration-only (requires_calibration): its per-channel scales are searched on
 // calibration activations offline, so an unquantized checkpoint is FAILED_PRECONDITION with the
@@ -10,29 +10,13 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "quant/methods/awq/awq_config.h"
 #include "quant/quantizer.h"
 #include "quant/quantizer_registry.h"
 
 namespace quantserve::quant {
 
-class AwqQuantizer final : public Quantizer {
- public:
-  // INVALID_ARGUMENT when `config_json` is not a valid AwqConfig.
-  static absl::StatusOr<std::unique_ptr<Quantizer>> Create(const std::string& config_json);
-
-  const std::string& quant_method() const override;
-  const QuantizerTraits& traits() const override { return traits_; }
-  std::string NormalizedConfigJson() const override { return config_.ToJson(); }
-  absl::Status ValidateEnvironment(const LoadTarget& target) override;
-
-  const AwqConfig& config() const { return config_; }
-
- private:
-  explicit AwqQuantizer(AwqConfig config);
-  AwqConfig config_;
-  QuantizerTraits traits_;
-};
+// INVALID_ARGUMENT when `config_json` is not a valid AwqConfig.
+absl::StatusOr<std::unique_ptr<Quantizer>> CreateAwqQuantizer(const std::string& config_json);
 
 // Registers "awq".
 absl::Status RegisterAwqQuantizer(QuantizerRegistry& registry);

@@ -1,5 +1,5 @@
 #pragma once
-// CompressedTensorsQuantizer: the `compressed-tensors` row of the registry (transformers'
+// The `compressed-tensors` row of the registry, an OfflineQuantizer (transformers'
 // CompressedTensorsHfQuantizer).
 //
 // compressed-tensors checkpoints are written offline by llm-compressor (requires_calibration),
@@ -12,29 +12,13 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "quant/methods/compressed_tensors/compressed_tensors_config.h"
 #include "quant/quantizer.h"
 #include "quant/quantizer_registry.h"
 
 namespace quantserve::quant {
 
-class CompressedTensorsQuantizer final : public Quantizer {
- public:
-  // INVALID_ARGUMENT when `config_json` is not a valid CompressedTensorsConfig.
-  static absl::StatusOr<std::unique_ptr<Quantizer>> Create(const std::string& config_json);
-
-  const std::string& quant_method() const override;
-  const QuantizerTraits& traits() const override { return traits_; }
-  std::string NormalizedConfigJson() const override { return config_.ToJson(); }
-  absl::Status ValidateEnvironment(const LoadTarget& target) override;
-
-  const CompressedTensorsConfig& config() const { return config_; }
-
- private:
-  explicit CompressedTensorsQuantizer(CompressedTensorsConfig config);
-  CompressedTensorsConfig config_;
-  QuantizerTraits traits_;
-};
+// INVALID_ARGUMENT when `config_json` is not a valid CompressedTensorsConfig.
+absl::StatusOr<std::unique_ptr<Quantizer>> CreateCompressedTensorsQuantizer(const std::string& config_json);
 
 // Registers "compressed-tensors".
 absl::Status RegisterCompressedTensorsQuantizer(QuantizerRegistry& registry);

@@ -25,7 +25,7 @@ TEST(AqlmQuantizerTest, InvalidConfigFailsTheLoadWithInvalidArgument) {
 }
 
 TEST(AqlmQuantizerTest, PrequantizedCheckpointIsUnimplemented) {
-  auto q = AqlmQuantizer::Create(R"({"quant_method": "aqlm"})");
+  auto q = CreateAqlmQuantizer(R"({"quant_method": "aqlm"})");
   ASSERT_TRUE(q.ok()) << q.status();
   LoadTarget target;
   target.checkpoint_is_prequantized = true;
@@ -35,7 +35,7 @@ TEST(AqlmQuantizerTest, PrequantizedCheckpointIsUnimplemented) {
 }
 
 TEST(AqlmQuantizerTest, TraitsAreTransformers) {
-  auto q = AqlmQuantizer::Create("{}");
+  auto q = CreateAqlmQuantizer("{}");
   ASSERT_TRUE(q.ok()) << q.status();
   EXPECT_EQ((*q)->quant_method(), "aqlm");
   EXPECT_TRUE((*q)->traits().requires_calibration);

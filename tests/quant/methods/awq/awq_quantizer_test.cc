@@ -25,7 +25,7 @@ TEST(AwqQuantizerTest, InvalidConfigFailsTheLoadWithInvalidArgument) {
 }
 
 TEST(AwqQuantizerTest, PrequantizedCheckpointIsUnimplemented) {
-  auto q = AwqQuantizer::Create(R"({"quant_method": "awq"})");
+  auto q = CreateAwqQuantizer(R"({"quant_method": "awq"})");
   ASSERT_TRUE(q.ok()) << q.status();
   LoadTarget target;
   target.checkpoint_is_prequantized = true;
@@ -35,7 +35,7 @@ TEST(AwqQuantizerTest, PrequantizedCheckpointIsUnimplemented) {
 }
 
 TEST(AwqQuantizerTest, TraitsAreTransformers) {
-  auto q = AwqQuantizer::Create(R"({"quant_method": "awq"})");
+  auto q = CreateAwqQuantizer(R"({"quant_method": "awq"})");
   ASSERT_TRUE(q.ok()) << q.status();
   EXPECT_EQ((*q)->quant_method(), "awq");
   EXPECT_TRUE((*q)->traits().requires_calibration);
@@ -43,7 +43,7 @@ TEST(AwqQuantizerTest, TraitsAreTransformers) {
   EXPECT_TRUE((*q)->traits().is_trainable);
   // is_serializable is False for the exllama backends.
   for (const char* backend : {"exllama_v1", "exllama_v2"}) {
-    auto e = AwqQuantizer::Create(std::string(R"({"backend": ")") + backend + "\"}");
+    auto e = CreateAwqQuantizer(std::string(R"({"backend": ")") + backend + "\"}");
     ASSERT_TRUE(e.ok()) << e.status();
     EXPECT_FALSE((*e)->traits().is_serializable) << backend;
   }

@@ -45,7 +45,7 @@ TEST(CompressedTensorsQuantizerTest, InvalidConfigFailsTheLoadWithInvalidArgumen
 }
 
 TEST(CompressedTensorsQuantizerTest, PrequantizedCheckpointIsUnimplemented) {
-  auto q = CompressedTensorsQuantizer::Create(kW4A16);
+  auto q = CreateCompressedTensorsQuantizer(kW4A16);
   ASSERT_TRUE(q.ok()) << q.status();
   LoadTarget target;
   target.checkpoint_is_prequantized = true;
@@ -56,14 +56,14 @@ TEST(CompressedTensorsQuantizerTest, PrequantizedCheckpointIsUnimplemented) {
 }
 
 TEST(CompressedTensorsQuantizerTest, TraitsAreTransformers) {
-  auto q = CompressedTensorsQuantizer::Create(kW4A16);
+  auto q = CreateCompressedTensorsQuantizer(kW4A16);
   ASSERT_TRUE(q.ok()) << q.status();
   EXPECT_EQ((*q)->quant_method(), "compressed-tensors");
   EXPECT_TRUE((*q)->traits().requires_calibration);
   EXPECT_TRUE((*q)->traits().is_serializable);
   EXPECT_TRUE((*q)->traits().is_trainable);
   // The FP8 kernel path is inference-only.
-  auto fp8 = CompressedTensorsQuantizer::Create(
+  auto fp8 = CreateCompressedTensorsQuantizer(
       R"({"config_groups": {"FP8_DYNAMIC": ["Linear"]}, "use_optimized_inference": true})");
   ASSERT_TRUE(fp8.ok()) << fp8.status();
   EXPECT_FALSE((*fp8)->traits().is_trainable);

@@ -31,7 +31,7 @@ TEST(GptqQuantizerTest, InvalidConfigFailsTheLoadWithInvalidArgument) {
 }
 
 TEST(GptqQuantizerTest, PrequantizedCheckpointIsUnimplemented) {
-  auto q = GptqQuantizer::Create(R"({"quant_method": "gptq", "bits": 4})");
+  auto q = CreateGptqQuantizer(R"({"quant_method": "gptq", "bits": 4})");
   ASSERT_TRUE(q.ok()) << q.status();
   LoadTarget target;
   target.checkpoint_is_prequantized = true;
@@ -41,7 +41,7 @@ TEST(GptqQuantizerTest, PrequantizedCheckpointIsUnimplemented) {
 }
 
 TEST(GptqQuantizerTest, TraitsAreTransformers) {
-  auto q = GptqQuantizer::Create(R"({"bits": 4})");
+  auto q = CreateGptqQuantizer(R"({"bits": 4})");
   ASSERT_TRUE(q.ok()) << q.status();
   EXPECT_EQ((*q)->quant_method(), "gptq");
   EXPECT_FALSE((*q)->traits().requires_calibration);
