@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <set>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -16,7 +17,9 @@
 #include "absl/strings/str_cat.h"
 #include "common/env.h"
 #include "loader/load_pipeline.h"
+#include "models/layers.h"
 #include "models/llama.h"
+#include "quant/linear_quantizer.h"
 #include "tests/testing/fixtures.h"
 
 namespace quantserve::testing {
@@ -106,6 +109,20 @@ inline int ExpectStateMatches(const models::Module& root, const std::string& ref
     }
   }
   return compared;
+}
+
+// The quantizer converted exactly the reference's "converted_modules" (in model order) and
+// every other Linear of `root` is still a plain DenseLinear: the reference's "skipped_modules".
+inline void ExpectConversionMatches(const quant::LinearQuantizer& quantizer, models::Module& root,
+                                    const nlohmann::json& ref) {
+  EXPECT_EQ(quantizer.converted_modules(),
+            ref["converted_modules"].get<std::vector<std::string>>());
+  std::set<std::string> skipped;
+  for (const auto& m : root.NamedModules()) {
+    if (dynamic_cast<models::DenseLinear*>(m.module) != nullptr) skipped.insert(m.name);
+  }
+  const auto want = ref["skipped_modules"].get<std::vector<std::string>>();
+  EXPECT_EQ(skipped, std::set<std::string>(want.begin(), want.end()));
 }
 
 }  // namespace quantserve::testing

@@ -86,13 +86,7 @@ TEST_P(BnbCaseTest, MatchesBitsandbytes) {
   EXPECT_EQ(nlohmann::json::parse(q->NormalizedConfigJson()), ref["normalized_config"]);
 
   // Which modules were converted, which stayed nn.Linear.
-  EXPECT_EQ(q->converted_modules(), ref["converted_modules"].get<std::vector<std::string>>());
-  std::set<std::string> skipped;
-  for (const auto& m : model.NamedModules()) {
-    if (dynamic_cast<models::DenseLinear*>(m.module) != nullptr) skipped.insert(m.name);
-  }
-  const auto want_skipped = ref["skipped_modules"].get<std::vector<std::string>>();
-  EXPECT_EQ(skipped, std::set<std::string>(want_skipped.begin(), want_skipped.end()));
+  testing::ExpectConversionMatches(*q, model, ref);
 
   // The serialized state, bit for bit, and nothing more than bnb's state_dict has.
   auto state = loader::ReadSafetensorsFile(common::Env::Default(), dir + "/reference.safetensors");

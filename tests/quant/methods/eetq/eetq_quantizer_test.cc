@@ -34,15 +34,8 @@ TEST_P(EetqCaseTest, MatchesTheReference) {
 
   // Which modules were converted: transformers' rule, as recorded by the fixture.
   const auto converted = quantizer->converted_modules();
-  EXPECT_EQ(converted, ref["converted_modules"].get<std::vector<std::string>>());
-  std::map<std::string, models::Module*> modules;
-  for (auto& m : const_cast<models::LlamaForCausalLM&>(model).NamedModules()) {
-    modules.emplace(m.name, m.module);
-  }
-  for (const auto& skipped : ref["skipped_modules"]) {
-    EXPECT_NE(dynamic_cast<models::DenseLinear*>(modules.at(skipped.get<std::string>())), nullptr)
-        << skipped;
-  }
+  testing::ExpectConversionMatches(*quantizer,
+                                   const_cast<models::LlamaForCausalLM&>(model), ref);
 
   // The quantized state, bit for bit (the formula is deterministic integer/IEEE arithmetic).
   EXPECT_EQ(ExpectStateMatches(model, QuantCaseDir("eetq", name) + "/reference.safetensors"),

@@ -38,15 +38,8 @@ TEST_P(FbgemmFp8CaseTest, MatchesTheReference) {
   ASSERT_NE(quantizer, nullptr);
 
   const auto converted = quantizer->converted_modules();
-  EXPECT_EQ(converted, ref["converted_modules"].get<std::vector<std::string>>());
-  std::map<std::string, models::Module*> modules;
-  for (auto& m : const_cast<models::LlamaForCausalLM&>(model).NamedModules()) {
-    modules.emplace(m.name, m.module);
-  }
-  for (const auto& skipped : ref["skipped_modules"]) {
-    EXPECT_NE(dynamic_cast<models::DenseLinear*>(modules.at(skipped.get<std::string>())), nullptr)
-        << skipped;
-  }
+  testing::ExpectConversionMatches(*quantizer,
+                                   const_cast<models::LlamaForCausalLM&>(model), ref);
   const float ub = ref["quantization_config"].value("activation_scale_ub", 1200.0);
   for (const auto& m : converted) {
     auto* lin = dynamic_cast<FbgemmFp8Linear*>(quantizer->converted_module(m));

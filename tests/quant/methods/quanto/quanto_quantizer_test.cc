@@ -97,13 +97,7 @@ TEST_P(QuantoCaseTest, MatchesOptimumQuanto) {
   EXPECT_EQ(nlohmann::json::parse(q->NormalizedConfigJson()), ref["normalized_config"]);
 
   // Converted and skipped Linears.
-  EXPECT_EQ(q->converted_modules(), ref["converted_modules"].get<std::vector<std::string>>());
-  std::set<std::string> skipped;
-  for (const auto& m : model.NamedModules()) {
-    if (dynamic_cast<models::DenseLinear*>(m.module) != nullptr) skipped.insert(m.name);
-  }
-  const auto want_skipped = ref["skipped_modules"].get<std::vector<std::string>>();
-  EXPECT_EQ(skipped, std::set<std::string>(want_skipped.begin(), want_skipped.end()));
+  testing::ExpectConversionMatches(*q, model, ref);
 
   // Every tensor of QLinear.state_dict(): the weight state bit for bit; input/output scales
   // bit for bit for weight-only (ones), within scale_rtol when calibrated. And our modules
