@@ -316,6 +316,29 @@ int RunUnload(const Context& c) {
   return kOk;
 }
 
+int RunSave(const Context& c) {
+  v1::SaveModelRequest request;
+  request.set_name(c.args.positional()[1]);
+  request.set_path(c.args.positional()[2]);
+  request.set_max_shard_size(c.args.GetString("max_shard_size"));
+  auto stub = v1::ModelService::NewStub(c.channel);
+  grpc::ClientContext context;
+  c.Prepare(context);
+  v1::SaveModelResponse response;
+  grpc::Status status = stub->SaveModel(&context, request, &response);
+  if (!status.ok()) {
+    return c.RpcError(status);
+  }
+  if (c.json) {
+    c.PrintJson(response);
+  } else {
+    c.io.out << absl::StrFormat("saved %s to %s: %d files, %s MB, %.2f s\n", request.name(),
+                                response.path(), response.files_size(),
+                                Megabytes(response.bytes_written()), response.seconds());
+  }
+  return kOk;
+}
+
 int RunList(const Context& c) {
   auto stub = v1::ModelService::NewStub(c.channel);
   grpc::ClientContext context;
@@ -610,6 +633,17 @@ const std::vector<Verb>& Verbs() {
          .help = "wait this long for in-flight requests before cancelling them; 0 = server "
                  "default"}},
        RunUnload},
+      {"save",
+       "NAME PATH",
+       "write a loaded model as an HF directory (PATH: new, inside --model_root) in its "
+       "method's serialized layout, so the next load skips quantizing",
+       3,
+       3,
+       {{.name = "max_shard_size",
+         .value_name = "SIZE",
+         .help = "largest safetensors shard, e.g. 5GB or 500MiB",
+         .default_text = "50GB"}},
+       RunSave},
       {"list", "", "list every model with its state, quantization and memory", 1, 1, {}, RunList},
       {"get", "NAME", "show one model in detail", 2, 2, {}, RunGet},
       {"generate",

@@ -158,6 +158,18 @@ struct TokenizeResult {
   std::vector<std::string> tokens;  // the vocabulary strings
 };
 
+// Where SaveModel writes; the path is already resolved against --model_root.
+struct SaveOptions {
+  std::string output_dir;       // absolute; must not exist yet (or be an empty directory)
+  int64_t max_shard_bytes = 0;  // safetensors shard size limit; 0 = transformers' 50 GB
+};
+
+struct SaveResult {
+  std::vector<std::string> files;  // relative to output_dir
+  int64_t bytes_written = 0;       // tensor bytes
+  double seconds = 0;
+};
+
 // A loaded model ready to serve.
 class ServableModel {
  public:
@@ -174,6 +186,14 @@ class ServableModel {
   virtual absl::StatusOr<ScoreResult> Score(const ScoreParams& params) = 0;
   virtual absl::StatusOr<TokenizeResult> Tokenize(std::string_view text,
                                                   bool add_special_tokens) = 0;
+
+  // Writes the model as a Hugging Face model directory in its method's serialized layout
+  // (config.json with quantization_config, safetensors shards, tokenizer files), blocking the
+  // calling thread; requests keep running meanwhile (weights are only read). Errors:
+  // FAILED_PRECONDITION (method not serializable), ALREADY_EXISTS (output_dir not empty).
+  virtual absl::StatusOr<SaveResult> Save(const SaveOptions& options) {
+    return absl::UnimplementedError("this model cannot be saved");
+  }
 
   // Stops the scheduler after finishing (not cancelling) queued work. Called by the server
   // once no handle pins the model; later calls return UNAVAILABLE.

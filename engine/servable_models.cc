@@ -18,6 +18,7 @@
 #include "engine/engine_api.h"
 #include "engine/generation_scheduler.h"
 #include "loader/load_pipeline.h"
+#include "loader/model_saver.h"
 #include "models/tokenizer/tokenizer.h"
 #include "quant/quantizer_registry.h"
 
@@ -54,10 +55,28 @@ ModelDescription Describe(const loader::LoadedModel& m) {
 // Shared by both kinds: tokenizer access and the shutdown flag.
 class ServableBase : public ServableModel {
  public:
-  ServableBase(ModelDescription description, std::shared_ptr<const models::Tokenizer> tokenizer)
-      : description_(std::move(description)), tokenizer_(std::move(tokenizer)) {}
+  ServableBase(ModelDescription description, std::shared_ptr<const models::Tokenizer> tokenizer,
+               std::shared_ptr<const loader::LoadedModel> loaded, std::string source_dir)
+      : description_(std::move(description)),
+        tokenizer_(std::move(tokenizer)),
+        loaded_(std::move(loaded)),
+        source_dir_(std::move(source_dir)) {}
 
   const ModelDescription& description() const override { return description_; }
+
+  absl::StatusOr<SaveResult> Save(const SaveOptions& options) override {
+    QS_RETURN_IF_ERROR(CheckOpen());
+    loader::SaveModelOptions o;
+    o.output_dir = options.output_dir;
+    if (options.max_shard_bytes > 0) o.max_shard_bytes = options.max_shard_bytes;
+    QS_ASSIGN_OR_RETURN(loader::SaveModelResult r, loader::SaveModel(*loaded_, source_dir_, o));
+    QS_LOG(INFO) << "model saved" << common::Kv("path", options.output_dir)
+                 << common::Kv("quant_method", description_.quant_method)
+                 << common::Kv("tensors", r.tensors) << common::Kv("bytes", r.tensor_bytes)
+                 << common::Kv("files", r.files.size()) << common::Kv("seconds", r.seconds);
+    return SaveResult{.files = std::move(r.files), .bytes_written = r.tensor_bytes,
+                      .seconds = r.seconds};
+  }
 
   absl::StatusOr<TokenizeResult> Tokenize(std::string_view text,
                                           bool add_special_tokens) override {
@@ -82,15 +101,26 @@ class ServableBase : public ServableModel {
 
   ModelDescription description_;
   std::shared_ptr<const models::Tokenizer> tokenizer_;
+  // The model with its quantizer, for Save (the servables hold the model modules too).
+  std::shared_ptr<const loader::LoadedModel> loaded_;
+  std::string source_dir_;
   std::atomic<bool> shut_down_{false};
 };
 
 class CausalLmServable final : public ServableBase {
  public:
   CausalLmServable(ModelDescription description, std::shared_ptr<const models::Tokenizer> tok,
+                   std::shared_ptr<const loader::LoadedModel> loaded, std::string source_dir,
+                   std::vector<int32_t> eos_ids, int32_t num_threads)
+      : CausalLmServable(std::move(description), tok, loaded, std::move(source_dir),
+                         loaded->causal_lm, std::move(eos_ids), num_threads) {}
+
+ private:
+  CausalLmServable(ModelDescription description, std::shared_ptr<const models::Tokenizer> tok,
+                   std::shared_ptr<const loader::LoadedModel> loaded, std::string source_dir,
                    std::shared_ptr<const models::LlamaForCausalLM> model,
                    std::vector<int32_t> eos_ids, int32_t num_threads)
-      : ServableBase(std::move(description), tok),
+      : ServableBase(std::move(description), tok, std::move(loaded), std::move(source_dir)),
         model_(model),
         num_threads_(num_threads),
         scheduler_({.model = model,
@@ -99,6 +129,7 @@ class CausalLmServable final : public ServableBase {
                     .context_length = model->config().max_position_embeddings,
                     .num_threads = num_threads}) {}
 
+ public:
   std::unique_ptr<GenerationHandle> Generate(GenerateParams params,
                                              std::shared_ptr<GenerateObserver> observer) override {
     return scheduler_.Generate(std::move(params), std::move(observer));
@@ -172,10 +203,10 @@ class CausalLmServable final : public ServableBase {
 class EncoderServable final : public ServableBase {
  public:
   EncoderServable(ModelDescription description, std::shared_ptr<const models::Tokenizer> tok,
-                  std::shared_ptr<const models::BertModel> model, int64_t max_tokens,
-                  int32_t num_threads)
-      : ServableBase(std::move(description), std::move(tok)),
-        model_(std::move(model)),
+                  std::shared_ptr<const loader::LoadedModel> loaded, std::string source_dir,
+                  int64_t max_tokens, int32_t num_threads)
+      : ServableBase(std::move(description), std::move(tok), loaded, std::move(source_dir)),
+        model_(loaded->encoder),
         max_tokens_(max_tokens),
         num_threads_(num_threads) {}
 
@@ -353,17 +384,16 @@ absl::StatusOr<std::unique_ptr<ServableModel>> LoadServableModel(
                << common::Kv("memory_bytes", description.memory_footprint_bytes)
                << common::Kv("peak_load_rss_bytes", description.peak_load_memory_bytes)
                << common::Kv("seconds", description.load_seconds);
-  if (loaded->encoder) {
-    QS_ASSIGN_OR_RETURN(int64_t max_tokens, EncoderMaxTokens(options.path, loaded->config, *tok));
-    return std::unique_ptr<ServableModel>(
-        new EncoderServable(std::move(description), tok, loaded->encoder, max_tokens,
-                            options.num_threads));
+  auto model = std::make_shared<const loader::LoadedModel>(*std::move(loaded));
+  if (model->encoder) {
+    QS_ASSIGN_OR_RETURN(int64_t max_tokens, EncoderMaxTokens(options.path, model->config, *tok));
+    return std::unique_ptr<ServableModel>(new EncoderServable(
+        std::move(description), tok, model, options.path, max_tokens, options.num_threads));
   }
-  std::vector<int32_t> eos = loaded->config.eos_token_ids;
+  std::vector<int32_t> eos = model->config.eos_token_ids;
   if (eos.empty() && tok->eos_id().has_value()) eos.push_back(*tok->eos_id());
-  return std::unique_ptr<ServableModel>(
-      new CausalLmServable(std::move(description), tok, loaded->causal_lm, std::move(eos),
-                           options.num_threads));
+  return std::unique_ptr<ServableModel>(new CausalLmServable(
+      std::move(description), tok, model, options.path, std::move(eos), options.num_threads));
 }
 
 std::string DescribeDevices() {

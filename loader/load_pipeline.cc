@@ -19,13 +19,13 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/byte_size.h"
 #include "common/status_macros.h"
 #include "common/torch_status.h"
 #include "loader/checkpoint.h"
 #include "loader/dtype.h"
 
 namespace quantserve::loader {
-namespace {
 
 std::optional<c10::ScalarType> ToScalarType(Dtype d) {
   switch (d) {
@@ -47,6 +47,8 @@ std::optional<c10::ScalarType> ToScalarType(Dtype d) {
     default: return std::nullopt;
   }
 }
+
+namespace {
 
 bool IsPlainFloat(Dtype d) {
   return d == Dtype::kF16 || d == Dtype::kBf16 || d == Dtype::kF32 || d == Dtype::kF64;
@@ -193,22 +195,7 @@ absl::StatusOr<std::map<std::string, int64_t>> ParseMaxMemory(const std::string&
     if (value.is_number_integer()) {
       bytes = value.get<int64_t>();
     } else if (value.is_string()) {
-      std::string text = value.get<std::string>();
-      static const std::pair<const char*, double> kUnits[] = {
-          {"TiB", 1099511627776.0}, {"GiB", 1073741824.0}, {"MiB", 1048576.0}, {"KiB", 1024.0},
-          {"TB", 1e12}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1.0}};
-      double scale = 1.0;
-      for (const auto& [unit, factor] : kUnits) {
-        if (absl::EndsWithIgnoreCase(text, unit)) {
-          text.resize(text.size() - std::strlen(unit));
-          scale = factor;
-          break;
-        }
-      }
-      double number = 0;
-      if (absl::SimpleAtod(absl::StripAsciiWhitespace(text), &number) && number >= 0) {
-        bytes = static_cast<int64_t>(number * scale);
-      }
+      bytes = common::ParseByteSize(value.get<std::string>()).value_or(-1);
     }
     if (bytes < 0) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -348,13 +335,31 @@ absl::StatusOr<LoadedModel> RunLoadPipeline(
   QS_ASSIGN_OR_RETURN(out.config, models::ParseModelConfig(*config_text, generation_text));
   const models::ModelConfig& config = out.config;
 
+  // optimum-quanto's own serialization has no quantization_config in config.json but a
+  // quantization map beside the weights (QuantizedModelForCausalLM.save_pretrained).
+  std::string checkpoint_quantization = config.quantization_config_json;
+  const std::string qmap_path = options.model_dir + "/quanto_qmap.json";
+  if (checkpoint_quantization.empty() && env->FileExists(qmap_path)) {
+    QS_ASSIGN_OR_RETURN(std::string qmap_text, env->ReadFileToString(qmap_path));
+    nlohmann::json qmap = nlohmann::json::parse(qmap_text, nullptr, /*allow_exceptions=*/false);
+    if (qmap.is_discarded() || !qmap.is_object()) {
+      return absl::DataLossError(absl::StrCat(qmap_path, " is not a JSON object"));
+    }
+    checkpoint_quantization =
+        nlohmann::json{{"quant_method", "quanto"}, {"quantization_map", qmap}}.dump();
+  }
+  // Headers only (the tensors are mapped, not read): their metadata goes to the quantizer.
+  QS_ASSIGN_OR_RETURN(auto checkpoint, Checkpoint::Open(env, options.model_dir));
+
   // 2-4. Quantizer, environment, dtype and device.
   report({.phase = "quantizer"});
   QS_ASSIGN_OR_RETURN(out.quantizer,
-                      registry.Create(options.quantization_config_json,
-                                      config.quantization_config_json));
+                      registry.Create(options.quantization_config_json, checkpoint_quantization));
   quant::LoadTarget target;
-  target.checkpoint_is_prequantized = !config.quantization_config_json.empty();
+  target.checkpoint_is_prequantized = !checkpoint_quantization.empty();
+  for (const auto& shard : checkpoint->shards()) {
+    for (const auto& [key, value] : shard->metadata()) target.checkpoint_metadata[key] = value;
+  }
   target.device_map = options.device_map;
   target.has_calibration_texts = options.has_calibration_texts;
   QS_ASSIGN_OR_RETURN(target.dtype, ResolveDtype(options.dtype, config.torch_dtype));
@@ -379,7 +384,6 @@ absl::StatusOr<LoadedModel> RunLoadPipeline(
   QS_RETURN_IF_ERROR(out.quantizer->ProcessModelBeforeWeightLoading(*root, target));
 
   // 6. Reconcile the checkpoint with the expected parameters.
-  QS_ASSIGN_OR_RETURN(auto checkpoint, Checkpoint::Open(env, options.model_dir));
   std::unordered_map<std::string, models::ParamSlot> slots;
   std::vector<std::string> tied;
   for (auto& named : root->NamedParameters()) {
@@ -410,8 +414,15 @@ absl::StatusOr<LoadedModel> RunLoadPipeline(
     }
   }
   std::vector<std::string> missing;
-  for (const auto& [name, slot] : slots) {
-    if (seen.count(name) == 0) missing.push_back(name);
+  for (auto it = slots.begin(); it != slots.end();) {
+    if (seen.count(it->first) != 0) {
+      ++it;
+    } else if (it->second.optional) {
+      it = slots.erase(it);  // the module fills a default in ProcessModelAfterWeightLoading
+    } else {
+      missing.push_back(it->first);
+      ++it;
+    }
   }
   std::sort(missing.begin(), missing.end());
   if (!missing.empty() || !unexpected.empty()) {
@@ -429,8 +440,13 @@ absl::StatusOr<LoadedModel> RunLoadPipeline(
 
   // Will it fit? Refuse before reading anything rather than dying halfway.
   int64_t estimate = 0;
-  for (const auto& [name, slot] : slots) {
-    if (seen.count(name) != 0) estimate += out.quantizer->EstimatedParamBytes(name, *slot.tensor);
+  for (const CheckpointTensor* t : to_load) {
+    const std::string name = CanonicalName(config, t->name());
+    // Packed tensors of a pre-quantized checkpoint keep their size; the rest is estimated
+    // from the skeleton (after quantization, in the compute dtype).
+    estimate += target.checkpoint_is_prequantized && out.quantizer->CheckQuantizedParam(name)
+                    ? static_cast<int64_t>(t->info->byte_size())
+                    : out.quantizer->EstimatedParamBytes(name, *slots.at(name).tensor);
   }
   QS_RETURN_IF_ERROR(CheckFits(estimate, target.device, options.max_memory,
                                out.quantizer->MaxMemoryFraction()));

@@ -18,10 +18,12 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "common/env.h"
+#include "loader/dtype.h"
 #include "models/bert.h"
 #include "models/llama.h"
 #include "models/model_config.h"
@@ -75,6 +77,10 @@ struct LoadedModel {
 absl::StatusOr<LoadedModel> RunLoadPipeline(
     const LoadPipelineOptions& options,
     const std::function<void(const LoadPipelineProgress&)>& on_progress);
+
+// The torch type of a safetensors element type; nullopt for types LibTorch cannot hold
+// (F6, F4, E8M0, fnuz float8s, complex).
+std::optional<c10::ScalarType> ToScalarType(Dtype dtype);
 
 // "float32" -> Float etc.; "auto" resolves to `checkpoint_dtype` (config.json's torch_dtype,
 // float32 when absent). INVALID_ARGUMENT names the allowed values.

@@ -43,6 +43,16 @@ absl::Status Module::UnregisterParameter(const std::string& name) {
   return absl::NotFoundError("no parameter named '" + name + "'");
 }
 
+absl::Status Module::MarkOptional(const std::string& name) {
+  for (auto& [param, slot] : params_) {
+    if (param == name) {
+      slot.optional = true;
+      return absl::OkStatus();
+    }
+  }
+  return absl::NotFoundError("no parameter named '" + name + "'");
+}
+
 absl::Status Module::MarkTied(const std::string& param, std::string source) {
   for (auto& [name, slot] : params_) {
     if (name == param) {

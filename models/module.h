@@ -36,6 +36,9 @@ struct ParamSlot {
   // module's float `weight` when it quantizes at load: expected only in a pre-quantized
   // checkpoint (transformers' update_missing_keys).
   bool derived = false;
+  // A tensor a pre-quantized checkpoint may leave out (GPTQ `g_idx`, ...): not reported
+  // missing; the owning module fills a default after loading.
+  bool optional = false;
 };
 
 class Module {
@@ -78,6 +81,9 @@ class Module {
   // `weight` once its state lives under other names (quanto's weight._data, ...). The loader
   // may still hold the slot while the tensor streams in. NOT_FOUND for an unknown name.
   absl::Status UnregisterParameter(const std::string& name);
+  // Marks parameter `name` of this module optional in a checkpoint (ParamSlot::optional).
+  // NOT_FOUND for an unknown name.
+  absl::Status MarkOptional(const std::string& name);
   // `holder` is the parent's member that owns the child; ReplaceChild writes through it.
   template <typename T>
   void RegisterModule(std::string name, std::shared_ptr<T>* holder) {

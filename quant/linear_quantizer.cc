@@ -33,13 +33,28 @@ absl::Status LinearQuantizer::ValidateEnvironment(const LoadTarget& target) {
   if (!prequantized_ && !on_the_fly_unsupported_reason_.empty()) {
     return absl::FailedPreconditionError(on_the_fly_unsupported_reason_);
   }
-  if (prequantized_) {
-    return absl::UnimplementedError(absl::StrCat(
-        "loading checkpoints pre-quantized with '", method_,
-        "' is not supported yet; load the unquantized checkpoint with this quantization_config "
-        "to quantize it at load"));
-  }
+  if (prequantized_) return PrequantizedSupport();
   return absl::OkStatus();
+}
+
+absl::Status LinearQuantizer::PrequantizedSupport() const {
+  return absl::UnimplementedError(absl::StrCat(
+      "loading checkpoints pre-quantized with '", method_,
+      "' is not supported yet; load the unquantized checkpoint with this quantization_config "
+      "to quantize it at load"));
+}
+
+QuantizedLinear* LinearQuantizer::OwningModule(const std::string& name, std::string* local) const {
+  // Local names may contain dots ("weight.absmax"): try the longest module prefix first.
+  for (size_t dot = name.rfind('.'); dot != std::string::npos && dot > 0;
+       dot = name.rfind('.', dot - 1)) {
+    auto it = converted_.find(name.substr(0, dot));
+    if (it != converted_.end()) {
+      if (local != nullptr) *local = name.substr(dot + 1);
+      return it->second.get();
+    }
+  }
+  return nullptr;
 }
 
 std::vector<std::string> LinearQuantizer::ModulesToNotConvert(const models::Module& root) const {
@@ -91,7 +106,7 @@ absl::Status LinearQuantizer::ProcessModelBeforeWeightLoading(models::Module& ro
 
 int64_t LinearQuantizer::EstimatedParamBytes(const std::string& name,
                                              const at::Tensor& meta) const {
-  if (CheckQuantizedParam(name)) {
+  if (!prequantized_ && CheckQuantizedParam(name)) {
     const std::string module = name.substr(0, name.size() - 7);
     return static_cast<int64_t>(static_cast<double>(meta.numel()) *
                                 EstimatedWeightBits(module) / 8.0);
@@ -100,13 +115,22 @@ int64_t LinearQuantizer::EstimatedParamBytes(const std::string& name,
 }
 
 bool LinearQuantizer::CheckQuantizedParam(const std::string& name) const {
-  if (prequantized_ || !absl::EndsWith(name, ".weight")) return false;
+  if (prequantized_) return OwningModule(name, nullptr) != nullptr;
+  if (!absl::EndsWith(name, ".weight")) return false;
   return converted_.count(name.substr(0, name.size() - 7)) != 0;
 }
 
 absl::Status LinearQuantizer::CreateQuantizedParam(const std::string& name,
                                                    const at::Tensor& value, models::ParamSlot& slot,
                                                    const LoadTarget& target) {
+  if (prequantized_) {
+    std::string local;
+    QuantizedLinear* owner = OwningModule(name, &local);
+    if (owner == nullptr) return absl::InternalError("no quantized module for " + name);
+    return common::TorchCall(absl::StrCat("loading ", name), [&] {
+      return owner->LoadSerializedTensor(local, name, value, target);
+    });
+  }
   QuantizedLinear* module = converted_module(name.substr(0, name.size() - 7));
   if (module == nullptr) return absl::InternalError("no quantized module for " + name);
   const auto& o = module->options();
@@ -123,6 +147,43 @@ absl::Status LinearQuantizer::CreateQuantizedParam(const std::string& name,
   return common::TorchCall(context, [&] {
     return common::Annotate(module->QuantizeWeight(value, target), context);
   });
+}
+
+absl::Status LinearQuantizer::ProcessModelAfterWeightLoading(models::Module& root,
+                                                             const LoadTarget& target) {
+  if (!prequantized_) return absl::OkStatus();
+  for (const std::string& name : order_) {
+    QuantizedLinear* module = converted_.at(name).get();
+    QS_RETURN_IF_ERROR(common::TorchCall(absl::StrCat("checking ", name), [&] {
+      return module->FinishSerializedLoad(name, target);
+    }));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> LinearQuantizer::SerializedState(
+    const models::Module& root) const {
+  if (!traits_.is_serializable) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "models quantized with '", method_, "' cannot be saved (transformers' ", method_,
+        " quantizer is not serializable); save the unquantized model and quantize at load"));
+  }
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  std::unordered_map<std::string, bool> emitted;  // converted module -> written
+  for (const auto& p : root.NamedParameters()) {
+    if (!p.slot.tied_to.empty()) continue;
+    std::string local;
+    if (QuantizedLinear* owner = OwningModule(p.name, &local); owner != nullptr) {
+      const std::string module = p.name.substr(0, p.name.size() - local.size() - 1);
+      if (emitted[module]) continue;
+      emitted[module] = true;
+      QS_ASSIGN_OR_RETURN(auto tensors, owner->SerializedTensors());
+      for (auto& [name, t] : tensors) out.emplace_back(absl::StrCat(module, ".", name), std::move(t));
+      continue;
+    }
+    out.emplace_back(p.name, *p.slot.tensor);
+  }
+  return out;
 }
 
 std::vector<std::string> LinearQuantizer::converted_modules() const { return order_; }

@@ -8,6 +8,15 @@
 //   CheckQuantizedParam       "<converted>.weight" of an unquantized checkpoint
 //   CreateQuantizedParam      QuantizedLinear::QuantizeWeight; the float copy is dropped after
 //
+// and for a pre-quantized checkpoint (PrequantizedSupport() OK):
+//
+//   ProcessModelBefore...     MakeLinear with target.checkpoint_is_prequantized: the module
+//                             registers its serialized layout
+//   CheckQuantizedParam       every tensor of a converted module
+//   CreateQuantizedParam      QuantizedLinear::LoadSerializedTensor
+//   ProcessModelAfter...      QuantizedLinear::FinishSerializedLoad for each converted module
+//   SerializedState           the float parameters + each module's SerializedTensors
+//
 // A method subclasses it with its parsed config, its traits and MakeLinear; it overrides
 // ModulesToNotConvert/ShouldConvert when its skip rule differs from transformers' default.
 
@@ -37,6 +46,10 @@ class LinearQuantizer : public Quantizer {
   bool CheckQuantizedParam(const std::string& name) const override;
   absl::Status CreateQuantizedParam(const std::string& name, const at::Tensor& value,
                                     models::ParamSlot& slot, const LoadTarget& target) override;
+  absl::Status ProcessModelAfterWeightLoading(models::Module& root,
+                                              const LoadTarget& target) override;
+  absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> SerializedState(
+      const models::Module& root) const override;
 
   // Dotted names of the converted modules, in model order (after ProcessModelBefore...).
   std::vector<std::string> converted_modules() const;
@@ -62,6 +75,14 @@ class LinearQuantizer : public Quantizer {
   // Average bits per weight element of the converted module `name` once quantized, scales
   // and zeros included (for the fit estimate; 8 unless the method says otherwise).
   virtual double EstimatedWeightBits(const std::string& name) const { return 8.0; }
+
+  // OK when this method loads its pre-quantized checkpoints; otherwise the reason
+  // (UNIMPLEMENTED by default), returned by ValidateEnvironment.
+  virtual absl::Status PrequantizedSupport() const;
+  bool prequantized() const { return prequantized_; }
+  // The converted module owning checkpoint tensor `name`, with `local` set to the rest of the
+  // name ("model.layers.0.mlp.up_proj.weight.absmax" -> up_proj, "weight.absmax"); or null.
+  QuantizedLinear* OwningModule(const std::string& name, std::string* local) const;
 
   // Set when quantizing an unquantized checkpoint is impossible here (GPTQ without running
   // GPTQ, AWQ, ...): ValidateEnvironment returns FAILED_PRECONDITION with this reason.

@@ -4,6 +4,9 @@
 
 #include <unordered_set>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
 namespace quantserve::quant {
 
 void QuantizedLinear::RegisterBias() {
@@ -27,6 +30,54 @@ int64_t QuantizedLinear::memory_footprint_bytes() const {
     n += t.numel() * static_cast<int64_t>(t.element_size());
   }
   return n;
+}
+
+absl::Status QuantizedLinear::ExpectTensor(const std::string& full_name, const at::Tensor& value,
+                                           at::IntArrayRef shape, c10::ScalarType dtype,
+                                           const std::string& what) {
+  if (value.sizes() != shape || value.scalar_type() != dtype) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor '", full_name, "' is ", c10::toString(value.scalar_type()), " [",
+        absl::StrJoin(value.sizes(), ", "), "] but ", what, " expects ", c10::toString(dtype),
+        " [", absl::StrJoin(shape, ", "), "]"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status QuantizedLinear::LoadSerializedTensor(const std::string& local,
+                                                   const std::string& full_name,
+                                                   const at::Tensor& value,
+                                                   const LoadTarget& target) {
+  for (const auto& p : NamedParameters()) {
+    if (p.name != local) continue;
+    at::Tensor& slot = *p.slot.tensor;
+    const bool convert = at::isFloatingType(slot.scalar_type()) &&
+                         at::isFloatingType(value.scalar_type()) &&
+                         c10::elementSize(slot.scalar_type()) > 1 &&
+                         c10::elementSize(value.scalar_type()) > 1;  // never reinterpret fp8
+    if (value.sizes() != slot.sizes() ||
+        (!convert && value.scalar_type() != slot.scalar_type())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor '", full_name, "' is ", c10::toString(value.scalar_type()), " [",
+          absl::StrJoin(value.sizes(), ", "), "] but ", type_name(), " expects ",
+          c10::toString(slot.scalar_type()), " [", absl::StrJoin(slot.sizes(), ", "), "]"));
+    }
+    slot = value.to(at::TensorOptions().dtype(slot.scalar_type()).device(target.device),
+                    /*non_blocking=*/false, /*copy=*/true);
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("tensor '", full_name, "' is not part of ", type_name(), "'s layout"));
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> QuantizedLinear::SerializedTensors()
+    const {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& p : NamedParameters()) {
+    if (!p.slot.tied_to.empty()) continue;
+    out.emplace_back(p.name, *p.slot.tensor);
+  }
+  return out;
 }
 
 }  // namespace quantserve::quant

@@ -6,10 +6,22 @@
 // weight are registered as derived parameters, so an unquantized checkpoint only has to
 // provide `weight` (and `bias`), which the quantizer hands to QuantizeWeight. The weight slot
 // starts as a float [out, in] meta tensor and ends holding the packed codes.
+//
+// Pre-quantized checkpoints (LoadTarget::checkpoint_is_prequantized at construction): the
+// module registers exactly the tensors of its serialized layout as ordinary parameters (no
+// float `weight` input slot, no aliases); optional ones are marked with MarkOptional. Each
+// checkpoint tensor of the module goes through LoadSerializedTensor, then, once all are in,
+// FinishSerializedLoad cross-checks and repacks. SerializedTensors is the inverse, for
+// SaveModel: load(save(m)) reproduces m bit for bit.
 
 #include <ATen/core/Tensor.h>
 
+#include <string>
+#include <utility>
+#include <vector>
+
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "models/layers.h"
 #include "quant/quantizer.h"
 
@@ -36,11 +48,36 @@ class QuantizedLinear : public models::Linear {
   // get_memory_footprint over the module's parameters and buffers.
   int64_t memory_footprint_bytes() const override;
 
+  // Stores checkpoint tensor `local` of this module ("qweight", "weight.absmax", "bias"; the
+  // full checkpoint name is `full_name`, for messages). `value` is on CPU in the checkpoint
+  // dtype, may view the read-only mapped file and is valid only during the call (copy what
+  // is kept). The default stores it in the registered parameter `local` after checking it
+  // against the skeleton: INVALID_ARGUMENT naming `full_name` when the shape differs or the
+  // dtype differs (a float tensor converts to a float skeleton's dtype, as transformers'
+  // load_state_dict copy does); a module whose tensor shapes are not known in advance
+  // overrides this.
+  virtual absl::Status LoadSerializedTensor(const std::string& local, const std::string& full_name,
+                                            const at::Tensor& value, const LoadTarget& target);
+  // After every tensor of the module arrived: DATA_LOSS naming the tensor when contents are
+  // inconsistent (an index out of range, metadata that contradicts shapes), then any repacking
+  // for the kernels. `name` is the module's dotted name. Default: nothing to check.
+  virtual absl::Status FinishSerializedLoad(const std::string& name, const LoadTarget& target) {
+    return absl::OkStatus();
+  }
+  // The module's tensors in its method's serialized layout, by local name (what
+  // LoadSerializedTensor accepts), on any device. Default: every registered parameter.
+  virtual absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> SerializedTensors() const;
+
   at::Tensor bias;  // registered by the subclass when options().bias
 
  protected:
   // Registers `bias` as [out] in the compute dtype when options().bias.
   void RegisterBias();
+  // INVALID_ARGUMENT naming `full_name` unless `value` has exactly `shape` and `dtype`;
+  // `what` says which layout expects it ("gptq 4-bit, group_size 128").
+  static absl::Status ExpectTensor(const std::string& full_name, const at::Tensor& value,
+                                   at::IntArrayRef shape, c10::ScalarType dtype,
+                                   const std::string& what);
 };
 
 }  // namespace quantserve::quant

@@ -10,6 +10,11 @@
 //   -> ProcessModelAfterWeightLoading    (repack for kernels, free scratch)
 //   -> WantsCalibration ? Calibrate       (static activation scales, run by the engine)
 //
+// A pre-quantized checkpoint (config.json has a quantization_config) runs the same hooks:
+// the skeleton gets the method's serialized layout, CheckQuantizedParam accepts the packed
+// tensors and CreateQuantizedParam stores them (no float round trip). SaveModel asks
+// SerializedState / SerializedConfigJson for the inverse.
+//
 // A Quantizer is created per load from its parsed config by the QuantizerRegistry, used by
 // one load thread, then kept with the model (its normalized config is reported in ModelInfo).
 // Not thread-safe; the loader calls it from one thread.
@@ -21,6 +26,8 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -44,6 +51,9 @@ struct LoadTarget {
   bool has_calibration_texts = false;  // the load brings calibration texts (see Calibrate)
   // Module prefix -> "cpu" | "disk" | "cuda:N" (empty: everything on `device`).
   std::map<std::string, std::string> device_map;
+  // The checkpoint's safetensors "__metadata__" entries, merged over its shards (torchao
+  // keeps its tensor metadata there).
+  std::map<std::string, std::string> checkpoint_metadata;
 };
 
 class Quantizer {
@@ -102,6 +112,21 @@ class Quantizer {
   virtual absl::Status Calibrate(models::Module& root,
                                  const std::function<absl::Status()>& run_texts) {
     return absl::FailedPreconditionError(quant_method() + " does not calibrate");
+  }
+
+  // SaveModel: every tensor of the loaded `root` by checkpoint name, in the method's
+  // serialized layout (tied aliases left out), such that loading them with
+  // SerializedConfigJson() reproduces the model. FAILED_PRECONDITION naming the reason when
+  // the method cannot be saved (transformers' is_serializable). Default: the parameters.
+  virtual absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> SerializedState(
+      const models::Module& root) const;
+  // The quantization_config written to the saved config.json ("" = none).
+  virtual std::string SerializedConfigJson() const { return NormalizedConfigJson(); }
+  // Extra safetensors "__metadata__" entries of the saved shards (torchao keeps its tensor
+  // subclass metadata there), given the saved tensor names.
+  virtual std::map<std::string, std::string> SafetensorsMetadata(
+      const std::vector<std::string>& tensor_names) const {
+    return {};
   }
 };
 

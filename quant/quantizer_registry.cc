@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/logging.h"
 #include "common/status_macros.h"
 #include "quant/methods/none/none_quantizer.h"
 // Each compiled-in method (QS_QUANT_METHODS in quant/CMakeLists.txt) declares
@@ -65,8 +66,10 @@ absl::StatusOr<std::string> MethodOf(const std::string& text, const char* where)
 
 }  // namespace
 
-absl::Status QuantizerRegistry::Register(const std::string& quant_method, Factory factory) {
-  if (!factories_.emplace(quant_method, std::move(factory)).second) {
+absl::Status QuantizerRegistry::Register(const std::string& quant_method, Factory factory,
+                                        std::vector<std::string> loading_attributes) {
+  if (!factories_.emplace(quant_method, Row{std::move(factory), std::move(loading_attributes)})
+           .second) {
     return absl::AlreadyExistsError(absl::StrCat("quant_method '", quant_method,
                                                  "' is registered twice"));
   }
@@ -75,7 +78,7 @@ absl::Status QuantizerRegistry::Register(const std::string& quant_method, Factor
 
 std::vector<std::string> QuantizerRegistry::methods() const {
   std::vector<std::string> out;
-  for (const auto& [name, factory] : factories_) out.push_back(name);
+  for (const auto& [name, row] : factories_) out.push_back(name);
   return out;
 }
 
@@ -84,22 +87,22 @@ absl::StatusOr<std::unique_ptr<Quantizer>> QuantizerRegistry::Create(
   std::string method = "none";
   std::string config = "{\"quant_method\":\"none\"}";
   if (!checkpoint_json.empty()) {
-    auto m = MethodOf(checkpoint_json, "config.json");
-    if (!m.ok()) return m.status();
-    method = *m;
+    QS_ASSIGN_OR_RETURN(method, MethodOf(checkpoint_json, "config.json"));
     config = checkpoint_json;
   }
+  std::string request_method;
   if (!request_json.empty()) {
-    auto m = MethodOf(request_json, "request");
-    if (!m.ok()) return m.status();
-    if (!checkpoint_json.empty() && *m != method) {
+    QS_ASSIGN_OR_RETURN(request_method, MethodOf(request_json, "request"));
+    if (!checkpoint_json.empty() && request_method != method) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "quantization_config.quant_method '", *m, "' conflicts with the checkpoint's '", method,
-          "' (a pre-quantized checkpoint can only be loaded with its own method)"));
+          "quantization_config.quant_method '", request_method, "' conflicts with the checkpoint's '",
+          method, "' (a pre-quantized checkpoint can only be loaded with its own method; "
+          "leave quantization_config empty to use the checkpoint's)"));
     }
-    method = *m;
-    // Loading attributes overriding a checkpoint's config arrive with pre-quantized support.
-    config = request_json;
+    if (checkpoint_json.empty()) {
+      method = request_method;
+      config = request_json;
+    }
   }
   auto it = factories_.find(method);
   if (it == factories_.end()) {
@@ -107,7 +110,25 @@ absl::StatusOr<std::unique_ptr<Quantizer>> QuantizerRegistry::Create(
         absl::StrCat("quantization_config.quant_method '", method,
                      "' is not supported (supported: ", absl::StrJoin(methods(), ", "), ")"));
   }
-  return it->second(config);
+  if (!request_json.empty() && !checkpoint_json.empty()) {
+    // transformers validates the request's config, then keeps the checkpoint's with the
+    // request's loading attributes written over it.
+    QS_ASSIGN_OR_RETURN(auto requested, it->second.factory(request_json));
+    json merged = json::parse(checkpoint_json);
+    const json normalized = json::parse(requested->NormalizedConfigJson());
+    std::vector<std::string> overridden;
+    for (const std::string& key : it->second.loading_attributes) {
+      auto v = normalized.find(key);
+      if (v == normalized.end()) continue;
+      merged[key] = *v;
+      overridden.push_back(key);
+    }
+    QS_LOG(INFO) << "request quantization_config merged into the checkpoint's"
+                 << common::Kv("quant_method", method)
+                 << common::Kv("loading_attributes", absl::StrJoin(overridden, ","));
+    config = merged.dump();
+  }
+  return it->second.factory(config);
 }
 
 absl::Status RegisterBuiltinQuantizers(QuantizerRegistry& registry) {

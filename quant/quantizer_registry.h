@@ -24,20 +24,31 @@ class QuantizerRegistry {
   using Factory =
       std::function<absl::StatusOr<std::unique_ptr<Quantizer>>(const std::string& config_json)>;
 
-  // ALREADY_EXISTS when `quant_method` is registered.
-  absl::Status Register(const std::string& quant_method, Factory factory);
+  // ALREADY_EXISTS when `quant_method` is registered. `loading_attributes` are the config
+  // fields a request may override on a pre-quantized checkpoint (transformers'
+  // get_loading_attributes: GPTQ/AWQ `backend`, `max_input_length`; FBGEMM
+  // `activation_scale_ub`; ...).
+  absl::Status Register(const std::string& quant_method, Factory factory,
+                        std::vector<std::string> loading_attributes = {});
 
   // Resolves the config for a load. `request_json` (from LoadModel) and `checkpoint_json`
   // (config.json's quantization_config) may each be empty. Empty both -> the "none" quantizer.
   // A method missing from the registry is INVALID_ARGUMENT listing the supported ones; a
-  // request naming a different method than the checkpoint is INVALID_ARGUMENT.
+  // request naming a different method than the checkpoint is INVALID_ARGUMENT. With both, as
+  // transformers' merge_quantization_configs: the request is validated, then the checkpoint's
+  // config is used with the request's loading attributes (normalized values) written over it;
+  // the request's other fields are ignored.
   absl::StatusOr<std::unique_ptr<Quantizer>> Create(const std::string& request_json,
                                                     const std::string& checkpoint_json) const;
 
   std::vector<std::string> methods() const;
 
  private:
-  std::map<std::string, Factory> factories_;
+  struct Row {
+    Factory factory;
+    std::vector<std::string> loading_attributes;
+  };
+  std::map<std::string, Row> factories_;
 };
 
 // Registers every method this build implements (explicitly, no static initializers).

@@ -169,6 +169,42 @@ absl::StatusOr<std::string> ResolveModelPath(absl::string_view model_root, absl:
   return canonical.string();
 }
 
+absl::StatusOr<std::string> ResolveNewModelPath(absl::string_view model_root,
+                                                absl::string_view path) {
+  if (path.empty()) {
+    return FieldError("path", "required (a new directory under --model_root)");
+  }
+  const fs::path root{std::string(model_root)};
+  const fs::path requested{std::string(path)};
+  for (const fs::path& component : requested) {
+    if (component == "..") {
+      return FieldError("path", absl::StrCat("'", path,
+                                             "' contains '..'; paths are resolved inside "
+                                             "--model_root"));
+    }
+  }
+  const fs::path candidate = requested.is_absolute() ? requested.lexically_normal()
+                                                     : (root / requested).lexically_normal();
+  if (!IsWithin(candidate, root) || candidate == root) {
+    return FieldError("path", absl::StrCat("'", path, "' is not a new directory inside --model_root"));
+  }
+  std::error_code ec;
+  if (fs::exists(candidate, ec) && !(fs::is_directory(candidate, ec) && fs::is_empty(candidate, ec))) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("path: '", path, "' already exists under --model_root; choose a new one"));
+  }
+  // Symlinked ancestors may not lead out of the root.
+  fs::path ancestor = candidate;
+  while (!fs::exists(ancestor, ec) && ancestor.has_parent_path() && ancestor != ancestor.parent_path()) {
+    ancestor = ancestor.parent_path();
+  }
+  const fs::path canonical = fs::canonical(ancestor, ec);
+  if (ec || !IsWithin(canonical, root)) {
+    return FieldError("path", absl::StrCat("'", path, "' leads outside --model_root"));
+  }
+  return candidate.string();
+}
+
 absl::StatusOr<std::vector<LoadRequest>> ParseStartupConfig(absl::string_view json_text) {
   json config = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
   if (config.is_discarded()) {

@@ -51,6 +51,13 @@ std::string RequestedQuantMethod(absl::string_view quantization_config_json);
 // nothing exists there.
 absl::StatusOr<std::string> ResolveModelPath(absl::string_view model_root, absl::string_view path);
 
+// Resolves a directory SaveModel will create: like ResolveModelPath, except that nothing
+// may exist at `path` yet (an empty directory is accepted); the nearest existing ancestor
+// must lie inside --model_root after symlinks. Errors: INVALID_ARGUMENT ("path: ...") for
+// escapes, ALREADY_EXISTS when something is already there.
+absl::StatusOr<std::string> ResolveNewModelPath(absl::string_view model_root,
+                                                absl::string_view path);
+
 // Parses a startup config:
 //   {"models": [{"name": "tiny", "path": "tiny-llama",
 //                "quantization_config": {...} or "<json text>",

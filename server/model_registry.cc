@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "common/logging.h"
+#include "common/status_macros.h"
 
 namespace quantserve::server {
 namespace internal {
@@ -312,6 +313,29 @@ absl::Status ModelRegistry::StartLoad(const LoadRequest& request, ProgressCallba
     --loads_running_;
     return absl::UnavailableError("server is shutting down; not loading new models");
   }
+  return absl::OkStatus();
+}
+
+absl::Status ModelRegistry::StartSave(absl::string_view name, absl::string_view path,
+                                      int64_t max_shard_bytes, SaveDoneCallback on_done) {
+  QS_ASSIGN_OR_RETURN(std::string resolved, ResolveNewModelPath(options_.model_root, path));
+  QS_ASSIGN_OR_RETURN(ModelHandle handle, Acquire(name));
+  // The pin keeps the model (and an unload's drain) waiting until the files are written.
+  auto pinned = std::make_shared<ModelHandle>(std::move(handle));
+  QS_LOG(INFO) << "model save queued" << Kv("model", std::string(name)) << Kv("path", resolved);
+  const bool queued = load_pool_->TrySchedule(
+      [pinned, resolved, max_shard_bytes, requested = std::string(path),
+       on_done = std::move(on_done)]() mutable {
+        engine::SaveOptions o{.output_dir = resolved, .max_shard_bytes = max_shard_bytes};
+        absl::StatusOr<engine::SaveResult> result = pinned->model().Save(o);
+        pinned.reset();
+        if (!result.ok()) {
+          on_done(result.status());
+          return;
+        }
+        on_done(SaveDone{.path = std::move(requested), .result = *std::move(result)});
+      });
+  if (!queued) return absl::UnavailableError("server is shutting down; not saving models");
   return absl::OkStatus();
 }
 

@@ -178,6 +178,19 @@ class ModelRegistry {
   absl::StatusOr<UnloadResult> Unload(absl::string_view name,
                                       absl::Duration drain_timeout = absl::ZeroDuration());
 
+  struct SaveDone {
+    std::string path;  // as requested
+    engine::SaveResult result;
+  };
+  using SaveDoneCallback = std::function<void(absl::StatusOr<SaveDone>)>;
+  // Pins READY model `name` and writes it (engine::ServableModel::Save) to `path`, a new
+  // directory inside model_root, on a load thread; `on_done` is called exactly once there.
+  // `max_shard_bytes` 0 = the default. Errors returned at once (callback never runs):
+  // NOT_FOUND/UNAVAILABLE (as Acquire), INVALID_ARGUMENT/ALREADY_EXISTS (path, see
+  // ResolveNewModelPath), UNAVAILABLE (shutting down).
+  absl::Status StartSave(absl::string_view name, absl::string_view path, int64_t max_shard_bytes,
+                         SaveDoneCallback on_done);
+
   // Pins a READY model. Errors: NOT_FOUND (unknown name), UNAVAILABLE (LOADING, UNLOADING or
   // FAILED, with the reason).
   absl::StatusOr<ModelHandle> Acquire(absl::string_view name);

@@ -9,6 +9,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/byte_size.h"
 #include "server/server_stream.h"
 #include "server/status_conversion.h"
 
@@ -263,8 +264,39 @@ grpc::ServerUnaryReactor* ModelService::SaveModel(grpc::CallbackServerContext* c
                                                   v1::SaveModelResponse* response) {
   const absl::Time start = absl::Now();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  FinishUnary(reactor, kSaveModel, start, ModelLabels(),
-              absl::UnimplementedError("SaveModel arrives with pre-quantized checkpoint support"));
+  if (absl::Status s = ValidateModelName(request->name()); !s.ok()) {
+    FinishUnary(reactor, kSaveModel, start, ModelLabels(), s);
+    return reactor;
+  }
+  int64_t max_shard_bytes = 0;
+  if (!request->max_shard_size().empty()) {
+    const auto bytes = common::ParseByteSize(request->max_shard_size());
+    if (!bytes.has_value() || *bytes <= 0) {
+      FinishUnary(reactor, kSaveModel, start, ModelLabels(),
+                  absl::InvalidArgumentError(absl::StrCat(
+                      "max_shard_size: must be a positive size like \"5GB\" or \"500MiB\" (got \"",
+                      request->max_shard_size(), "\")")));
+      return reactor;
+    }
+    max_shard_bytes = *bytes;
+  }
+  ModelLabels labels;
+  if (absl::StatusOr<ModelSnapshot> snapshot = options_.registry->Get(request->name());
+      snapshot.ok()) {
+    labels = snapshot->labels;
+  }
+  absl::Status started = options_.registry->StartSave(
+      request->name(), request->path(), max_shard_bytes,
+      [this, reactor, response, start, labels](absl::StatusOr<ModelRegistry::SaveDone> done) {
+        if (done.ok()) {
+          response->set_path(done->path);
+          response->set_bytes_written(done->result.bytes_written);
+          for (const std::string& f : done->result.files) response->add_files(f);
+          response->set_seconds(done->result.seconds);
+        }
+        FinishUnary(reactor, kSaveModel, start, labels, done.status());
+      });
+  if (!started.ok()) FinishUnary(reactor, kSaveModel, start, labels, started);
   return reactor;
 }
 

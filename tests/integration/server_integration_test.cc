@@ -569,6 +569,90 @@ TEST_F(ServerIntegrationTest, QuantizedAtLoadModelsServeAndReportTheirMethod) {
   for (const Case& c : cases) Unload(c.name);
 }
 
+// SaveModel writes a quantized model so the next load streams its packed tensors: the
+// reloaded model is the same model (same greedy tokens and logprobs, same method and
+// footprint) and loads without quantizing.
+TEST_F(ServerIntegrationTest, SaveModelWritesAReloadableCheckpointAndRefusesBadRequests) {
+  auto save = [](const std::string& name, const std::string& path,
+                 const std::string& max_shard_size, v1::SaveModelResponse* resp) {
+    grpc::ClientContext ctx;
+    v1::SaveModelRequest req;
+    req.set_name(name);
+    req.set_path(path);
+    req.set_max_shard_size(max_shard_size);
+    return models_->SaveModel(&ctx, req, resp);
+  };
+  const fs::path scratch = fs::path(FixturesDir()) / "integration-scratch";
+  for (const char* d : {"saved-nf4", "saved-float-sharded"}) fs::remove_all(scratch / d);
+
+  LoadResult quantized = LoadFull("tl-save-nf4", "tiny-llama", "float32",
+                                  R"({"load_in_4bit": true, "bnb_4bit_quant_type": "nf4"})");
+  ASSERT_TRUE(quantized.ok()) << quantized.status.error_message();
+  GenerateResult before = Greedy("tl-save-nf4", 16);
+  ASSERT_TRUE(before.status.ok()) << before.status.error_message();
+
+  v1::SaveModelResponse resp;
+  grpc::Status s = save("tl-save-nf4", "integration-scratch/saved-nf4", "", &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(resp.path(), "integration-scratch/saved-nf4");
+  std::vector<std::string> files(resp.files().begin(), resp.files().end());
+  for (const char* f : {"config.json", "model.safetensors", "tokenizer.json"}) {
+    EXPECT_NE(std::find(files.begin(), files.end(), f), files.end()) << f;
+  }
+  EXPECT_GT(resp.bytes_written(), 0);
+  EXPECT_LT(resp.bytes_written(), loaded_.at("tiny-llama").memory_footprint_bytes());
+
+  LoadResult reloaded = LoadFull("tl-saved-nf4", "integration-scratch/saved-nf4", "float32");
+  ASSERT_TRUE(reloaded.ok()) << reloaded.status.error_message();
+  EXPECT_EQ(reloaded.info.quant_method(), "bitsandbytes");
+  EXPECT_EQ(reloaded.info.memory_footprint_bytes(), quantized.info.memory_footprint_bytes());
+  GenerateResult after = Greedy("tl-saved-nf4", 16);
+  ASSERT_TRUE(after.status.ok()) << after.status.error_message();
+  EXPECT_EQ(after.ids, before.ids);
+  EXPECT_EQ(after.logprobs, before.logprobs);
+  std::cout << "quantize at load " << quantized.info.load_seconds() << " s, reload saved "
+            << reloaded.info.load_seconds() << " s\n";
+
+  // Sharded float save: several shards plus the index; reloads to the same greedy tokens.
+  s = save("tiny-llama", "integration-scratch/saved-float-sharded", "200KB", &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_NE(std::find(resp.files().begin(), resp.files().end(), "model.safetensors.index.json"),
+            resp.files().end());
+  LoadResult sharded = LoadFull("tl-saved-sharded", "integration-scratch/saved-float-sharded",
+                                "float32");
+  ASSERT_TRUE(sharded.ok()) << sharded.status.error_message();
+  EXPECT_EQ(Greedy("tl-saved-sharded", 16).ids, Greedy("tiny-llama", 16).ids);
+
+  // Refusals, each with its code; nothing is written and the server keeps serving.
+  EXPECT_EQ(save("tl-save-nf4", "integration-scratch/saved-nf4", "", &resp).error_code(),
+            grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(save("tl-save-nf4", "../outside", "", &resp).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(save("no-such-model", "integration-scratch/x", "", &resp).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(save("tl-save-nf4", "integration-scratch/x", "lots", &resp).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  LoadResult quanto = LoadFull("tl-save-quanto", "tiny-llama", "float32",
+                               R"({"quant_method": "quanto", "weights": "int8"})");
+  ASSERT_TRUE(quanto.ok()) << quanto.status.error_message();
+  s = save("tl-save-quanto", "integration-scratch/saved-quanto", "", &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
+  EXPECT_NE(s.error_message().find("quanto"), std::string::npos) << s.error_message();
+  EXPECT_FALSE(fs::exists(scratch / "saved-quanto"));
+  EXPECT_FALSE(fs::exists(scratch / "x"));
+  EXPECT_TRUE(Greedy("tiny-llama", 4).status.ok());
+
+  // A pre-quantized checkpoint with a request naming another method is refused.
+  LoadResult conflict = LoadFull("tl-conflict", "integration-scratch/saved-nf4", "float32",
+                                 R"({"quant_method": "hqq", "nbits": 4})");
+  EXPECT_EQ(conflict.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(conflict.status.error_message().find("conflicts"), std::string::npos);
+
+  for (const char* m : {"tl-save-nf4", "tl-saved-nf4", "tl-saved-sharded", "tl-save-quanto"}) {
+    Unload(m);
+  }
+}
+
 TEST_F(ServerIntegrationTest, BadQuantizationConfigsArePreciseAndServerKeepsServing) {
   struct Case {
     const char* config;

@@ -1,0 +1,232 @@
+#include "loader/model_saver.h"
+
+#include <ATen/ATen.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <utility>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/status_macros.h"
+#include "common/torch_status.h"
+#include "loader/dtype.h"
+
+namespace quantserve::loader {
+namespace {
+
+namespace fs = std::filesystem;
+using Json = nlohmann::ordered_json;
+
+// Files besides the weights that make the directory loadable on its own.
+constexpr const char* kCopiedFiles[] = {
+    "tokenizer.json",    "tokenizer_config.json", "special_tokens_map.json",
+    "added_tokens.json", "vocab.txt",             "vocab.json",
+    "merges.txt",        "tokenizer.model",       "generation_config.json",
+    "chat_template.jinja", "chat_template.json",  "preprocessor_config.json",
+};
+
+std::optional<Dtype> FromScalarType(c10::ScalarType t) {
+  for (const DtypeInfo& info : AllDtypes()) {
+    if (ToScalarType(info.dtype) == t) return info.dtype;
+  }
+  return std::nullopt;
+}
+
+absl::Status IoError(const std::string& what, const fs::path& path) {
+  return absl::InternalError(absl::StrCat(what, " ", path.string(), ": ", std::strerror(errno)));
+}
+
+struct FileCloser {
+  void operator()(std::FILE* f) const { std::fclose(f); }
+};
+
+// One safetensors file: an 8-byte little-endian header length, the JSON header (padded with
+// spaces to a multiple of 8 so every tensor stays 8-byte aligned), then the tensor bytes.
+absl::Status WriteShard(const fs::path& path,
+                        const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                        const std::map<std::string, std::string>& metadata) {
+  Json header;
+  Json meta = Json::object();
+  meta["format"] = "pt";
+  for (const auto& [k, v] : metadata) meta[k] = v;
+  header["__metadata__"] = meta;
+  uint64_t offset = 0;
+  for (const auto& [name, t] : tensors) {
+    const auto dtype = FromScalarType(t.scalar_type());
+    if (!dtype.has_value()) {
+      return absl::InternalError(absl::StrCat("tensor '", name, "' has dtype ",
+                                              c10::toString(t.scalar_type()),
+                                              ", which safetensors cannot hold"));
+    }
+    const uint64_t bytes = static_cast<uint64_t>(t.numel()) * t.element_size();
+    header[name] = {{"dtype", DtypeName(*dtype)},
+                    {"shape", std::vector<int64_t>(t.sizes().begin(), t.sizes().end())},
+                    {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
+  }
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');
+  std::unique_ptr<std::FILE, FileCloser> f(std::fopen(path.c_str(), "wb"));
+  if (f == nullptr) return IoError("cannot create", path);
+  uint8_t length[8];
+  for (int i = 0; i < 8; ++i) length[i] = static_cast<uint8_t>(text.size() >> (8 * i));
+  if (std::fwrite(length, 1, 8, f.get()) != 8 ||
+      std::fwrite(text.data(), 1, text.size(), f.get()) != text.size()) {
+    return IoError("cannot write", path);
+  }
+  for (const auto& [name, t] : tensors) {
+    // One tensor at a time on the host: peak memory stays one tensor above the model.
+    at::Tensor host;
+    QS_RETURN_IF_ERROR(common::TorchCall(absl::StrCat("saving ", name), [&] {
+      host = t.to(at::kCPU).contiguous();
+    }));
+    const size_t bytes = static_cast<size_t>(host.numel()) * host.element_size();
+    if (bytes > 0 && std::fwrite(host.data_ptr(), 1, bytes, f.get()) != bytes) {
+      return IoError("cannot write", path);
+    }
+  }
+  if (std::fflush(f.get()) != 0 || ::fsync(fileno(f.get())) != 0) return IoError("cannot sync", path);
+  return absl::OkStatus();
+}
+
+absl::Status WriteText(const fs::path& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+  out.close();
+  if (!out) return IoError("cannot write", path);
+  return absl::OkStatus();
+}
+
+// The source config.json with the saved model's quantization_config and dtype.
+absl::StatusOr<std::string> SavedConfig(const std::string& source_dir, const LoadedModel& model) {
+  const fs::path path = fs::path(source_dir) / "config.json";
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path.string()));
+  Json config = Json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (config.is_discarded() || !config.is_object()) {
+    return absl::DataLossError(absl::StrCat(path.string(), " is not a JSON object"));
+  }
+  const std::string quantization = model.quantizer->SerializedConfigJson();
+  if (model.quantizer->quant_method() == "none" || quantization.empty()) {
+    config.erase("quantization_config");
+  } else {
+    config["quantization_config"] = Json::parse(quantization);
+  }
+  const std::string dtype = TorchDtypeName(model.dtype);
+  config["dtype"] = dtype;  // transformers 5 spelling
+  if (config.contains("torch_dtype")) config["torch_dtype"] = dtype;
+  return config.dump(2) + "\n";
+}
+
+}  // namespace
+
+std::string TorchDtypeName(c10::ScalarType dtype) {
+  switch (dtype) {
+    case c10::ScalarType::BFloat16: return "bfloat16";
+    case c10::ScalarType::Half: return "float16";
+    default: return "float32";
+  }
+}
+
+absl::StatusOr<SaveModelResult> SaveModel(const LoadedModel& model, const std::string& source_dir,
+                                          const SaveModelOptions& options) {
+  const auto start = std::chrono::steady_clock::now();
+  if (options.output_dir.empty()) return absl::InvalidArgumentError("output directory is empty");
+  if (options.max_shard_bytes <= 0) {
+    return absl::InvalidArgumentError("max_shard_bytes must be positive");
+  }
+  const models::Module* root = model.causal_lm
+                                   ? static_cast<const models::Module*>(model.causal_lm.get())
+                                   : static_cast<const models::Module*>(model.encoder.get());
+  if (root == nullptr || model.quantizer == nullptr) {
+    return absl::FailedPreconditionError("the model is not loaded");
+  }
+  const fs::path out = fs::absolute(options.output_dir).lexically_normal();
+  std::error_code ec;
+  if (fs::exists(out, ec)) {
+    if (!fs::is_directory(out, ec) || !fs::is_empty(out, ec)) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          out.string(), " already exists and is not an empty directory; choose a new path"));
+    }
+  }
+  // Everything the quantizer says describes the model, before touching the disk.
+  QS_ASSIGN_OR_RETURN(auto state, model.quantizer->SerializedState(*root));
+  QS_ASSIGN_OR_RETURN(std::string config_text, SavedConfig(source_dir, model));
+
+  // Shards as huggingface_hub's split_torch_state_dict_into_shards: in order, a new shard
+  // when the next tensor would overflow a non-empty one.
+  std::vector<std::vector<std::pair<std::string, at::Tensor>>> shards(1);
+  int64_t shard_bytes = 0;
+  SaveModelResult result;
+  for (auto& entry : state) {
+    const int64_t bytes = entry.second.numel() * static_cast<int64_t>(entry.second.element_size());
+    if (!shards.back().empty() && shard_bytes + bytes > options.max_shard_bytes) {
+      shards.emplace_back();
+      shard_bytes = 0;
+    }
+    shard_bytes += bytes;
+    result.tensor_bytes += bytes;
+    result.tensors += 1;
+    shards.back().push_back(std::move(entry));
+  }
+
+  fs::create_directories(out.parent_path(), ec);
+  const fs::path tmp = out.parent_path() / absl::StrCat(".", out.filename().string(), ".saving-",
+                                                         ::getpid());
+  fs::remove_all(tmp, ec);
+  if (!fs::create_directories(tmp, ec)) return IoError("cannot create", tmp);
+  auto fail = [&](absl::Status s) {
+    std::error_code ignored;
+    fs::remove_all(tmp, ignored);
+    return s;
+  };
+
+  Json weight_map = Json::object();
+  for (size_t i = 0; i < shards.size(); ++i) {
+    const std::string file =
+        shards.size() == 1 ? "model.safetensors"
+                           : absl::StrFormat("model-%05d-of-%05d.safetensors", i + 1, shards.size());
+    std::vector<std::string> names;
+    for (const auto& [name, t] : shards[i]) {
+      names.push_back(name);
+      weight_map[name] = file;
+    }
+    absl::Status s = WriteShard(tmp / file, shards[i], model.quantizer->SafetensorsMetadata(names));
+    if (!s.ok()) return fail(s);
+    result.files.push_back(file);
+  }
+  if (shards.size() > 1) {
+    Json index = {{"metadata", {{"total_parameters", model.parameters},
+                                {"total_size", result.tensor_bytes}}},
+                  {"weight_map", weight_map}};
+    absl::Status s = WriteText(tmp / "model.safetensors.index.json", index.dump(2) + "\n");
+    if (!s.ok()) return fail(s);
+    result.files.push_back("model.safetensors.index.json");
+  }
+  if (absl::Status s = WriteText(tmp / "config.json", config_text); !s.ok()) return fail(s);
+  result.files.push_back("config.json");
+  for (const char* name : kCopiedFiles) {
+    const fs::path src = fs::path(source_dir) / name;
+    if (!fs::is_regular_file(src, ec)) continue;
+    if (!fs::copy_file(src, tmp / name, ec)) return fail(IoError("cannot copy", src));
+    result.files.push_back(name);
+  }
+  // Into place in one step (an empty directory there is replaced).
+  if (fs::exists(out, ec)) fs::remove(out, ec);
+  fs::rename(tmp, out, ec);
+  if (ec) return fail(absl::InternalError(absl::StrCat("cannot rename ", tmp.string(), " to ",
+                                                       out.string(), ": ", ec.message())));
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return result;
+}
+
+}  // namespace quantserve::loader
