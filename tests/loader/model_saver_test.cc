@@ -101,7 +101,9 @@ TEST(ModelSaverTest, ShardsFollowMaxShardBytesWithAnIndex) {
     EXPECT_TRUE(fs::exists(out / file)) << file;
     EXPECT_NE(file.find("-of-"), std::string::npos) << file;
     // A shard only exceeds the limit when it holds a single larger tensor.
-    if (n > 1) EXPECT_LE(static_cast<int64_t>(fs::file_size(out / file)), max_shard + 4096) << file;
+    if (n > 1) {
+      EXPECT_LE(static_cast<int64_t>(fs::file_size(out / file)), max_shard + 4096) << file;
+    }
   }
   ExpectSameParameters(model, Load(out.string()));
   fs::remove_all(out);
