@@ -44,15 +44,45 @@ TEST(CompressedTensorsQuantizerTest, InvalidConfigFailsTheLoadWithInvalidArgumen
       << loaded.status();
 }
 
-TEST(CompressedTensorsQuantizerTest, PrequantizedCheckpointIsUnimplemented) {
+TEST(CompressedTensorsQuantizerTest, PrequantizedCompressedCheckpointsAreSupported) {
   auto q = CreateCompressedTensorsQuantizer(kW4A16);
   ASSERT_TRUE(q.ok()) << q.status();
   LoadTarget target;
   target.checkpoint_is_prequantized = true;
-  absl::Status s = (*q)->ValidateEnvironment(target);
+  EXPECT_TRUE((*q)->ValidateEnvironment(target).ok());
+  // Frozen (fake-quantized float) checkpoints and quantized attention are not.
+  auto frozen = CreateCompressedTensorsQuantizer(
+      R"({"config_groups": {"W4A16": ["Linear"]}, "quantization_status": "frozen"})");
+  ASSERT_TRUE(frozen.ok()) << frozen.status();
+  absl::Status s = (*frozen)->ValidateEnvironment(target);
   EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
-  EXPECT_EQ(s.message(),
-            "loading pre-quantized compressed-tensors checkpoints is not supported yet");
+  EXPECT_NE(s.message().find("quantization_status \"frozen\""), absl::string_view::npos) << s;
+}
+
+TEST(CompressedTensorsQuantizerTest, InvalidRegexTargetIsInvalidArgument) {
+  auto q = CreateCompressedTensorsQuantizer(
+      R"({"config_groups": {"W4A16": ["Linear"]}, "ignore": ["re:(unclosed"]})");
+  ASSERT_FALSE(q.ok());
+  EXPECT_EQ(q.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(q.status().message().find("quantization_config.ignore entry \"re:(unclosed\" is not "
+                                      "a valid regex"),
+            absl::string_view::npos)
+      << q.status();
+}
+
+TEST(CompressedTensorsQuantizerTest, NormalizedConfigCarriesTheLoadingAttributes) {
+  auto q = CreateCompressedTensorsQuantizer(
+      R"({"config_groups": {"W4A16": ["Linear"]}, "run_compressed": false})");
+  ASSERT_TRUE(q.ok()) << q.status();
+  auto j = nlohmann::json::parse((*q)->NormalizedConfigJson());
+  EXPECT_EQ(j["dequantize"], true);
+  EXPECT_EQ(j["use_optimized_inference"], false);
+  // What SaveModel writes is compressed-tensors' update_config form, without them.
+  auto saved = nlohmann::json::parse((*q)->SerializedConfigJson());
+  EXPECT_FALSE(saved.contains("dequantize"));
+  EXPECT_EQ(saved["version"], "0.20.0");
+  EXPECT_EQ(saved["quantization_status"], "compressed");
+  EXPECT_EQ(saved["sparsity_config"], nlohmann::json::object());
 }
 
 TEST(CompressedTensorsQuantizerTest, TraitsAreTransformers) {
