@@ -9,8 +9,11 @@
 #include <cstdint>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/status_macros.h"
 #include "quant/methods/bitsandbytes/bitsandbytes_config.h"
 
 namespace quantserve::quant {
@@ -247,6 +250,87 @@ at::Tensor DequantizeBlockwise(const at::Tensor& q, const at::Tensor& absmax,
   return (vals * absmax.repeat_interleave(blocksize).slice(0, 0, n)).view(q.sizes());
 }
 
+absl::StatusOr<QuantStateJson> ParseQuantStateJson(const at::Tensor& bytes) {
+  at::Tensor b = bytes.to(at::kCPU).contiguous();
+  const auto* p = reinterpret_cast<const char*>(b.data_ptr<uint8_t>());
+  const nlohmann::json j = nlohmann::json::parse(p, p + b.numel(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    return absl::DataLossError("it is not a JSON object (bnb writes json.dumps of the quant state)");
+  }
+  static const char* const kKeys[] = {"quant_type", "blocksize",        "dtype",       "shape",
+                                      "nested_blocksize", "nested_dtype", "nested_offset"};
+  for (const auto& [key, value] : j.items()) {
+    if (std::find_if(std::begin(kKeys), std::end(kKeys),
+                     [&](const char* k) { return key == k; }) == std::end(kKeys)) {
+      return absl::DataLossError(absl::StrCat("unknown key \"", key,
+                                              "\" (QuantState.from_dict knows ",
+                                              absl::StrJoin(kKeys, ", "), ")"));
+    }
+  }
+  const auto need = [&](const char* key, bool ok, const char* what) -> absl::Status {
+    if (!j.contains(key)) return absl::DataLossError(absl::StrCat("key \"", key, "\" is missing"));
+    if (!ok) {
+      return absl::DataLossError(
+          absl::StrCat("key \"", key, "\" is ", j.at(key).dump(), ", not ", what));
+    }
+    return absl::OkStatus();
+  };
+  const auto dtype = [](const std::string& name) -> std::optional<c10::ScalarType> {
+    for (auto t : {at::kFloat, at::kBFloat16, at::kHalf, at::kDouble}) {
+      if (BnbDtypeName(t) == name) return t;
+    }
+    return std::nullopt;
+  };
+  QuantStateJson q;
+  QS_RETURN_IF_ERROR(need("quant_type", j.contains("quant_type") && j["quant_type"].is_string() &&
+                                            (j["quant_type"] == "nf4" || j["quant_type"] == "fp4"),
+                          "\"nf4\" or \"fp4\""));
+  q.quant_type = j["quant_type"] == "nf4" ? FourBitType::kNf4 : FourBitType::kFp4;
+  QS_RETURN_IF_ERROR(need("blocksize",
+                          j.contains("blocksize") && j["blocksize"].is_number_integer() &&
+                              j["blocksize"].get<int64_t>() > 0,
+                          "a positive integer"));
+  q.blocksize = j["blocksize"].get<int64_t>();
+  QS_RETURN_IF_ERROR(need("dtype",
+                          j.contains("dtype") && j["dtype"].is_string() &&
+                              dtype(j["dtype"].get<std::string>()).has_value(),
+                          "a float dtype name (float32, bfloat16, float16, float64)"));
+  q.dtype = *dtype(j["dtype"].get<std::string>());
+  bool shape_ok = j.contains("shape") && j["shape"].is_array();
+  if (shape_ok) {
+    for (const auto& d : j["shape"]) shape_ok = shape_ok && d.is_number_integer() && d.get<int64_t>() >= 0;
+  }
+  QS_RETURN_IF_ERROR(need("shape", shape_ok, "a list of dimensions"));
+  q.shape = j["shape"].get<std::vector<int64_t>>();
+  const int nested_keys = static_cast<int>(j.contains("nested_blocksize")) +
+                          static_cast<int>(j.contains("nested_dtype")) +
+                          static_cast<int>(j.contains("nested_offset"));
+  if (nested_keys != 0 && nested_keys != 3) {
+    return absl::DataLossError(
+        "it has only some of nested_blocksize, nested_dtype and nested_offset (double quant "
+        "needs all three)");
+  }
+  q.nested = nested_keys == 3;
+  if (q.nested) {
+    QS_RETURN_IF_ERROR(need("nested_blocksize",
+                            j["nested_blocksize"].is_number_integer() &&
+                                j["nested_blocksize"].get<int64_t>() > 0,
+                            "a positive integer"));
+    q.nested_blocksize = j["nested_blocksize"].get<int64_t>();
+    QS_RETURN_IF_ERROR(need("nested_dtype",
+                            j["nested_dtype"].is_string() &&
+                                dtype(j["nested_dtype"].get<std::string>()).has_value(),
+                            "a float dtype name"));
+    q.nested_dtype = *dtype(j["nested_dtype"].get<std::string>());
+    QS_RETURN_IF_ERROR(need("nested_offset",
+                            j["nested_offset"].is_number() &&
+                                std::isfinite(j["nested_offset"].get<double>()),
+                            "a finite number"));
+    q.nested_offset = j["nested_offset"].get<double>();
+  }
+  return q;
+}
+
 std::string PythonFloatRepr(double value) {
   if (std::isnan(value)) return "NaN";
   if (std::isinf(value)) return value > 0 ? "Infinity" : "-Infinity";
@@ -281,14 +365,22 @@ std::string PythonFloatRepr(double value) {
 // ---- Linear8bitLt ----
 
 BnbLinear8bitLt::BnbLinear8bitLt(const models::LinearOptions& options, double threshold,
-                                 bool has_fp16_weights)
+                                 bool has_fp16_weights, bool prequantized)
     : QuantizedLinear(options), threshold_(threshold), has_fp16_weights_(has_fp16_weights) {
-  weight = models::MetaTensor({options.out_features, options.in_features}, options.dtype);
+  const bool int8_state = prequantized && !has_fp16_weights_;
+  weight = models::MetaTensor({options.out_features, options.in_features},
+                              int8_state ? at::kChar : options.dtype);
   RegisterParameter("weight", &weight);
   RegisterBias();
-  if (!has_fp16_weights_) {
-    SCB = models::MetaTensor({options.out_features}, at::kFloat);
-    weight_format = models::MetaTensor({}, at::kByte);
+  if (has_fp16_weights_) return;
+  SCB = models::MetaTensor({options.out_features}, at::kFloat);
+  weight_format = models::MetaTensor({}, at::kByte);
+  if (int8_state) {
+    RegisterParameter("SCB", &SCB);
+    RegisterParameter("weight_format", &weight_format);
+    // maybe_rearrange_weight reads a missing weight_format as "row".
+    MarkOptional("weight_format").IgnoreError();
+  } else {
     RegisterDerivedParameter("SCB", &SCB);
     RegisterDerivedParameter("weight_format", &weight_format);
   }
@@ -325,6 +417,70 @@ at::Tensor BnbLinear8bitLt::Forward(const at::Tensor& x) const {
   return bnb::Int8MixedMatmulRef(x, weight, SCB, bias, threshold_);
 }
 
+absl::Status BnbLinear8bitLt::LoadSerializedTensor(const std::string& local,
+                                                   const std::string& full_name,
+                                                   const at::Tensor& value,
+                                                   const LoadTarget& target) {
+  if (has_fp16_weights_) {
+    return QuantizedLinear::LoadSerializedTensor(local, full_name, value, target);
+  }
+  const int64_t n = options().out_features;
+  const int64_t k = options().in_features;
+  const std::string what = absl::StrCat("bitsandbytes 8-bit (Linear8bitLt ", n, "x", k, ")");
+  const auto store = [&](at::Tensor& slot) {
+    slot = value.to(at::TensorOptions().device(target.device), /*non_blocking=*/false,
+                    /*copy=*/true);
+    return absl::OkStatus();
+  };
+  if (local == "weight") {
+    if (value.scalar_type() != at::kChar) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor '", full_name, "' is ", c10::toString(value.scalar_type()), " [",
+          absl::StrJoin(value.sizes(), ", "), "] but a bitsandbytes 8-bit checkpoint (with SCB) "
+          "stores the int8 row-wise codes there: ", what, " expects Char [", n, ", ", k,
+          "] (a float weight with llm_int8_has_fp16_weight has no SCB)"));
+    }
+    QS_RETURN_IF_ERROR(ExpectTensor(full_name, value, {n, k}, at::kChar, what));
+    return store(weight);
+  }
+  if (local == "SCB") {
+    QS_RETURN_IF_ERROR(ExpectTensor(full_name, value, {n}, at::kFloat, what));
+    return store(SCB);
+  }
+  if (local == "weight_format") {
+    QS_RETURN_IF_ERROR(ExpectTensor(full_name, value, {}, at::kByte, what));
+    const int format = value.item<uint8_t>();
+    if (format != 0) {
+      static const char* const kNames[] = {"row", "col32", "col_turing", "col_ampere"};
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor '", full_name, "' is ", format,
+          format < 4 ? absl::StrCat(" (\"", kNames[format], "\")") : std::string(" (unknown)"),
+          ": only weight_format 0 (\"row\") is supported; the col32/col_turing/col_ampere "
+          "layouts of bitsandbytes < 0.45 checkpoints are tiled for old CUDA kernels. Load the "
+          "checkpoint with that bitsandbytes on a GPU and save it again, or quantize the "
+          "unquantized model at load"));
+    }
+    return store(weight_format);
+  }
+  return QuantizedLinear::LoadSerializedTensor(local, full_name, value, target);
+}
+
+absl::Status BnbLinear8bitLt::FinishSerializedLoad(const std::string& name,
+                                                   const LoadTarget& target) {
+  if (has_fp16_weights_) return absl::OkStatus();
+  if (!weight_format.defined() || weight_format.is_meta()) {
+    weight_format = at::zeros({}, at::TensorOptions().dtype(at::kByte).device(target.device));
+  }
+  at::Tensor bad = at::logical_not(at::isfinite(SCB) & (SCB >= 0));
+  if (bad.any().item<bool>()) {
+    const int64_t row = at::argwhere(bad.reshape(-1))[0][0].item<int64_t>();
+    return absl::DataLossError(absl::StrCat(
+        "tensor '", name, ".SCB' holds ", bnb::PythonFloatRepr(SCB[row].item<double>()),
+        " at row ", row, "; SCB is the row's absmax (finite, >= 0)"));
+  }
+  return absl::OkStatus();
+}
+
 // ---- Linear4bit ----
 
 BnbLinear4bit::BnbLinear4bit(const models::LinearOptions& options,
@@ -332,24 +488,39 @@ BnbLinear4bit::BnbLinear4bit(const models::LinearOptions& options,
     : QuantizedLinear(options), bnb_options_(bnb_options), weight_dtype_(options.dtype) {
   const int64_t numel = options.out_features * options.in_features;
   const int64_t blocks = (numel + bnb_options.blocksize - 1) / bnb_options.blocksize;
-  weight = models::MetaTensor({options.out_features, options.in_features}, options.dtype);
+  const bool pre = bnb_options.prequantized;
+  // Pre-quantized: the packed codes in the storage dtype; the absmax lengths assume the
+  // default blocksize until the quant_state JSON gives the real one.
+  const int64_t itemsize = static_cast<int64_t>(c10::elementSize(bnb_options.quant_storage));
+  weight = pre ? models::MetaTensor({(numel + 1) / 2 / itemsize, 1}, bnb_options.quant_storage)
+               : models::MetaTensor({options.out_features, options.in_features}, options.dtype);
   RegisterParameter("weight", &weight);
   RegisterBias();
+  const auto add = [&](const std::string& name, at::Tensor* t) {
+    if (pre) {
+      RegisterParameter(name, t);
+    } else {
+      RegisterDerivedParameter(name, t);
+    }
+  };
   absmax = models::MetaTensor({blocks}, bnb_options.double_quant ? at::kByte : at::kFloat);
   quant_map = models::MetaTensor({16}, at::kFloat);
-  RegisterDerivedParameter("weight.absmax", &absmax);
-  RegisterDerivedParameter("weight.quant_map", &quant_map);
+  add("weight.absmax", &absmax);
+  add("weight.quant_map", &quant_map);
   if (bnb_options.double_quant) {
     nested_absmax = models::MetaTensor({(blocks + 255) / 256}, at::kFloat);
     nested_quant_map = models::MetaTensor({256}, at::kFloat);
-    RegisterDerivedParameter("weight.nested_absmax", &nested_absmax);
-    RegisterDerivedParameter("weight.nested_quant_map", &nested_quant_map);
+    add("weight.nested_absmax", &nested_absmax);
+    add("weight.nested_quant_map", &nested_quant_map);
   }
-  // The JSON's length is only known once quantized.
+  // The JSON's length is only known once quantized (or read).
   quant_state = models::MetaTensor({0}, at::kByte);
-  RegisterDerivedParameter(std::string("weight.quant_state.bitsandbytes__") +
-                               (bnb_options.quant_type == bnb::FourBitType::kNf4 ? "nf4" : "fp4"),
-                           &quant_state);
+  add(QuantStateKey(), &quant_state);
+}
+
+std::string BnbLinear4bit::QuantStateKey() const {
+  return std::string("weight.quant_state.bitsandbytes__") +
+         (bnb_options_.quant_type == bnb::FourBitType::kNf4 ? "nf4" : "fp4");
 }
 
 std::string BnbLinear4bit::kernel_name() const {
@@ -402,9 +573,180 @@ absl::Status BnbLinear4bit::QuantizeWeight(const at::Tensor& w, const LoadTarget
   return absl::OkStatus();
 }
 
+absl::Status BnbLinear4bit::LoadSerializedTensor(const std::string& local,
+                                                 const std::string& full_name,
+                                                 const at::Tensor& value,
+                                                 const LoadTarget& target) {
+  if (!bnb_options_.prequantized) {
+    return QuantizedLinear::LoadSerializedTensor(local, full_name, value, target);
+  }
+  const int64_t n = options().out_features;
+  const int64_t k = options().in_features;
+  const char* type = bnb_options_.quant_type == bnb::FourBitType::kNf4 ? "nf4" : "fp4";
+  const std::string what =
+      absl::StrCat("bitsandbytes 4-bit ", type, bnb_options_.double_quant ? " double quant" : "",
+                   ", quant_storage ", BnbDtypeName(bnb_options_.quant_storage), ", for a [", n,
+                   ", ", k, "] weight,");
+  const auto store = [&](at::Tensor& slot) {
+    slot = value.to(at::TensorOptions().device(target.device), /*non_blocking=*/false,
+                    /*copy=*/true);
+    return absl::OkStatus();
+  };
+  const auto vector = [&](c10::ScalarType dtype) -> absl::Status {
+    if (value.dim() != 1 || value.scalar_type() != dtype) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor '", full_name, "' is ", c10::toString(value.scalar_type()), " [",
+          absl::StrJoin(value.sizes(), ", "), "] but ", what, " expects a 1-D ",
+          c10::toString(dtype), " tensor"));
+    }
+    return absl::OkStatus();
+  };
+  if (local == "weight") {
+    const int64_t itemsize = static_cast<int64_t>(c10::elementSize(bnb_options_.quant_storage));
+    const int64_t bytes = (n * k + 1) / 2;
+    if (bytes % itemsize != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor '", full_name, "': ", bytes, " packed bytes do not divide into ",
+          BnbDtypeName(bnb_options_.quant_storage), " elements (bnb_4bit_quant_storage)"));
+    }
+    QS_RETURN_IF_ERROR(
+        ExpectTensor(full_name, value, {bytes / itemsize, 1}, bnb_options_.quant_storage, what));
+    return store(weight);
+  }
+  if (local == "weight.absmax") {
+    QS_RETURN_IF_ERROR(vector(bnb_options_.double_quant ? at::kByte : at::kFloat));
+    return store(absmax);
+  }
+  if (local == "weight.quant_map") {
+    QS_RETURN_IF_ERROR(ExpectTensor(full_name, value, {16}, at::kFloat, what));
+    return store(quant_map);
+  }
+  if (bnb_options_.double_quant && local == "weight.nested_absmax") {
+    QS_RETURN_IF_ERROR(vector(at::kFloat));
+    return store(nested_absmax);
+  }
+  if (bnb_options_.double_quant && local == "weight.nested_quant_map") {
+    QS_RETURN_IF_ERROR(ExpectTensor(full_name, value, {256}, at::kFloat, what));
+    return store(nested_quant_map);
+  }
+  if (local == QuantStateKey()) {
+    QS_RETURN_IF_ERROR(vector(at::kByte));
+    auto parsed = bnb::ParseQuantStateJson(value);
+    if (!parsed.ok()) {
+      return absl::DataLossError(absl::StrCat("tensor '", full_name,
+                                              "' does not hold bitsandbytes' quant_state JSON: ",
+                                              parsed.status().message()));
+    }
+    loaded_state_ = *parsed;
+    return store(quant_state);
+  }
+  return QuantizedLinear::LoadSerializedTensor(local, full_name, value, target);
+}
+
+absl::Status BnbLinear4bit::FinishSerializedLoad(const std::string& name,
+                                                 const LoadTarget& target) {
+  if (!bnb_options_.prequantized) return absl::OkStatus();
+  const std::string qs_name = absl::StrCat(name, ".", QuantStateKey());
+  if (!loaded_state_.has_value()) {
+    return absl::InternalError(absl::StrCat("tensor '", qs_name, "' was not loaded"));
+  }
+  const bnb::QuantStateJson& qs = *loaded_state_;
+  const int64_t n = options().out_features;
+  const int64_t k = options().in_features;
+  const auto type_name = [](bnb::FourBitType t) { return t == bnb::FourBitType::kNf4 ? "nf4" : "fp4"; };
+  if (qs.quant_type != bnb_options_.quant_type) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor '", qs_name, "' says quant_type \"", type_name(qs.quant_type),
+        "\" but its key and quantization_config.bnb_4bit_quant_type say \"",
+        type_name(bnb_options_.quant_type), "\""));
+  }
+  if (qs.shape != std::vector<int64_t>{n, k}) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor '", qs_name, "' says shape [",
+                                                   absl::StrJoin(qs.shape, ", "), "] but ",
+                                                   name, " is [", n, ", ", k, "]"));
+  }
+  static const std::vector<int64_t> kBlocksizes = {32, 64, 128, 256, 512, 1024, 2048, 4096};
+  const auto valid_blocksize = [&](int64_t b) {
+    return std::find(kBlocksizes.begin(), kBlocksizes.end(), b) != kBlocksizes.end();
+  };
+  if (!valid_blocksize(qs.blocksize)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor '", qs_name, "' says blocksize ", qs.blocksize, "; bitsandbytes supports ",
+        absl::StrJoin(kBlocksizes, ", ")));
+  }
+  if (qs.nested != bnb_options_.double_quant) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor '", qs_name, "' ", qs.nested ? "describes" : "does not describe",
+        " double quantization (nested_* keys) but quantization_config.bnb_4bit_use_double_quant "
+        "is ", bnb_options_.double_quant ? "true" : "false"));
+  }
+  const int64_t blocks = (n * k + qs.blocksize - 1) / qs.blocksize;
+  if (absmax.size(0) != blocks) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor '", name, ".weight.absmax' has ", absmax.size(0), " entries but blocksize ",
+        qs.blocksize, " (from '", qs_name, "') over ", n, "x", k, " weights needs ", blocks));
+  }
+  const auto first_bad = [](const at::Tensor& t, const at::Tensor& bad) {
+    const int64_t i = at::argwhere(bad.reshape(-1))[0][0].item<int64_t>();
+    return std::make_pair(i, t.reshape(-1)[i].item<double>());
+  };
+  if (qs.nested) {
+    if (!valid_blocksize(qs.nested_blocksize) || qs.nested_dtype != at::kFloat) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor '", qs_name, "' says nested_blocksize ", qs.nested_blocksize,
+          " and nested_dtype ", BnbDtypeName(qs.nested_dtype),
+          "; bitsandbytes double quant uses a supported blocksize and float32"));
+    }
+    const int64_t nested_blocks = (blocks + qs.nested_blocksize - 1) / qs.nested_blocksize;
+    if (nested_absmax.size(0) != nested_blocks) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor '", name, ".weight.nested_absmax' has ", nested_absmax.size(0),
+          " entries but ", blocks, " absmax codes in nested blocks of ", qs.nested_blocksize,
+          " need ", nested_blocks));
+    }
+    at::Tensor bad = at::logical_not(at::isfinite(nested_absmax));
+    if (bad.any().item<bool>()) {
+      auto [i, v] = first_bad(nested_absmax, bad);
+      return absl::DataLossError(absl::StrCat("tensor '", name, ".weight.nested_absmax' holds ",
+                                              bnb::PythonFloatRepr(v), " at ", i));
+    }
+    bad = at::logical_not(at::isfinite(nested_quant_map));
+    if (bad.any().item<bool>()) {
+      auto [i, v] = first_bad(nested_quant_map, bad);
+      return absl::DataLossError(absl::StrCat("tensor '", name, ".weight.nested_quant_map' holds ",
+                                              bnb::PythonFloatRepr(v), " at ", i));
+    }
+    nested_blocksize_ = qs.nested_blocksize;
+    // QuantState.from_dict: torch.tensor(float(nested_offset)), i.e. float32.
+    nested_offset_ = static_cast<float>(qs.nested_offset);
+  } else {
+    at::Tensor bad = at::logical_not(at::isfinite(absmax) & (absmax >= 0));
+    if (bad.any().item<bool>()) {
+      auto [i, v] = first_bad(absmax, bad);
+      return absl::DataLossError(absl::StrCat("tensor '", name, ".weight.absmax' holds ",
+                                              bnb::PythonFloatRepr(v), " at block ", i,
+                                              " (a block absmax is finite and >= 0)"));
+    }
+  }
+  // bnb's 4-bit kernels (CPU and CUDA) dequantize with built-in tables, not the file's
+  // quant_map: one that differs means the file is damaged (-0 and +0 compare equal).
+  at::Tensor table = bnb::FourBitCode(bnb_options_.quant_type).to(quant_map.device());
+  if (!at::equal(quant_map, table) && !(quant_map == table).all().item<bool>()) {
+    const int64_t i = at::argwhere(quant_map != table)[0][0].item<int64_t>();
+    return absl::DataLossError(absl::StrCat(
+        "tensor '", name, ".weight.quant_map' holds ", bnb::PythonFloatRepr(quant_map[i].item<double>()),
+        " for code ", i, " but bitsandbytes' ", type_name(qs.quant_type), " table has ",
+        bnb::PythonFloatRepr(table[i].item<double>())));
+  }
+  bnb_options_.blocksize = qs.blocksize;
+  weight_dtype_ = qs.dtype;
+  dequant_lut_ = bnb::FourBitCpuLut(bnb_options_.quant_type).to(target.device);
+  return absl::OkStatus();
+}
+
 at::Tensor BnbLinear4bit::BlockAbsmax() const {
   if (!bnb_options_.double_quant) return absmax;
-  return bnb::DequantizeBlockwise(absmax, nested_absmax, nested_quant_map, bnb::kNestedBlocksize) +
+  return bnb::DequantizeBlockwise(absmax, nested_absmax, nested_quant_map, nested_blocksize_) +
          at::scalar_tensor(nested_offset_, absmax.options().dtype(at::kFloat));
 }
 

@@ -15,14 +15,20 @@
 //                    `weight.quant_state.bitsandbytes__<fp4|nf4>` (u8 bytes of bnb's JSON).
 //                    Forward = dequantize to the compute dtype, then F.linear.
 //
-// These are the names bnb's state_dict() writes, so SaveModel can write them as they are.
+// These are the names bnb's state_dict() writes (and transformers' save_pretrained stores), so
+// SaveModel writes them as they are. Built for a pre-quantized checkpoint, a module registers
+// exactly that layout as checkpoint tensors (no float weight slot): 8-bit `weight_format` is
+// optional (bnb reads a missing one as "row"); 4-bit shapes that depend on the blocksize are
+// checked once the quant_state JSON (which carries it) has arrived, in FinishSerializedLoad.
 // Modules are built on the meta device by the quantizer and filled by QuantizeWeight on the
 // load thread; afterwards Forward/Dequantize only read them and may run concurrently.
 
 #include <ATen/core/Tensor.h>
 
+#include <optional>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -83,6 +89,22 @@ std::tuple<at::Tensor, at::Tensor> QuantizeBlockwiseCpu(const at::Tensor& a, con
 at::Tensor DequantizeBlockwise(const at::Tensor& q, const at::Tensor& absmax,
                                const at::Tensor& code, int64_t blocksize);
 
+// The non-tensor 4-bit state bnb packs into `weight.quant_state.bitsandbytes__<type>`
+// (QuantState.as_dict(packed=True): json.dumps of these keys, as uint8 bytes).
+struct QuantStateJson {
+  FourBitType quant_type = FourBitType::kFp4;
+  int64_t blocksize = 64;
+  c10::ScalarType dtype = c10::ScalarType::Float;  // the weight's dtype before quantization
+  std::vector<int64_t> shape;                      // the weight's shape, [N, K]
+  bool nested = false;                             // double quant: the nested_* keys below
+  int64_t nested_blocksize = 256;
+  c10::ScalarType nested_dtype = c10::ScalarType::Float;
+  double nested_offset = 0;
+};
+// Parses those bytes. DATA_LOSS saying what is wrong (not JSON, a missing or mistyped key,
+// a key bnb's QuantState.from_dict does not know); the caller names the tensor.
+absl::StatusOr<QuantStateJson> ParseQuantStateJson(const at::Tensor& bytes);
+
 // Python's repr() of a double (json.dumps writes floats with it): shortest round-trip digits,
 // scientific outside 1e-4 <= |x| < 1e16.
 std::string PythonFloatRepr(double value);
@@ -92,14 +114,25 @@ std::string PythonFloatRepr(double value);
 class BnbLinear8bitLt final : public QuantizedLinear {
  public:
   // `threshold`: llm_int8_threshold. `has_fp16_weights`: llm_int8_has_fp16_weight (then the
-  // state is just the float `weight`, quantized at every forward).
-  BnbLinear8bitLt(const models::LinearOptions& options, double threshold, bool has_fp16_weights);
+  // state is just the float `weight`, quantized at every forward). `prequantized`: the
+  // checkpoint holds the int8 state (the quantizer's LoadTarget::checkpoint_is_prequantized).
+  BnbLinear8bitLt(const models::LinearOptions& options, double threshold, bool has_fp16_weights,
+                  bool prequantized = false);
 
   absl::Status QuantizeWeight(const at::Tensor& weight, const LoadTarget& target) override;
   at::Tensor Dequantize() const override;
   at::Tensor Forward(const at::Tensor& x) const override;
   std::string kernel_name() const override { return "gemm_w8a8_llm_int8_ref"; }
   const char* type_name() const override { return "Linear8bitLt"; }
+
+  // `weight` must be int8 [N, K] (a float weight next to an SCB is refused), `SCB` f32 [N],
+  // `weight_format` u8 0-d equal to 0: the legacy col32/col_turing/col_ampere layouts (1-3)
+  // are INVALID_ARGUMENT (bnb >= 0.45 refuses them too; transformers 5.23 ignores the key and
+  // would read them as rows).
+  absl::Status LoadSerializedTensor(const std::string& local, const std::string& full_name,
+                                    const at::Tensor& value, const LoadTarget& target) override;
+  // DATA_LOSS for an SCB entry that is negative or not finite; fills a missing weight_format.
+  absl::Status FinishSerializedLoad(const std::string& name, const LoadTarget& target) override;
 
   at::Tensor weight;         // int8 [N, K] (float [N, K] with has_fp16_weights)
   at::Tensor SCB;            // f32 [N]
@@ -116,6 +149,9 @@ struct BnbLinear4bitOptions {
   c10::ScalarType compute_dtype = c10::ScalarType::Float;  // bnb_4bit_compute_dtype
   bool double_quant = false;                               // bnb_4bit_use_double_quant
   c10::ScalarType quant_storage = c10::ScalarType::Byte;   // bnb_4bit_quant_storage
+  // The checkpoint holds the packed state (LoadTarget::checkpoint_is_prequantized); then
+  // `blocksize` is replaced by the one its quant_state JSON records.
+  bool prequantized = false;
 };
 
 class BnbLinear4bit final : public QuantizedLinear {
@@ -130,6 +166,18 @@ class BnbLinear4bit final : public QuantizedLinear {
   std::string kernel_name() const override;
   const char* type_name() const override { return "Linear4bit"; }
 
+  // Dtype and shape checks of each tensor (INVALID_ARGUMENT naming it): `weight` in
+  // quant_storage [(N*K+1)/2/itemsize, 1], `weight.quant_map` f32 [16], absmax f32 (u8 with
+  // double quant) 1-D, nested_absmax f32 1-D, nested_quant_map f32 [256], the quant_state u8
+  // 1-D holding parseable JSON (DATA_LOSS otherwise).
+  absl::Status LoadSerializedTensor(const std::string& local, const std::string& full_name,
+                                    const at::Tensor& value, const LoadTarget& target) override;
+  // Cross-checks the JSON with the config and the module (quant_type, double quant, shape,
+  // blocksize, dtype: INVALID_ARGUMENT) and the blocksize-dependent absmax lengths
+  // (INVALID_ARGUMENT); DATA_LOSS for absmax values that are negative or not finite and a
+  // quant_map that is not bnb's table (bnb's kernels use the built-in table, not the file's).
+  absl::Status FinishSerializedLoad(const std::string& name, const LoadTarget& target) override;
+
   at::Tensor weight;            // packed codes, [(N*K+1)/2/itemsize, 1] in quant_storage
   at::Tensor absmax;            // f32 [nb], or u8 [nb] with double quant
   at::Tensor quant_map;         // f32 [16]
@@ -138,6 +186,8 @@ class BnbLinear4bit final : public QuantizedLinear {
   at::Tensor quant_state;       // u8 [L]: bnb's JSON of the non-tensor state
 
  private:
+  // "weight.quant_state.bitsandbytes__nf4" or "...__fp4".
+  std::string QuantStateKey() const;
   // The float32 per-block absmax (double quant undone).
   at::Tensor BlockAbsmax() const;
   at::Tensor DequantizeTo(c10::ScalarType dtype) const;
@@ -146,6 +196,8 @@ class BnbLinear4bit final : public QuantizedLinear {
   at::Tensor dequant_lut_;                                 // FourBitCpuLut on the state's device
   c10::ScalarType weight_dtype_ = c10::ScalarType::Float;  // quant_state "dtype"
   float nested_offset_ = 0.f;                              // quant_state "nested_offset"
+  int64_t nested_blocksize_ = 256;                         // quant_state "nested_blocksize"
+  std::optional<bnb::QuantStateJson> loaded_state_;        // parsed at LoadSerializedTensor
 };
 
 }  // namespace quantserve::quant

@@ -111,7 +111,8 @@ absl::StatusOr<std::shared_ptr<QuantizedLinear>> BitsAndBytesQuantizer::MakeLine
     const std::string& name, const models::LinearOptions& options, const LoadTarget& target) {
   if (config_.load_in_8bit) {
     return std::make_shared<BnbLinear8bitLt>(options, config_.llm_int8_threshold,
-                                             config_.llm_int8_has_fp16_weight);
+                                             config_.llm_int8_has_fp16_weight,
+                                             target.checkpoint_is_prequantized);
   }
   BnbLinear4bitOptions o;
   o.quant_type =
@@ -119,8 +120,11 @@ absl::StatusOr<std::shared_ptr<QuantizedLinear>> BitsAndBytesQuantizer::MakeLine
   o.compute_dtype = config_.bnb_4bit_compute_dtype;
   o.double_quant = config_.bnb_4bit_use_double_quant;
   o.quant_storage = config_.bnb_4bit_quant_storage;
+  o.prequantized = target.checkpoint_is_prequantized;
   return std::make_shared<BnbLinear4bit>(options, o);
 }
+
+absl::Status BitsAndBytesQuantizer::PrequantizedSupport() const { return absl::OkStatus(); }
 
 absl::Status RegisterBitsAndBytesQuantizer(QuantizerRegistry& registry) {
   return registry.Register("bitsandbytes", &BitsAndBytesQuantizer::Create);

@@ -10,6 +10,10 @@
 //                     last parameter); with fp32 CPU offload every device_map key sent to
 //                     cpu/disk is skipped too (left in the model dtype).
 //   MakeLinear        BnbLinear8bitLt / BnbLinear4bit, quantized as each weight streams in
+//   pre-quantized     the modules register bnb's serialized layout (what save_pretrained
+//                     writes) and validate it; the checkpoint's config wins over a request's
+//                     (BitsAndBytesConfig has no loading attributes in transformers)
+//   save              the modules' state as bnb's state_dict() has it, the config as to_dict()
 //
 // A Linear whose weight is tied (lm_head with tie_word_embeddings) cannot be converted:
 // transformers would swap it and fail at the first forward, so we refuse the config at load.
@@ -49,6 +53,7 @@ class BitsAndBytesQuantizer final : public LinearQuantizer {
   // int8 codes + an f32 SCB per row; 4-bit codes + the absmax per 64-block (8-bit codes and
   // an f32 per 256 of them with double quant); the float weight with has_fp16_weight.
   double EstimatedWeightBits(const std::string& name) const override;
+  absl::Status PrequantizedSupport() const override;
 
  private:
   explicit BitsAndBytesQuantizer(BitsAndBytesConfig config);
