@@ -24,14 +24,21 @@ TEST(AwqQuantizerTest, InvalidConfigFailsTheLoadWithInvalidArgument) {
   EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument) << loaded.status();
 }
 
-TEST(AwqQuantizerTest, PrequantizedCheckpointIsUnimplemented) {
-  auto q = CreateAwqQuantizer(R"({"quant_method": "awq"})");
-  ASSERT_TRUE(q.ok()) << q.status();
+TEST(AwqQuantizerTest, PrequantizedGemmAndGemvAreSupportedOtherLayoutsUnimplemented) {
   LoadTarget target;
   target.checkpoint_is_prequantized = true;
-  absl::Status s = (*q)->ValidateEnvironment(target);
-  EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
-  EXPECT_EQ(s.message(), "loading pre-quantized awq checkpoints is not supported yet");
+  for (const char* ok : {R"({"quant_method": "awq"})", R"({"version": "GEMV"})"}) {
+    auto q = CreateAwqQuantizer(ok);
+    ASSERT_TRUE(q.ok()) << q.status();
+    EXPECT_TRUE((*q)->ValidateEnvironment(target).ok()) << ok;
+  }
+  for (const char* no : {R"({"version": "gemv_fast"})", R"({"backend": "llm-awq"})",
+                         R"({"bits": 8})", R"({"zero_point": false})"}) {
+    auto q = CreateAwqQuantizer(no);
+    ASSERT_TRUE(q.ok()) << q.status();
+    absl::Status s = (*q)->ValidateEnvironment(target);
+    EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented) << no << " " << s;
+  }
 }
 
 TEST(AwqQuantizerTest, TraitsAreTransformers) {
