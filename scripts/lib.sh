@@ -35,11 +35,11 @@ ensure_apt() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# The project venv lives in the cache, keyed by requirements.txt's hash, so fresh clones
+# The project venv lives in the cache, keyed by the requirements files' hash, so fresh clones
 # reuse it; .venv in the checkout is a link to it (CMake finds LibTorch there).
 ensure_venv() {
   local hash venv
-  hash="$(sha256sum "$QS_ROOT/requirements.txt" | cut -c1-16)"
+  hash="$(cat "$QS_ROOT/requirements.txt" "$QS_ROOT/requirements-nodeps.txt" | sha256sum | cut -c1-16)"
   venv="$QS_CACHE_DIR/venv-$hash"
   mkdir -p "$QS_CACHE_DIR"
   # Concurrent runs (two checkouts, CI) share the cache: one builds, the others wait.
@@ -51,6 +51,7 @@ ensure_venv() {
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q --upgrade pip
     "$venv/bin/pip" install -q -r "$QS_ROOT/requirements.txt"
+    "$venv/bin/pip" install -q --no-deps -r "$QS_ROOT/requirements-nodeps.txt"
     touch "$venv/.complete"
   fi
   flock -u 8
