@@ -190,17 +190,19 @@ absl::StatusOr<SaveModelResult> SaveModel(const LoadedModel& model, const std::s
     return s;
   };
 
+  // transformers writes the same header metadata (torchao's, for every tensor) into each shard.
+  std::vector<std::string> all_names;
+  for (const auto& shard : shards) {
+    for (const auto& [name, t] : shard) all_names.push_back(name);
+  }
+  const std::map<std::string, std::string> metadata = model.quantizer->SafetensorsMetadata(all_names);
   Json weight_map = Json::object();
   for (size_t i = 0; i < shards.size(); ++i) {
     const std::string file =
         shards.size() == 1 ? "model.safetensors"
                            : absl::StrFormat("model-%05d-of-%05d.safetensors", i + 1, shards.size());
-    std::vector<std::string> names;
-    for (const auto& [name, t] : shards[i]) {
-      names.push_back(name);
-      weight_map[name] = file;
-    }
-    absl::Status s = WriteShard(tmp / file, shards[i], model.quantizer->SafetensorsMetadata(names));
+    for (const auto& [name, t] : shards[i]) weight_map[name] = file;
+    absl::Status s = WriteShard(tmp / file, shards[i], metadata);
     if (!s.ok()) return fail(s);
     result.files.push_back(file);
   }

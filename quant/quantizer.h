@@ -122,8 +122,8 @@ class Quantizer {
       const models::Module& root) const;
   // The quantization_config written to the saved config.json ("" = none).
   virtual std::string SerializedConfigJson() const { return NormalizedConfigJson(); }
-  // Extra safetensors "__metadata__" entries of the saved shards (torchao keeps its tensor
-  // subclass metadata there), given the saved tensor names.
+  // Extra safetensors "__metadata__" entries, written into every saved shard (torchao keeps
+  // its tensor subclass metadata there), given all saved tensor names.
   virtual std::map<std::string, std::string> SafetensorsMetadata(
       const std::vector<std::string>& tensor_names) const {
     return {};

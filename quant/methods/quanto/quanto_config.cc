@@ -2,14 +2,82 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "quant/config_reader.h"
 
 namespace quantserve::quant {
+namespace {
+
+// optimum-quanto qtype names (qtype.name) <-> QuantoConfig names.
+constexpr std::pair<const char*, const char*> kQmapNames[] = {
+    {"qint8", "int8"}, {"qint4", "int4"}, {"qint2", "int2"}, {"qfloat8_e4m3fn", "float8"}};
+
+const char* FromQmapName(const std::string& name) {
+  for (const auto& [qmap, ours] : kQmapNames) {
+    if (name == qmap) return ours;
+  }
+  return nullptr;
+}
+
+const char* ToQmapName(const std::string& name) {
+  for (const auto& [qmap, ours] : kQmapNames) {
+    if (name == ours) return qmap;
+  }
+  return "none";
+}
+
+absl::StatusOr<std::map<std::string, QuantoConfig::ModuleQTypes>> ParseQuantizationMap(
+    const nlohmann::json& map) {
+  if (!map.is_object()) {
+    return absl::InvalidArgumentError(
+        "quantization_config.quantization_map (quanto_qmap.json) must be an object of "
+        "module name -> {\"weights\", \"activations\"}");
+  }
+  std::map<std::string, QuantoConfig::ModuleQTypes> out;
+  for (const auto& [module, entry] : map.items()) {
+    auto field = [&](const char* key) -> absl::StatusOr<std::string> {
+      auto it = entry.is_object() ? entry.find(key) : entry.end();
+      if (!entry.is_object() || it == entry.end() || !it->is_string()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "quanto_qmap.json entry '", module, "' needs string fields \"weights\" and "
+            "\"activations\" (got ", entry.dump(), ")"));
+      }
+      return it->get<std::string>();
+    };
+    QS_ASSIGN_OR_RETURN(std::string weights, field("weights"));
+    QS_ASSIGN_OR_RETURN(std::string activations, field("activations"));
+    QuantoConfig::ModuleQTypes q;
+    const char* w = FromQmapName(weights);
+    if (w == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "quanto_qmap.json: module '", module, "' has weights \"", weights,
+          "\"; supported: \"qint8\", \"qint4\", \"qint2\", \"qfloat8_e4m3fn\""));
+    }
+    q.weights = w;
+    if (activations != "none") {
+      const char* a = FromQmapName(activations);
+      if (a == nullptr || (std::string(a) != "int8" && std::string(a) != "float8")) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "quanto_qmap.json: module '", module, "' has activations \"", activations,
+            "\"; supported: \"none\", \"qint8\", \"qfloat8_e4m3fn\""));
+      }
+      q.activations = a;
+    }
+    out.emplace(module, std::move(q));
+  }
+  return out;
+}
+
+}  // namespace
 
 absl::StatusOr<QuantoConfig> QuantoConfig::Parse(const std::string& json) {
   QS_ASSIGN_OR_RETURN(ConfigReader reader, ConfigReader::Parse(json));
   QuantoConfig c;
+  if (auto m = reader.object().find("quantization_map"); m != reader.object().end()) {
+    QS_ASSIGN_OR_RETURN(c.quantization_map, ParseQuantizationMap(*m));
+    return c;
+  }
   const std::vector<std::string> weights = {"float8", "int8", "int4", "int2"};
   // An explicit null is not a default here: transformers stores None and post_init rejects it.
   auto w = reader.object().find("weights");
@@ -32,6 +100,15 @@ absl::StatusOr<QuantoConfig> QuantoConfig::Parse(const std::string& json) {
 std::string QuantoConfig::ToJson() const {
   nlohmann::ordered_json j;
   j["quant_method"] = "quanto";
+  if (quantization_map.has_value()) {
+    nlohmann::ordered_json map = nlohmann::ordered_json::object();
+    for (const auto& [module, q] : *quantization_map) {
+      map[module] = {{"weights", ToQmapName(q.weights)},
+                     {"activations", q.activations ? ToQmapName(*q.activations) : "none"}};
+    }
+    j["quantization_map"] = std::move(map);
+    return j.dump();
+  }
   j["weights"] = weights;
   j["activations"] =
       activations.has_value() ? nlohmann::ordered_json(*activations) : nlohmann::ordered_json();

@@ -113,16 +113,28 @@ QuantoLinear::QuantoLinear(const QuantoLinearOptions& options)
   const int64_t n = options_.out_features;
   const int64_t k = options_.in_features;
   const QuantoQType& w = *quanto_.weights;
-  weight = models::MetaTensor({n, k}, options_.dtype);
-  RegisterParameter("weight", &weight);
+  // Quantize at load: the float weight streams in and the state is derived from it; a
+  // pre-quantized checkpoint carries the state itself.
+  const bool pre = quanto_.prequantized;
+  auto reg = [&](const char* name, at::Tensor* t) {
+    if (pre) {
+      RegisterParameter(name, t);
+    } else {
+      RegisterDerivedParameter(name, t);
+    }
+  };
+  if (!pre) {
+    weight = models::MetaTensor({n, k}, options_.dtype);
+    RegisterParameter("weight", &weight);
+  }
   if (w.bits == 8) {
     rows_ = n;
     data = models::MetaTensor({n, k}, w.storage);
     // One output row: SymmetricOptimizer quantizes per tensor (a 0-d scale).
     scale = n == 1 ? models::MetaTensor({}, options_.dtype)
                    : models::MetaTensor({n, 1}, options_.dtype);
-    RegisterDerivedParameter("weight._data", &data);
-    RegisterDerivedParameter("weight._scale", &scale);
+    reg("weight._data", &data);
+    reg("weight._scale", &scale);
   } else {
     group_size_ = GroupSize(k);
     rows_ = group_size_ > 0 ? n * k / group_size_ : n;
@@ -131,19 +143,43 @@ QuantoLinear::QuantoLinear(const QuantoLinearOptions& options)
     data = models::MetaTensor({(rows_ + per_byte - 1) / per_byte, cols}, at::kByte);
     scale = models::MetaTensor({rows_, 1}, options_.dtype);
     shift = models::MetaTensor({rows_, 1}, options_.dtype);
-    RegisterDerivedParameter("weight._data._data", &data);
-    RegisterDerivedParameter("weight._scale", &scale);
-    RegisterDerivedParameter("weight._shift", &shift);
+    reg("weight._data._data", &data);
+    reg("weight._scale", &scale);
+    reg("weight._shift", &shift);
   }
   RegisterBias();
   // transformers' QuantoQuantize sets float32 ones (weight-only); optimum-quanto's own
-  // quantize() keeps them in the weight dtype (our activation path).
+  // quantize() (our activation path, and its save_pretrained) keeps them in the weight dtype.
   const c10::ScalarType scale_dtype =
-      quanto_.activations != nullptr ? options_.dtype : c10::ScalarType::Float;
+      quanto_.activations != nullptr || pre ? options_.dtype : c10::ScalarType::Float;
   input_scale = models::MetaTensor({}, scale_dtype);
   output_scale = models::MetaTensor({}, scale_dtype);
-  RegisterDerivedParameter("input_scale", &input_scale);
-  RegisterDerivedParameter("output_scale", &output_scale);
+  reg("input_scale", &input_scale);
+  reg("output_scale", &output_scale);
+}
+
+absl::Status QuantoLinear::FinishSerializedLoad(const std::string& name,
+                                                const LoadTarget& target) {
+  const QuantoQType& q = *quanto_.weights;
+  auto check = [&](const at::Tensor& t, const std::string& local, bool positive) -> absl::Status {
+    at::Tensor f = t.to(at::kFloat).reshape({-1});
+    at::Tensor bad = at::logical_not(at::isfinite(f));
+    if (positive) bad = at::logical_or(bad, at::lt(f, 0));
+    at::Tensor idx = bad.nonzero();
+    if (idx.numel() == 0) return absl::OkStatus();
+    const int64_t i = idx[0].item<int64_t>();
+    return absl::DataLossError(absl::StrCat("tensor '", name, ".", local, "' has value ",
+                                            f[i].item<double>(), " at flat index ", i,
+                                            "; optimum-quanto ", q.name,
+                                            positive ? " scales are finite and >= 0"
+                                                     : " values are finite"));
+  };
+  QS_RETURN_IF_ERROR(check(scale, "weight._scale", true));
+  if (q.bits != 8) QS_RETURN_IF_ERROR(check(shift, "weight._shift", false));
+  if (q.is_floating_point) QS_RETURN_IF_ERROR(check(data, "weight._data", false));
+  QS_RETURN_IF_ERROR(check(input_scale, "input_scale", true));
+  QS_RETURN_IF_ERROR(check(output_scale, "output_scale", true));
+  return absl::OkStatus();
 }
 
 absl::Status QuantoLinear::QuantizeWeight(const at::Tensor& value, const LoadTarget& target) {

@@ -63,6 +63,9 @@ struct QuantoLinearOptions {
   models::LinearOptions linear;              // shape, bias, compute dtype
   const QuantoQType* weights = nullptr;      // required
   const QuantoQType* activations = nullptr;  // null: weight-only; else int8 or float8
+  // Loading optimum-quanto's own serialization: the state above is registered as the
+  // checkpoint's tensors (no float `weight` slot); input/output scales in the compute dtype.
+  bool prequantized = false;
 };
 
 class QuantoLinear final : public QuantizedLinear {
@@ -80,6 +83,9 @@ class QuantoLinear final : public QuantizedLinear {
   at::Tensor Forward(const at::Tensor& x) const override;
   std::string kernel_name() const override;
   const char* type_name() const override { return "QLinear"; }
+  // Pre-quantized: DATA_LOSS naming the tensor for a non-finite or negative scale, a
+  // non-finite shift or a NaN float8 code (optimum-quanto never writes them).
+  absl::Status FinishSerializedLoad(const std::string& name, const LoadTarget& target) override;
 
   const QuantoLinearOptions& quanto_options() const { return quanto_; }
   int64_t group_size() const { return group_size_; }

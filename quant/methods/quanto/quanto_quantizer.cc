@@ -31,6 +31,15 @@ absl::StatusOr<std::unique_ptr<Quantizer>> QuantoQuantizer::Create(const std::st
 
 absl::Status QuantoQuantizer::ValidateEnvironment(const LoadTarget& target) {
   QS_RETURN_IF_ERROR(LinearQuantizer::ValidateEnvironment(target));
+  // A saved model carries its activation scales, and transformers' device_map check is for
+  // quantizing at load.
+  if (target.checkpoint_is_prequantized) return absl::OkStatus();
+  if (config_.quantization_map.has_value()) {
+    return absl::InvalidArgumentError(
+        "quantization_config.quantization_map describes an optimum-quanto checkpoint "
+        "(quanto_qmap.json); it cannot quantize an unquantized checkpoint at load (use "
+        "\"weights\")");
+  }
   // transformers' condition, operator precedence included:
   // len(device_map) > 1 and "cpu" in values() or "disk" in values().
   bool cpu = false, disk = false;
@@ -54,7 +63,18 @@ absl::Status QuantoQuantizer::ValidateEnvironment(const LoadTarget& target) {
 }
 
 double QuantoQuantizer::EstimatedWeightBits(const std::string& name) const {
+  if (config_.quantization_map.has_value()) {
+    auto it = config_.quantization_map->find(name);
+    if (it != config_.quantization_map->end()) return FindQuantoQType(it->second.weights)->bits;
+  }
   return FindQuantoQType(config_.weights)->bits;
+}
+
+bool QuantoQuantizer::ShouldConvert(const std::string& name,
+                                    const std::vector<std::string>& skip) const {
+  // requantize(): exactly the modules of the quantization map.
+  if (config_.quantization_map.has_value()) return config_.quantization_map->count(name) != 0;
+  return LinearQuantizer::ShouldConvert(name, skip);
 }
 
 absl::Status QuantoQuantizer::ProcessModelBeforeWeightLoading(models::Module& root,
@@ -69,15 +89,40 @@ absl::Status QuantoQuantizer::ProcessModelBeforeWeightLoading(models::Module& ro
       }
     }
   }
-  return LinearQuantizer::ProcessModelBeforeWeightLoading(root, target);
+  QS_RETURN_IF_ERROR(LinearQuantizer::ProcessModelBeforeWeightLoading(root, target));
+  if (config_.quantization_map.has_value()) {
+    for (const auto& [module, q] : *config_.quantization_map) {
+      if (converted_module(module) != nullptr) continue;
+      std::string what = "no module of that name";
+      for (const auto& m : root.NamedModules()) {
+        if (m.name == module) what = absl::StrCat("a ", m.module->type_name());
+      }
+      for (const auto& p : root.NamedParameters()) {
+        if (p.name == module + ".weight" && !p.slot.tied_to.empty()) {
+          what = "a Linear tied to " + p.slot.tied_to;
+        }
+      }
+      return absl::InvalidArgumentError(absl::StrCat(
+          "quanto_qmap.json quantizes '", module, "' (weights ", q.weights, ") but the model has ",
+          what, "; only untied Linear modules are supported"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::shared_ptr<QuantizedLinear>> QuantoQuantizer::MakeLinear(
     const std::string& name, const models::LinearOptions& options, const LoadTarget& target) {
   QuantoLinearOptions o;
   o.linear = options;
-  o.weights = FindQuantoQType(config_.weights);
-  if (config_.activations.has_value()) o.activations = FindQuantoQType(*config_.activations);
+  o.prequantized = target.checkpoint_is_prequantized;
+  if (config_.quantization_map.has_value()) {
+    const QuantoConfig::ModuleQTypes& q = config_.quantization_map->at(name);
+    o.weights = FindQuantoQType(q.weights);
+    if (q.activations.has_value()) o.activations = FindQuantoQType(*q.activations);
+  } else {
+    o.weights = FindQuantoQType(config_.weights);
+    if (config_.activations.has_value()) o.activations = FindQuantoQType(*config_.activations);
+  }
   QS_ASSIGN_OR_RETURN(std::shared_ptr<QuantoLinear> linear, QuantoLinear::Create(o));
   return std::shared_ptr<QuantizedLinear>(std::move(linear));
 }

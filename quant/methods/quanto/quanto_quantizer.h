@@ -19,6 +19,13 @@
 //                        LayerNorm (transformers would add QLayerNorm) is UNIMPLEMENTED
 //   calibration          with `activations`: optimum-quanto's Calibration() over the load's
 //                        calibration texts (QuantoLinear::BeginCalibration)
+//   pre-quantized        optimum-quanto's own serialization (QuantizedModelForCausalLM
+//                        .save_pretrained: safetensors + quanto_qmap.json, which the loader
+//                        passes as config.quantization_map): exactly the Linear modules of the
+//                        map are converted, each with its qtypes, and load the saved state
+//                        (activation scales included: no calibration). A map entry that is not
+//                        a Linear of the model is INVALID_ARGUMENT. Saving stays
+//                        FAILED_PRECONDITION (transformers' is_serializable is False).
 
 #include <functional>
 #include <memory>
@@ -43,7 +50,9 @@ class QuantoQuantizer final : public LinearQuantizer {
   double MaxMemoryFraction() const override { return 0.9; }
   absl::Status ProcessModelBeforeWeightLoading(models::Module& root,
                                                const LoadTarget& target) override;
-  bool WantsCalibration() const override { return config_.activations.has_value(); }
+  bool WantsCalibration() const override {
+    return config_.activations.has_value() && !prequantized();
+  }
   absl::Status Calibrate(models::Module& root,
                          const std::function<absl::Status()>& run_texts) override;
 
@@ -52,6 +61,8 @@ class QuantoQuantizer final : public LinearQuantizer {
                                                               const models::LinearOptions& options,
                                                               const LoadTarget& target) override;
   double EstimatedWeightBits(const std::string& name) const override;
+  bool ShouldConvert(const std::string& name, const std::vector<std::string>& skip) const override;
+  absl::Status PrequantizedSupport() const override { return absl::OkStatus(); }
 
  private:
   explicit QuantoQuantizer(QuantoConfig config);

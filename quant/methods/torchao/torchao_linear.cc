@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 
 namespace quantserve::quant {
 namespace torchao {
@@ -139,20 +140,197 @@ at::Tensor IntMmRef(const at::Tensor& a, const at::Tensor& b) {
 
 }  // namespace torchao
 
+namespace {
+
+// torchao >= 0.15 names (registered) and torchao 0.14's spellings of the same tensors.
+constexpr std::pair<const char*, const char*> kNames[] = {
+    {"_weight_qdata", "weight:qdata"},
+    {"_weight_scale", "weight:scale"},
+    {"_weight_zero_point", "weight:zero_point"}};
+
+bool Loaded(const at::Tensor& t) { return t.defined() && !t.is_meta(); }
+
+void DumpPython(const nlohmann::ordered_json& j, std::string* out) {
+  switch (j.type()) {
+    case nlohmann::ordered_json::value_t::object: {
+      out->push_back('{');
+      bool first = true;
+      for (const auto& [k, v] : j.items()) {
+        if (!first) out->append(", ");
+        first = false;
+        DumpPython(nlohmann::ordered_json(k), out);
+        out->append(": ");
+        DumpPython(v, out);
+      }
+      out->push_back('}');
+      return;
+    }
+    case nlohmann::ordered_json::value_t::array: {
+      out->push_back('[');
+      for (size_t i = 0; i < j.size(); ++i) {
+        if (i > 0) out->append(", ");
+        DumpPython(j[i], out);
+      }
+      out->push_back(']');
+      return;
+    }
+    default:
+      // Scalars: nlohmann's compact form equals Python's (ensure_ascii escapes non-ASCII).
+      out->append(j.dump(-1, ' ', /*ensure_ascii=*/true));
+  }
+}
+
+nlohmann::ordered_json DtypeJson(c10::ScalarType dtype) {
+  const char* name = dtype == c10::ScalarType::BFloat16 ? "bfloat16"
+                     : dtype == c10::ScalarType::Half   ? "float16"
+                                                        : "float32";
+  return {{"_type", "torch.dtype"}, {"_data", name}};
+}
+
+nlohmann::ordered_json GranularityJson(const TorchAoGranularity& g) {
+  nlohmann::ordered_json data = nlohmann::ordered_json::object();
+  const char* type = "PerTensor";
+  if (g.kind == TorchAoGranularity::Kind::kPerRow) {
+    type = "PerRow";
+    data["dim"] = g.dim;
+  } else if (g.kind == TorchAoGranularity::Kind::kPerGroup) {
+    type = "PerGroup";
+    data["group_size"] = g.group_size;
+  }
+  return {{"_type", type}, {"_data", data}};
+}
+
+}  // namespace
+
+std::string PythonJsonDumps(const nlohmann::ordered_json& j) {
+  std::string out;
+  DumpPython(j, &out);
+  return out;
+}
+
+TorchAoLinearBase::TorchAoLinearBase(const models::LinearOptions& options, bool prequantized)
+    : QuantizedLinear(options), prequantized_(prequantized) {}
+
+void TorchAoLinearBase::RegisterState() {
+  weight = models::MetaTensor({options().out_features, options().in_features}, options().dtype);
+  at::Tensor* state[] = {&weight_qdata, &weight_scale, &weight_zero_point};
+  if (!prequantized_) {
+    RegisterParameter("weight", &weight);
+    for (int i = 0; i < 3; ++i) RegisterDerivedParameter(kNames[i].first, state[i]);
+  } else {
+    for (int i = 0; i < 3; ++i) {
+      for (const char* name : {kNames[i].first, kNames[i].second}) {
+        RegisterParameter(name, state[i]);
+        (void)MarkOptional(name);  // presence is checked in FinishSerializedLoad
+      }
+    }
+  }
+  RegisterBias();
+}
+
+absl::Status TorchAoLinearBase::LoadSerializedTensor(const std::string& local,
+                                                     const std::string& full_name,
+                                                     const at::Tensor& value,
+                                                     const LoadTarget& target) {
+  for (const auto& [current, legacy] : kNames) {
+    if (local != legacy) continue;
+    // One tensor, two spellings: refuse a checkpoint that carries both.
+    for (const auto& p : NamedParameters()) {
+      if (p.name == current && Loaded(*p.slot.tensor)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "tensor '", full_name, "' duplicates the torchao >= 0.15 spelling '", current, "'"));
+      }
+    }
+    return QuantizedLinear::LoadSerializedTensor(current, full_name, value, target);
+  }
+  for (const auto& [current, legacy] : kNames) {
+    if (local != current) continue;
+    for (const auto& p : NamedParameters()) {
+      if (p.name == current && Loaded(*p.slot.tensor)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "tensor '", full_name, "' duplicates the torchao 0.14 spelling '", legacy, "'"));
+      }
+    }
+  }
+  return QuantizedLinear::LoadSerializedTensor(local, full_name, value, target);
+}
+
+absl::Status TorchAoLinearBase::FinishSerializedLoad(const std::string& name,
+                                                     const LoadTarget& target) {
+  for (const auto& [current, legacy] : kNames) (void)UnregisterParameter(legacy);
+  const bool need_zero = zero_point_required();
+  const std::pair<const at::Tensor*, const char*> required[] = {
+      {&weight_qdata, "_weight_qdata"}, {&weight_scale, "_weight_scale"},
+      {&weight_zero_point, need_zero ? "_weight_zero_point" : nullptr}};
+  for (const auto& [t, local] : required) {
+    if (local == nullptr || Loaded(*t)) continue;
+    return absl::InvalidArgumentError(absl::StrCat(
+        "checkpoint has no tensor '", name, ".", local, "' (nor torchao 0.14's '", name,
+        ".weight:", std::string(local).substr(8), "'); torchao ", subclass_name(), " needs it"));
+  }
+  if (!Loaded(weight_zero_point)) {
+    // Int8Tensor without zero_point: symmetric, zeros.
+    weight_zero_point = at::zeros(weight_scale.sizes(),
+                                  at::TensorOptions().dtype(at::kChar).device(target.device));
+  }
+  QS_RETURN_IF_ERROR(CheckContents(name));
+  weight = weight_qdata;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>>
+TorchAoLinearBase::SerializedTensors() const {
+  std::vector<std::pair<std::string, at::Tensor>> out = {
+      {"_weight_qdata", weight_qdata},
+      {"_weight_scale", weight_scale},
+      {"_weight_zero_point", weight_zero_point}};
+  if (bias.defined()) out.emplace_back("bias", bias);
+  return out;
+}
+
+namespace {
+
+// DATA_LOSS naming `tensor` at its first element where `bad` holds.
+absl::Status FirstBad(const at::Tensor& values, const at::Tensor& bad, const std::string& tensor,
+                      const std::string& rule) {
+  at::Tensor idx = bad.reshape({-1}).nonzero();
+  if (idx.numel() == 0) return absl::OkStatus();
+  const int64_t i = idx[0].item<int64_t>();
+  return absl::DataLossError(absl::StrCat("tensor '", tensor, "' has value ",
+                                          values.reshape({-1})[i].item<double>(),
+                                          " at flat index ", i, "; ", rule));
+}
+
+}  // namespace
+
 TorchAoInt4Linear::TorchAoInt4Linear(const models::LinearOptions& options,
-                                     const TorchAoSchemeConfig& config)
-    : QuantizedLinear(options), group_size_(config.group_size) {
+                                     const TorchAoSchemeConfig& config, bool prequantized)
+    : TorchAoLinearBase(options, prequantized), group_size_(config.group_size) {
   const int64_t n = options.out_features;
   const int64_t k = options.in_features;
-  weight = models::MetaTensor({n, k}, options.dtype);
   weight_qdata = models::MetaTensor({n, k / 2}, at::kChar);
   weight_scale = models::MetaTensor({k / group_size_, n}, options.dtype);
   weight_zero_point = models::MetaTensor({k / group_size_, n}, options.dtype);
-  RegisterParameter("weight", &weight);
-  RegisterDerivedParameter("_weight_qdata", &weight_qdata);
-  RegisterDerivedParameter("_weight_scale", &weight_scale);
-  RegisterDerivedParameter("_weight_zero_point", &weight_zero_point);
-  RegisterBias();
+  RegisterState();
+}
+
+nlohmann::ordered_json TorchAoInt4Linear::MetadataJson() const {
+  nlohmann::ordered_json data;
+  data["activation_dtype"] = DtypeJson(c10::ScalarType::BFloat16);  // Int4Tensor's default
+  data["block_size"] = {1, group_size_};
+  data["shape"] = {options().out_features, options().in_features};
+  return {{"_type", subclass_name()},
+          {"_data", data},
+          {"_tensor_data_names", {"qdata", "scale", "zero_point"}}};
+}
+
+absl::Status TorchAoInt4Linear::CheckContents(const std::string& name) const {
+  const at::Tensor s = weight_scale.to(at::kFloat);
+  QS_RETURN_IF_ERROR(FirstBad(s, at::logical_not(at::isfinite(s)), name + "._weight_scale",
+                              "Int4Tensor scales are finite"));
+  const at::Tensor z = weight_zero_point.to(at::kFloat);
+  return FirstBad(z, at::logical_not(at::isfinite(z)), name + "._weight_zero_point",
+                  "Int4Tensor zero points are finite");
 }
 
 absl::Status TorchAoInt4Linear::QuantizeWeight(const at::Tensor& w, const LoadTarget& target) {
@@ -172,20 +350,52 @@ at::Tensor TorchAoInt4Linear::Dequantize() const {
 }
 
 TorchAoInt8Linear::TorchAoInt8Linear(const models::LinearOptions& options,
-                                     const TorchAoSchemeConfig& config)
-    : QuantizedLinear(options), config_(config) {
+                                     const TorchAoSchemeConfig& config, bool prequantized)
+    : TorchAoLinearBase(options, prequantized), config_(config) {
   const int64_t n = options.out_features;
   const int64_t k = options.in_features;
   std::tie(block_rows_, block_cols_) = config.weight_granularity.BlockSize(n, k);
-  weight = models::MetaTensor({n, k}, options.dtype);
   weight_qdata = models::MetaTensor({n, k}, at::kChar);
   weight_scale = models::MetaTensor({n / block_rows_, k / block_cols_}, at::kFloat);
   weight_zero_point = models::MetaTensor({n / block_rows_, k / block_cols_}, at::kChar);
-  RegisterParameter("weight", &weight);
-  RegisterDerivedParameter("_weight_qdata", &weight_qdata);
-  RegisterDerivedParameter("_weight_scale", &weight_scale);
-  RegisterDerivedParameter("_weight_zero_point", &weight_zero_point);
-  RegisterBias();
+  RegisterState();
+}
+
+nlohmann::ordered_json TorchAoInt8Linear::MetadataJson() const {
+  nlohmann::ordered_json act = nullptr;
+  if (config_.scheme == TorchAoScheme::kInt8DynamicActivationInt8Weight) {
+    nlohmann::ordered_json kwargs;
+    kwargs["granularity"] = GranularityJson(config_.act_granularity);
+    kwargs["mapping_type"] = {{"_type", "MappingType"},
+                              {"_data", config_.act_symmetric ? "SYMMETRIC" : "ASYMMETRIC"}};
+    kwargs["reduce_range"] = config_.reduce_range;
+    act = {{"_type", "QuantizeTensorToInt8Kwargs"}, {"_data", kwargs}};
+  }
+  nlohmann::ordered_json data;
+  data["act_quant_kwargs"] = act;
+  data["reduce_range"] = config_.reduce_range;
+  data["block_size"] = {block_rows_, block_cols_};
+  data["dtype"] = DtypeJson(options().dtype);
+  return {{"_type", subclass_name()},
+          {"_data", data},
+          {"_tensor_data_names", {"zero_point", "qdata", "scale"}}};
+}
+
+absl::Status TorchAoInt8Linear::CheckContents(const std::string& name) const {
+  // Int8Tensor.from_hp clamps scales at float32 eps and quantizes weights symmetrically.
+  const at::Tensor s = weight_scale.to(at::kFloat);
+  QS_RETURN_IF_ERROR(FirstBad(s, at::logical_or(at::logical_not(at::isfinite(s)), at::le(s, 0)),
+                              name + "._weight_scale",
+                              "Int8Tensor scales are finite and positive"));
+  const at::Tensor z = weight_zero_point.to(at::kInt);
+  QS_RETURN_IF_ERROR(FirstBad(z, at::ne(z, 0), name + "._weight_zero_point",
+                              "Int8Tensor weights are symmetric (zero points 0)"));
+  if (config_.reduce_range) {
+    const at::Tensor q = weight_qdata.to(at::kInt);
+    QS_RETURN_IF_ERROR(FirstBad(q, at::logical_or(at::lt(q, -64), at::gt(q, 63)),
+                                name + "._weight_qdata", "reduce_range codes are in [-64, 63]"));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status TorchAoInt8Linear::QuantizeWeight(const at::Tensor& w, const LoadTarget& target) {

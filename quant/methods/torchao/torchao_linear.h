@@ -19,7 +19,10 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "quant/methods/torchao/torchao_config.h"
@@ -61,26 +64,69 @@ at::Tensor IntMmRef(const at::Tensor& a, const at::Tensor& b);
 
 }  // namespace torchao
 
-class TorchAoInt4Linear final : public QuantizedLinear {
+// What the two module kinds share: the state under torchao's flattened names and, for a
+// pre-quantized checkpoint (LoadTarget::checkpoint_is_prequantized), its loading.
+//
+// Pre-quantized, the module registers "_weight_qdata", "_weight_scale", "_weight_zero_point"
+// and torchao 0.14's spellings "weight:qdata", "weight:scale", "weight:zero_point" for the
+// same tensors, all optional for the loader; FinishSerializedLoad then requires one spelling
+// of each required tensor (INVALID_ARGUMENT naming the missing one), drops the unused names
+// and checks contents (DATA_LOSS naming the tensor). There is no float `weight` slot; `weight`
+// is set to the qdata tensor afterwards, unregistered. SerializedTensors always writes the
+// >= 0.15 names (what transformers 5.23 + torchao 0.18 write), never `weight`.
+class TorchAoLinearBase : public QuantizedLinear {
  public:
-  TorchAoInt4Linear(const models::LinearOptions& options, const TorchAoSchemeConfig& config);
+  absl::Status LoadSerializedTensor(const std::string& local, const std::string& full_name,
+                                    const at::Tensor& value, const LoadTarget& target) override;
+  absl::Status FinishSerializedLoad(const std::string& name, const LoadTarget& target) override;
+  absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> SerializedTensors()
+      const override;
 
-  absl::Status QuantizeWeight(const at::Tensor& weight, const LoadTarget& target) override;
-  at::Tensor Dequantize() const override;
-  const char* type_name() const override { return "TorchAoInt4Linear"; }
+  // The torchao tensor subclass and its metadata JSON object as torchao's
+  // TensorSubclassAttributeJSONEncoder writes it into the safetensors header.
+  virtual const char* subclass_name() const = 0;
+  virtual nlohmann::ordered_json MetadataJson() const = 0;
 
   at::Tensor weight;  // float [N, K] on the skeleton; then the same tensor as _weight_qdata
   at::Tensor weight_qdata;
   at::Tensor weight_scale;
   at::Tensor weight_zero_point;
 
+ protected:
+  TorchAoLinearBase(const models::LinearOptions& options, bool prequantized);
+  // Registers the state with its meta shapes (set by the subclass before calling).
+  void RegisterState();
+  // Subclass checks of the loaded contents; `name` is the module's dotted name.
+  virtual absl::Status CheckContents(const std::string& name) const = 0;
+  // Int8Tensor's zero_point is optional in a checkpoint (zeros); Int4Tensor's is required.
+  virtual bool zero_point_required() const = 0;
+
+  bool prequantized_;
+};
+
+class TorchAoInt4Linear final : public TorchAoLinearBase {
+ public:
+  TorchAoInt4Linear(const models::LinearOptions& options, const TorchAoSchemeConfig& config,
+                    bool prequantized = false);
+
+  absl::Status QuantizeWeight(const at::Tensor& weight, const LoadTarget& target) override;
+  at::Tensor Dequantize() const override;
+  const char* type_name() const override { return "TorchAoInt4Linear"; }
+  const char* subclass_name() const override { return "Int4Tensor"; }
+  nlohmann::ordered_json MetadataJson() const override;
+
+ protected:
+  absl::Status CheckContents(const std::string& name) const override;
+  bool zero_point_required() const override { return true; }
+
  private:
   int64_t group_size_;
 };
 
-class TorchAoInt8Linear final : public QuantizedLinear {
+class TorchAoInt8Linear final : public TorchAoLinearBase {
  public:
-  TorchAoInt8Linear(const models::LinearOptions& options, const TorchAoSchemeConfig& config);
+  TorchAoInt8Linear(const models::LinearOptions& options, const TorchAoSchemeConfig& config,
+                    bool prequantized = false);
 
   absl::Status QuantizeWeight(const at::Tensor& weight, const LoadTarget& target) override;
   at::Tensor Dequantize() const override;
@@ -90,16 +136,21 @@ class TorchAoInt8Linear final : public QuantizedLinear {
   at::Tensor Forward(const at::Tensor& x) const override;
   std::string kernel_name() const override;
   const char* type_name() const override { return "TorchAoInt8Linear"; }
+  const char* subclass_name() const override { return "Int8Tensor"; }
+  nlohmann::ordered_json MetadataJson() const override;
 
-  at::Tensor weight;  // float [N, K] on the skeleton; then the same tensor as _weight_qdata
-  at::Tensor weight_qdata;
-  at::Tensor weight_scale;
-  at::Tensor weight_zero_point;
+ protected:
+  absl::Status CheckContents(const std::string& name) const override;
+  bool zero_point_required() const override { return false; }
 
  private:
   TorchAoSchemeConfig config_;
   int64_t block_rows_;
   int64_t block_cols_;
 };
+
+// json.dumps(obj) with Python's default separators (", ", ": ") and ensure_ascii: how torchao
+// and transformers write the safetensors metadata strings.
+std::string PythonJsonDumps(const nlohmann::ordered_json& j);
 
 }  // namespace quantserve::quant

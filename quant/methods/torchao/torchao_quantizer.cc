@@ -1,5 +1,10 @@
 #include "quant/methods/torchao/torchao_quantizer.h"
 
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <set>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -34,7 +39,12 @@ absl::Status TorchAoQuantizer::ProcessModelBeforeWeightLoading(models::Module& r
                                                                const LoadTarget& target) {
   tied_modules_.clear();
   in_features_.clear();
+  tied_params_.clear();
+  checkpoint_metadata_ = target.checkpoint_metadata;
+  state_names_.clear();
   for (const auto& p : root.NamedParameters()) {
+    state_names_.push_back(p.name);
+    if (!p.slot.tied_to.empty()) tied_params_.push_back(p.name);
     if (!p.slot.tied_to.empty() && absl::EndsWith(p.name, ".weight")) {
       tied_modules_.insert(p.name.substr(0, p.name.size() - 7));
     }
@@ -76,6 +86,14 @@ bool TorchAoQuantizer::ShouldConvert(const std::string& name,
   if (MatchesAnySkipPattern(name + ".weight", skip)) return false;
   const TorchAoSchemeConfig* c = config_.ConfigFor(name);
   if (c == nullptr) return false;
+  if (prequantized()) {
+    // What the checkpoint holds decides: a weight saved as a plain tensor stays float.
+    auto it = checkpoint_metadata_.find(name + ".weight");
+    if (it != checkpoint_metadata_.end()) {
+      auto j = nlohmann::json::parse(it->second, nullptr, /*allow_exceptions=*/false);
+      if (j.is_object() && j.value("_type", "") == "Tensor") return false;
+    }
+  }
   if (c->scheme == TorchAoScheme::kInt4WeightOnly) {
     auto it = in_features_.find(name);
     if (it != in_features_.end() && it->second % c->group_size != 0) return false;
@@ -93,13 +111,15 @@ absl::StatusOr<std::shared_ptr<QuantizedLinear>> TorchAoQuantizer::MakeLinear(
     const std::string& name, const models::LinearOptions& options, const LoadTarget& target) {
   const TorchAoSchemeConfig* c = config_.ConfigFor(name);
   if (c == nullptr) return absl::InternalError("no torchao config for " + name);
+  const bool pre = target.checkpoint_is_prequantized;
+  std::shared_ptr<TorchAoLinearBase> module;
   if (c->scheme == TorchAoScheme::kInt4WeightOnly) {
     if (options.in_features % 2 != 0) {
       return absl::InvalidArgumentError(absl::StrCat("Int4WeightOnlyConfig cannot pack ", name,
                                                      ": in_features ", options.in_features,
                                                      " is odd"));
     }
-    return std::shared_ptr<QuantizedLinear>(std::make_shared<TorchAoInt4Linear>(options, *c));
+    module = std::make_shared<TorchAoInt4Linear>(options, *c, pre);
   }
   const auto [rows, cols] =
       c->weight_granularity.BlockSize(options.out_features, options.in_features);
@@ -109,7 +129,81 @@ absl::StatusOr<std::shared_ptr<QuantizedLinear>> TorchAoQuantizer::MakeLinear(
                      options.in_features, "] with blocks of [", rows, ", ", cols,
                      "] (in_features must be a multiple of the PerGroup group_size)"));
   }
-  return std::shared_ptr<QuantizedLinear>(std::make_shared<TorchAoInt8Linear>(options, *c));
+  if (module == nullptr) module = std::make_shared<TorchAoInt8Linear>(options, *c, pre);
+  if (pre) QS_RETURN_IF_ERROR(CheckMetadata(name, *module));
+  return std::shared_ptr<QuantizedLinear>(std::move(module));
+}
+
+absl::Status TorchAoQuantizer::CheckMetadata(const std::string& name,
+                                             const TorchAoLinearBase& module) const {
+  auto it = checkpoint_metadata_.find(name + ".weight");
+  if (it == checkpoint_metadata_.end()) return absl::OkStatus();  // tensors alone decide
+  auto j = nlohmann::json::parse(it->second, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) {
+    return absl::DataLossError(absl::StrCat("safetensors metadata entry '", name,
+                                            ".weight' is not a JSON object: ", it->second));
+  }
+  const nlohmann::json expected = nlohmann::json::parse(module.MetadataJson().dump());
+  const std::string type = j.value("_type", "");
+  if (type != module.subclass_name()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "checkpoint metadata says '", name, ".weight' is a torchao ", type.empty() ? "?" : type,
+        " but quantization_config (", config_.ConfigFor(name)->type_name(), ") makes it ",
+        module.subclass_name()));
+  }
+  const auto data = j.find("_data");
+  if (data != j.end() && data->is_object() && data->contains("block_size") &&
+      (*data)["block_size"] != expected["_data"]["block_size"]) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "checkpoint metadata gives '", name, ".weight' block_size ", (*data)["block_size"].dump(),
+        " but quantization_config (", config_.ConfigFor(name)->type_name(), ") expects ",
+        expected["_data"]["block_size"].dump()));
+  }
+  return absl::OkStatus();
+}
+
+std::map<std::string, std::string> TorchAoQuantizer::SafetensorsMetadata(
+    const std::vector<std::string>& tensor_names) const {
+  // torchao's flatten_tensor_state_dict over model.state_dict(): one entry per state-dict
+  // name (a quantized weight once, as "<module>.weight"; tied weights included), listed in
+  // "tensor_names" in model order whatever order the saved names come in.
+  std::map<std::string, std::string> out;
+  const std::set<std::string> given(tensor_names.begin(), tensor_names.end());
+  std::set<std::string> listed;
+  nlohmann::ordered_json names = nlohmann::ordered_json::array();
+  nlohmann::ordered_json plain_json;
+  plain_json["_type"] = "Tensor";
+  const std::string plain = PythonJsonDumps(plain_json);
+  auto add = [&](const std::string& name, std::string json) {
+    if (!listed.insert(name).second) return;
+    names.push_back(name);
+    out[name] = std::move(json);
+  };
+  for (const std::string& n : state_names_) {
+    if (absl::EndsWith(n, ".weight")) {
+      const std::string module = n.substr(0, n.size() - 7);
+      const auto* ao = dynamic_cast<const TorchAoLinearBase*>(converted_module(module));
+      if (ao != nullptr && given.count(module + "._weight_qdata") != 0) {
+        add(n, PythonJsonDumps(ao->MetadataJson()));
+        continue;
+      }
+    }
+    if (given.count(n) != 0 ||
+        std::find(tied_params_.begin(), tied_params_.end(), n) != tied_params_.end()) {
+      add(n, plain);
+    }
+  }
+  for (const std::string& t : tensor_names) {  // anything the skeleton did not list
+    std::string local;
+    if (dynamic_cast<const TorchAoLinearBase*>(OwningModule(t, &local)) != nullptr &&
+        absl::StartsWith(local, "_weight_")) {
+      continue;
+    }
+    add(t, plain);
+  }
+  out["tensor_names"] = PythonJsonDumps(names);
+  out["format"] = "pt";
+  return out;
 }
 
 absl::Status RegisterTorchAoQuantizer(QuantizerRegistry& registry) {
