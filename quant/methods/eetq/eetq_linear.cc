@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include "absl/strings/str_cat.h"
+#include "quant/methods/eetq/eetq_layout.h"
 
 namespace quantserve::quant {
 namespace {
@@ -27,11 +28,19 @@ std::pair<at::Tensor, at::Tensor> EetqQuantizeRef(const at::Tensor& weight) {
   return {q.to(at::kChar).t().contiguous(), s.to(at::kHalf)};
 }
 
-EetqLinear::EetqLinear(const models::LinearOptions& options) : QuantizedLinear(options) {
-  weight = models::MetaTensor({options.out_features, options.in_features}, options.dtype);
+EetqLinear::EetqLinear(const models::LinearOptions& options, bool prequantized)
+    : QuantizedLinear(options) {
+  // Quantizing at load, `weight` is the float input slot and weight_scales is derived from it.
+  weight = prequantized ? models::MetaTensor({options.in_features, options.out_features}, at::kChar)
+                        : models::MetaTensor({options.out_features, options.in_features},
+                                             options.dtype);
   RegisterParameter("weight", &weight);
   weight_scales = models::MetaTensor({options.out_features}, at::kHalf);
-  RegisterDerivedParameter("weight_scales", &weight_scales);
+  if (prequantized) {
+    RegisterParameter("weight_scales", &weight_scales);
+  } else {
+    RegisterDerivedParameter("weight_scales", &weight_scales);
+  }
   if (options.bias) {
     bias = models::MetaTensor({options.out_features}, at::kHalf);
     RegisterParameter("bias", &bias);
@@ -54,6 +63,34 @@ absl::Status EetqLinear::QuantizeWeight(const at::Tensor& w, const LoadTarget& t
   weight = q.to(target.device);
   weight_scales = scales.to(target.device);
   return absl::OkStatus();
+}
+
+absl::Status EetqLinear::FinishSerializedLoad(const std::string& name, const LoadTarget& target) {
+  const at::Tensor bad = weight_scales.isfinite().logical_not().logical_or(weight_scales.lt(0));
+  if (bad.any().item<bool>()) {
+    const int64_t n = bad.nonzero()[0][0].item<int64_t>();
+    return absl::DataLossError(absl::StrCat("tensor '", name, ".weight_scales' holds ",
+                                            weight_scales[n].item<float>(), " at ", n,
+                                            "; EETQ scales are absmax / 128 (finite, >= 0)"));
+  }
+  auto plain = EetqUnpreprocessSm80(weight);
+  if (!plain.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", name, ".weight': ", plain.status().message()));
+  }
+  weight = *std::move(plain);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> EetqLinear::SerializedTensors()
+    const {
+  auto preprocessed = EetqPreprocessSm80(weight);
+  if (!preprocessed.ok()) return preprocessed.status();
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  out.emplace_back("weight", *std::move(preprocessed));
+  out.emplace_back("weight_scales", weight_scales);
+  if (bias.defined()) out.emplace_back("bias", bias);
+  return out;
 }
 
 at::Tensor EetqLinear::Dequantize() const {

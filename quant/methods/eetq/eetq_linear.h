@@ -9,11 +9,15 @@
 //   weight_scales  f16  [out]
 //   bias           f16  [out]      (EetqLinear declares it float16; the loader keeps that dtype)
 //
-// Layout caveat (issue 4): EETQ stores `weight` CUTLASS-preprocessed for the SM version of the
-// GPU that quantized it (row permutation, transpose, column interleave, +128 bias and byte swap;
-// eetq_layout.h). We keep the PLAIN row-major Q in memory; SaveModel must write
-// EetqPreprocessSm80(weight), and loading an EETQ checkpoint must apply EetqUnpreprocessSm80.
-// The shape rule below is that layout's.
+// Layout: EETQ stores `weight` CUTLASS-preprocessed for the SM version of the GPU that
+// quantized it (row permutation, transpose, column interleave, +128 bias and byte swap;
+// eetq_layout.h; a checkpoint does not record the arch, and every EETQ checkpoint made on
+// SM 7.5-8.9 has the SM80 order). We keep the PLAIN row-major Q in memory: a pre-quantized
+// module registers weight int8 [in, out] and weight_scales f16 [out] as plain parameters (no
+// float input slot), receives the preprocessed bytes and FinishSerializedLoad applies
+// EetqUnpreprocessSm80 once; SerializedTensors writes EetqPreprocessSm80(weight). The shape
+// rule below is that layout's (INVALID_ARGUMENT naming the weight otherwise); a weight_scales
+// entry that is not finite and >= 0 (quant_weights stores absmax / 128) is DATA_LOSS.
 //
 // Quantization (per output feature n, over the weight in the compute dtype, as transformers
 // materializes it before calling quant_weights):
@@ -33,7 +37,9 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "quant/quantized_linear.h"
@@ -42,12 +48,16 @@ namespace quantserve::quant {
 
 class EetqLinear final : public QuantizedLinear {
  public:
-  explicit EetqLinear(const models::LinearOptions& options);
+  // `prequantized`: register the serialized layout (see above).
+  explicit EetqLinear(const models::LinearOptions& options, bool prequantized = false);
 
   // INVALID_ARGUMENT unless in_features and out_features are multiples of 64.
   absl::Status QuantizeWeight(const at::Tensor& weight, const LoadTarget& target) override;
   at::Tensor Dequantize() const override;
   const char* type_name() const override { return "EetqLinear"; }
+  absl::Status FinishSerializedLoad(const std::string& name, const LoadTarget& target) override;
+  absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> SerializedTensors()
+      const override;
 
   at::Tensor weight;         // see above
   at::Tensor weight_scales;  // f16 [out]

@@ -28,7 +28,7 @@ absl::StatusOr<std::unique_ptr<Quantizer>> EetqQuantizer::Create(const std::stri
 
 absl::StatusOr<std::shared_ptr<QuantizedLinear>> EetqQuantizer::MakeLinear(
     const std::string& name, const models::LinearOptions& options, const LoadTarget& target) {
-  return std::make_shared<EetqLinear>(options);
+  return std::make_shared<EetqLinear>(options, target.checkpoint_is_prequantized);
 }
 
 absl::Status RegisterEetqQuantizer(QuantizerRegistry& registry) {

@@ -7,6 +7,9 @@
 //   UpdateTorchDtype       the requested dtype (transformers 5.23 only suggests float16)
 //   skip rule              transformers' default (lm_head, tied weights) + modules_to_not_convert
 //   modules                EetqLinear (see eetq_linear.h)
+//   pre-quantized / save   EETQ's serialized layout: weight int8 [in, out] in the CUTLASS SM80
+//                          byte order, weight_scales f16 [out]; EetqConfig has no loading
+//                          attributes; the saved config is to_dict()
 
 #include <memory>
 #include <string>
@@ -24,6 +27,7 @@ class EetqQuantizer final : public LinearQuantizer {
   static absl::StatusOr<std::unique_ptr<Quantizer>> Create(const std::string& config_json);
 
   const EetqConfig& config() const { return config_; }
+  absl::Status PrequantizedSupport() const override { return absl::OkStatus(); }
 
  protected:
   absl::StatusOr<std::shared_ptr<QuantizedLinear>> MakeLinear(const std::string& name,

@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include "absl/strings/str_cat.h"
+
 namespace quantserve::quant {
 namespace {
 
@@ -26,10 +28,16 @@ FbgemmFp8Linear::FbgemmFp8Linear(const FbgemmFp8LinearOptions& options)
     : QuantizedLinear(options.linear),
       activation_scale_ub_(static_cast<float>(options.activation_scale_ub)) {
   const auto& o = options.linear;
-  weight = models::MetaTensor({o.out_features, o.in_features}, o.dtype);
+  // Quantizing at load, `weight` is the float input slot and weight_scale is derived from it.
+  weight = models::MetaTensor({o.out_features, o.in_features},
+                              options.prequantized ? at::kFloat8_e4m3fn : o.dtype);
   RegisterParameter("weight", &weight);
   weight_scale = models::MetaTensor({o.out_features, 1}, at::kFloat);
-  RegisterDerivedParameter("weight_scale", &weight_scale);
+  if (options.prequantized) {
+    RegisterParameter("weight_scale", &weight_scale);
+  } else {
+    RegisterDerivedParameter("weight_scale", &weight_scale);
+  }
   if (o.bias) {
     bias = models::MetaTensor({o.out_features}, at::kFloat);
     RegisterParameter("bias", &bias);
@@ -40,6 +48,27 @@ absl::Status FbgemmFp8Linear::QuantizeWeight(const at::Tensor& w, const LoadTarg
   auto [q, s] = QuantizeFp8PerRowRef(w.to(at::kBFloat16), std::nullopt);
   weight = q.to(target.device);
   weight_scale = s.unsqueeze(1).to(target.device);
+  return absl::OkStatus();
+}
+
+absl::Status FbgemmFp8Linear::FinishSerializedLoad(const std::string& name,
+                                                   const LoadTarget& target) {
+  // e4m3fn has one NaN per sign (S.1111.111) and no infinities.
+  const at::Tensor nan = weight.view(at::kByte).bitwise_and(0x7f).eq(0x7f);
+  if (nan.any().item<bool>()) {
+    const at::Tensor where = nan.nonzero()[0].cpu();
+    return absl::DataLossError(absl::StrCat(
+        "tensor '", name, ".weight' holds NaN at [", where[0].item<int64_t>(), ", ",
+        where[1].item<int64_t>(),
+        "]; fbgemm's quantize_fp8_per_row saturates and never writes NaN"));
+  }
+  const at::Tensor bad = weight_scale.isfinite().logical_not().logical_or(weight_scale.le(0));
+  if (bad.any().item<bool>()) {
+    const int64_t row = bad.nonzero()[0][0].item<int64_t>();
+    return absl::DataLossError(absl::StrCat(
+        "tensor '", name, ".weight_scale' holds ", weight_scale[row][0].item<float>(), " at row ",
+        row, "; fbgemm fp8 row scales are finite and >= 1/229376"));
+  }
   return absl::OkStatus();
 }
 

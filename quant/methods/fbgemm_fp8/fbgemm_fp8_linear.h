@@ -28,6 +28,12 @@
 //
 // Weights are quantized on the CPU from the checkpoint weight cast to bfloat16 (transformers
 // materializes it in the model dtype before quantizing), then moved to `target.device`.
+//
+// Pre-quantized (`prequantized`): weight is registered as float8_e4m3fn [out, in] and
+// weight_scale as a plain parameter, exactly FbgemmFp8Linear's state dict (what save_pretrained
+// writes); the loader's shape/dtype check names a wrong tensor. FinishSerializedLoad rejects
+// contents quantize_fp8_per_row never writes (DATA_LOSS naming the tensor): a NaN weight code
+// or a weight_scale that is not finite and positive (its minimum is 1/229376).
 
 #include <ATen/core/Tensor.h>
 
@@ -42,6 +48,7 @@ namespace quantserve::quant {
 struct FbgemmFp8LinearOptions {
   models::LinearOptions linear;       // in/out features, bias, compute dtype (bfloat16)
   double activation_scale_ub = 1200;  // FbgemmFp8Config.activation_scale_ub
+  bool prequantized = false;          // register the serialized layout (see above)
 };
 
 class FbgemmFp8Linear final : public QuantizedLinear {
@@ -53,6 +60,7 @@ class FbgemmFp8Linear final : public QuantizedLinear {
   at::Tensor Forward(const at::Tensor& x) const override;
   std::string kernel_name() const override { return "gemm_w8a8_fp8_rowwise_ref"; }
   const char* type_name() const override { return "FbgemmFp8Linear"; }
+  absl::Status FinishSerializedLoad(const std::string& name, const LoadTarget& target) override;
 
   float activation_scale_ub() const { return activation_scale_ub_; }
 

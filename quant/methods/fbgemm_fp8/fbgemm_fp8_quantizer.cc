@@ -35,11 +35,13 @@ c10::ScalarType FbgemmFp8Quantizer::UpdateTorchDtype(c10::ScalarType requested) 
 absl::StatusOr<std::shared_ptr<QuantizedLinear>> FbgemmFp8Quantizer::MakeLinear(
     const std::string& name, const models::LinearOptions& options, const LoadTarget& target) {
   return std::make_shared<FbgemmFp8Linear>(FbgemmFp8LinearOptions{
-      .linear = options, .activation_scale_ub = config_.activation_scale_ub});
+      .linear = options,
+      .activation_scale_ub = config_.activation_scale_ub,
+      .prequantized = target.checkpoint_is_prequantized});
 }
 
 absl::Status RegisterFbgemmFp8Quantizer(QuantizerRegistry& registry) {
-  return registry.Register("fbgemm_fp8", &FbgemmFp8Quantizer::Create);
+  return registry.Register("fbgemm_fp8", &FbgemmFp8Quantizer::Create, {"activation_scale_ub"});
 }
 
 }  // namespace quantserve::quant

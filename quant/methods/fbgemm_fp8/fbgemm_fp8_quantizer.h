@@ -10,6 +10,10 @@
 //                          warning, since fbgemm's kernels read and write bfloat16
 //   skip rule              transformers' default (lm_head, tied weights) + modules_to_not_convert
 //   modules                FbgemmFp8Linear (see fbgemm_fp8_linear.h)
+//   pre-quantized          checkpoints save_pretrained wrote (weight e4m3 + weight_scale);
+//                          `activation_scale_ub` is a loading attribute (FbgemmFp8Config.
+//                          get_loading_attributes): a request's value replaces the checkpoint's
+//   save                   the same layout; the config as to_dict()
 
 #include <memory>
 #include <string>
@@ -26,6 +30,7 @@ class FbgemmFp8Quantizer final : public LinearQuantizer {
   static absl::StatusOr<std::unique_ptr<Quantizer>> Create(const std::string& config_json);
 
   c10::ScalarType UpdateTorchDtype(c10::ScalarType requested) override;
+  absl::Status PrequantizedSupport() const override { return absl::OkStatus(); }
   const FbgemmFp8Config& config() const { return config_; }
 
  protected:
@@ -39,7 +44,7 @@ class FbgemmFp8Quantizer final : public LinearQuantizer {
   FbgemmFp8Config config_;
 };
 
-// Registers "fbgemm_fp8".
+// Registers "fbgemm_fp8" with its loading attribute activation_scale_ub.
 absl::Status RegisterFbgemmFp8Quantizer(QuantizerRegistry& registry);
 
 }  // namespace quantserve::quant

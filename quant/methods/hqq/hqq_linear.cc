@@ -4,10 +4,12 @@
 
 #include <cstring>
 #include <limits>
+#include <sstream>
 #include <tuple>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/status_macros.h"
 
 namespace quantserve::quant {
@@ -51,6 +53,26 @@ std::vector<std::pair<std::string, at::Tensor>> Metadata(const HqqWeightQuantPar
   if (p.has_round_zero) m.emplace_back("round_zero", Flag(p.round_zero));
   if (p.has_bitpack) m.emplace_back("bitpack", Flag(true));
   return m;
+}
+
+// A metadata tensor as hqq's decode_safetensor_type reads it (for messages).
+std::string MetaText(const at::Tensor& t) {
+  if (t.dim() == 1 && t.scalar_type() == at::kByte) {
+    std::string s(static_cast<size_t>(t.numel()), ' ');
+    std::memcpy(s.data(), t.data_ptr(), s.size());
+    return absl::StrCat("'", s, "'");
+  }
+  if (t.dim() == 1) {
+    const at::Tensor v = t.to(at::kLong).contiguous();
+    const int64_t* p = v.data_ptr<int64_t>();
+    return absl::StrCat("[", absl::StrJoin(std::vector<int64_t>(p, p + v.numel()), ", "), "]");
+  }
+  if (at::isFloatingType(t.scalar_type())) {
+    std::ostringstream v;
+    v << t.item<double>();
+    return v.str();
+  }
+  return absl::StrCat(t.item<int64_t>());
 }
 
 // shrink_lp_op: sign(x) * max(0, |x| - |x|^(p-1) / beta).
@@ -131,30 +153,51 @@ absl::StatusOr<HqqLayout> HqqLayout::Create(int64_t out_features, int64_t in_fea
 }
 
 absl::StatusOr<std::shared_ptr<HqqLinear>> HqqLinear::Create(const models::LinearOptions& linear,
-                                                             const HqqWeightQuantParams& params) {
+                                                             const HqqWeightQuantParams& params,
+                                                             bool prequantized) {
   QS_ASSIGN_OR_RETURN(HqqLayout layout, HqqLayout::Create(linear.out_features, linear.in_features,
                                                           params, linear.dtype));
-  return std::shared_ptr<HqqLinear>(new HqqLinear(linear, params, std::move(layout)));
+  return std::shared_ptr<HqqLinear>(new HqqLinear(linear, params, std::move(layout), prequantized));
 }
 
 HqqLinear::HqqLinear(const models::LinearOptions& linear, const HqqWeightQuantParams& params,
-                     HqqLayout layout)
+                     HqqLayout layout, bool prequantized)
     : QuantizedLinear(linear), params_(params), layout_(std::move(layout)) {
   const c10::ScalarType packed_dtype =
       params_.view_as_float ? linear.dtype : layout_.packing->storage;
-  weight = models::MetaTensor({linear.out_features, linear.in_features}, linear.dtype);
-  RegisterParameter("weight", &weight);
+  // Quantizing at load, the state is derived from the float `weight`; a pre-quantized
+  // checkpoint holds exactly hqq's state dict instead.
+  auto add = [&](const std::string& name, at::Tensor* t) {
+    if (prequantized) {
+      RegisterParameter(name, t);
+    } else {
+      RegisterDerivedParameter(name, t);
+    }
+  };
+  if (!prequantized) {
+    weight = models::MetaTensor({linear.out_features, linear.in_features}, linear.dtype);
+    RegisterParameter("weight", &weight);
+  }
   w_q = models::MetaTensor(layout_.w_q_shape, packed_dtype);
-  RegisterDerivedParameter("W_q", &w_q);
+  add("W_q", &w_q);
   scale = models::MetaTensor(layout_.scale_shape, linear.dtype);
-  RegisterDerivedParameter("scale", &scale);
+  add("scale", &scale);
   zero = models::MetaTensor(layout_.scale_shape, linear.dtype);
-  RegisterDerivedParameter("zero", &zero);
+  add("zero", &zero);
   RegisterBias();
   for (auto& [name, value] : Metadata(params_, layout_, linear)) {
     metadata_.emplace_back(name, at::empty(value.sizes(), value.options().device(at::kMeta)));
-    RegisterDerivedParameter(name, &metadata_.back().second);
+    add(name, &metadata_.back().second);
   }
+}
+
+std::string HqqLinear::Describe() const {
+  std::ostringstream nbits;
+  nbits << params_.nbits;
+  return absl::StrCat("hqq ", nbits.str(), "-bit, group_size ", layout_.group_size, ", axis ",
+                      params_.axis, params_.view_as_float ? ", view_as_float" : "", " (",
+                      TorchDtypeName(options().dtype), ") for [", options().out_features, ", ",
+                      options().in_features, "]");
 }
 
 absl::Status HqqLinear::QuantizeWeight(const at::Tensor& weight_in, const LoadTarget& target) {
@@ -192,6 +235,83 @@ absl::Status HqqLinear::QuantizeWeight(const at::Tensor& weight_in, const LoadTa
   auto values = Metadata(params_, layout_, o);
   for (size_t i = 0; i < values.size(); ++i) metadata_[i].second = std::move(values[i].second);
   return absl::OkStatus();
+}
+
+absl::Status HqqLinear::LoadSerializedTensor(const std::string& local,
+                                             const std::string& full_name,
+                                             const at::Tensor& value, const LoadTarget& target) {
+  if (local == "W_q" && params_.view_as_float && at::isFloatingType(value.scalar_type()) &&
+      value.dim() == 2) {
+    // hqq views W_q back through unpack_view_dtype, so any float view of the same bytes works.
+    const c10::ScalarType storage = layout_.packing->storage;
+    const int64_t row_bytes = value.size(1) * static_cast<int64_t>(value.element_size());
+    if (row_bytes % static_cast<int64_t>(c10::elementSize(storage)) == 0) {
+      at::Tensor codes = value.contiguous().view(storage);
+      if (codes.size(0) == layout_.w_q_shape[0] && codes.size(1) == layout_.grouped_cols) {
+        w_q = codes.view(options().dtype)
+                  .to(at::TensorOptions().device(target.device), /*non_blocking=*/false,
+                      /*copy=*/true);
+        return absl::OkStatus();
+      }
+    }
+    return ExpectTensor(full_name, value, w_q.sizes(), w_q.scalar_type(), Describe());
+  }
+  for (auto& [name, slot] : metadata_) {
+    if (name != local) continue;
+    // hqq keeps its metadata on the CPU; compute_dtype may name any float dtype (checked in
+    // FinishSerializedLoad), so only its encoding is fixed here.
+    if (name == "compute_dtype" && value.dim() == 1 && value.scalar_type() == at::kByte) {
+      slot = value.clone();
+      return absl::OkStatus();
+    }
+    QS_RETURN_IF_ERROR(ExpectTensor(full_name, value, slot.sizes(), slot.scalar_type(),
+                                    absl::StrCat(Describe(), " metadata")));
+    slot = value.clone();
+    return absl::OkStatus();
+  }
+  return QuantizedLinear::LoadSerializedTensor(local, full_name, value, target);
+}
+
+absl::Status HqqLinear::FinishSerializedLoad(const std::string& name, const LoadTarget& target) {
+  auto expected = Metadata(params_, layout_, options());
+  for (size_t i = 0; i < expected.size(); ++i) {
+    const auto& [key, want] = expected[i];
+    const at::Tensor& got = metadata_[i].second;
+    const std::string full_name = absl::StrCat(name, ".", key);
+    if (key == "compute_dtype") {
+      const std::string text = MetaText(got);
+      bool known = false;
+      for (c10::ScalarType t : {at::kFloat, at::kHalf, at::kBFloat16}) {
+        known = known || text == absl::StrCat("'", TorchDtypeName(t), "'");
+      }
+      if (!known) {
+        return absl::DataLossError(absl::StrCat(
+            "tensor '", full_name, "' holds ", text,
+            " but hqq's compute_dtype must be torch.float32, torch.float16 or torch.bfloat16"));
+      }
+      continue;  // scale/zero were converted to this load's dtype
+    }
+    if (!got.equal(want)) {
+      return absl::DataLossError(absl::StrCat("tensor '", full_name, "' holds ", MetaText(got),
+                                              " but the quantization_config gives ",
+                                              MetaText(want), " for this module (", Describe(),
+                                              "); hqq unpacks W_q by this metadata"));
+    }
+  }
+  // What SerializedTensors writes: the checkpoint's metadata, compute_dtype as loaded now.
+  for (size_t i = 0; i < expected.size(); ++i) metadata_[i].second = std::move(expected[i].second);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> HqqLinear::SerializedTensors()
+    const {
+  // HQQLinear.state_dict(): everything but the float input slot (an alias of W_q).
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& p : NamedParameters()) {
+    if (p.name == "weight" || !p.slot.tied_to.empty()) continue;
+    out.emplace_back(p.name, *p.slot.tensor);
+  }
+  return out;
 }
 
 at::Tensor HqqLinear::Dequantize() const {

@@ -14,10 +14,20 @@
 //                (uint8 character codes), view_as_float, quant_scale, quant_zero, offload_meta,
 //                encoded_state_dict, stores_quant_config and the weight_quant_params flags
 //                channel_wise / optimize / round_zero / bitpack the config spelled out (uint8).
-// Every one but bias is derived (absent from an unquantized checkpoint). The float checkpoint
-// weight arrives through the `weight` slot (a float [out, in] meta tensor on the skeleton);
-// QuantizeWeight makes it an alias of W_q, so the loader sees it loaded and counts the bytes
-// once. hqq's layout has no `weight`: a writer of the HQQ layout skips that name.
+// Quantizing at load, every one but bias is derived (absent from an unquantized checkpoint).
+// The float checkpoint weight arrives through the `weight` slot (a float [out, in] meta tensor
+// on the skeleton); QuantizeWeight makes it an alias of W_q, so the loader sees it loaded and
+// counts the bytes once. hqq's layout has no `weight`: SerializedTensors leaves it out.
+//
+// Pre-quantized (a checkpoint written by save_pretrained of a model with HQQLinear modules):
+// the module registers exactly those tensors as plain parameters, no `weight`. Their expected
+// shapes/dtypes follow from the config and the Linear's shape; W_q stored viewed as float may
+// come in any float dtype whose bytes make the packed codes (hqq re-views it through
+// unpack_view_dtype). FinishSerializedLoad decodes the metadata as hqq's load_state_dict does
+// and checks it against the config (DATA_LOSS naming the tensor when, e.g., nbits or packing
+// says otherwise): the metadata decides how W_q is unpacked, so it must agree with the shapes
+// the config gave. compute_dtype may name another float dtype (scale/zero are converted to the
+// load's dtype, and the saved metadata says so).
 //
 // QuantizeWeight is Quantizer.quantize with HQQLinear(device="cpu"): float32 min/max, inverse
 // scale, the legacy proximal zero-point solver (optimize_weights_proximal_legacy) and planar
@@ -62,26 +72,38 @@ struct HqqLayout {
 
 class HqqLinear final : public QuantizedLinear {
  public:
-  // `linear.dtype` is the compute dtype. INVALID_ARGUMENT as HqqLayout::Create.
+  // `linear.dtype` is the compute dtype; `prequantized`: register the serialized layout (see
+  // above). INVALID_ARGUMENT as HqqLayout::Create.
   static absl::StatusOr<std::shared_ptr<HqqLinear>> Create(const models::LinearOptions& linear,
-                                                           const HqqWeightQuantParams& params);
+                                                           const HqqWeightQuantParams& params,
+                                                           bool prequantized = false);
 
   absl::Status QuantizeWeight(const at::Tensor& weight, const LoadTarget& target) override;
   at::Tensor Dequantize() const override;
   at::Tensor Forward(const at::Tensor& x) const override;
   const char* type_name() const override { return "HQQLinear"; }
 
+  absl::Status LoadSerializedTensor(const std::string& local, const std::string& full_name,
+                                    const at::Tensor& value, const LoadTarget& target) override;
+  absl::Status FinishSerializedLoad(const std::string& name, const LoadTarget& target) override;
+  absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> SerializedTensors()
+      const override;
+
   const HqqWeightQuantParams& params() const { return params_; }
   const HqqLayout& layout() const { return layout_; }
 
-  at::Tensor weight;  // "weight": the float input slot; aliases w_q once quantized
+  at::Tensor weight;  // "weight": the float input slot, aliases w_q once quantized (not
+                      // registered when pre-quantized)
   at::Tensor w_q;     // "W_q"
   at::Tensor scale;   // "scale"
   at::Tensor zero;    // "zero"
 
  private:
   HqqLinear(const models::LinearOptions& linear, const HqqWeightQuantParams& params,
-            HqqLayout layout);
+            HqqLayout layout, bool prequantized);
+  // "hqq 4-bit, group_size 64, axis 1" (for messages).
+  std::string Describe() const;
+
   // hqq's encoded metadata, name -> 0-d / 1-d CPU tensor (a deque keeps registered pointers).
   std::deque<std::pair<std::string, at::Tensor>> metadata_;
 

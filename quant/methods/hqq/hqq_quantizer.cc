@@ -109,7 +109,7 @@ absl::StatusOr<std::shared_ptr<QuantizedLinear>> HqqQuantizer::MakeLinear(
     const std::string& name, const models::LinearOptions& options, const LoadTarget& target) {
   auto it = plan_.find(name);
   if (it == plan_.end()) return absl::InternalError("hqq has no config for " + name);
-  auto linear = HqqLinear::Create(options, it->second);
+  auto linear = HqqLinear::Create(options, it->second, target.checkpoint_is_prequantized);
   if (!linear.ok()) {
     return common::Annotate(linear.status(), absl::StrCat("hqq cannot quantize ", name, " (tag '",
                                                           HqqLinearTag(name), "')"));

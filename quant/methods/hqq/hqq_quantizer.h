@@ -15,8 +15,14 @@
 // never quantized here: UNIMPLEMENTED when the config would convert it.
 //
 // Traits as HqqHfQuantizer: no calibration, serializable, trainable. The compute dtype is the
-// requested one (5.23 has no update_dtype override). Pre-quantized HQQ checkpoints are not
-// loaded yet (LinearQuantizer::ValidateEnvironment).
+// requested one (5.23 has no update_dtype override).
+//
+// Pre-quantized checkpoints (config.json's quantization_config is HqqConfig.to_dict(), the
+// safetensors hold each HQQLinear.state_dict(), as save_pretrained writes them) follow the
+// same plan; each converted module registers hqq's state dict layout (HqqLinear). transformers
+// 5.23 itself cannot load them (no HQQ load operations); hqq's HQQLinear.load_state_dict can,
+// and is what we match. HqqConfig has no loading attributes: a request's other fields are
+// ignored. SerializedConfigJson is to_dict(), as prepare_for_hqq_linear stores it.
 
 #include <map>
 #include <memory>
@@ -47,6 +53,7 @@ class HqqQuantizer final : public LinearQuantizer {
   // The Linear modules the plan leaves float (for reporting); ShouldConvert follows the plan.
   std::vector<std::string> ModulesToNotConvert(const models::Module& root) const override;
   bool ShouldConvert(const std::string& name, const std::vector<std::string>& skip) const override;
+  absl::Status PrequantizedSupport() const override { return absl::OkStatus(); }
 
  private:
   explicit HqqQuantizer(HqqConfig config);
