@@ -23,6 +23,7 @@
 #include "common/status_macros.h"
 #include "common/torch_status.h"
 #include "loader/checkpoint.h"
+#include "quant/quantized_linear.h"
 #include "loader/dtype.h"
 
 namespace quantserve::loader {
@@ -513,6 +514,12 @@ absl::StatusOr<LoadedModel> RunLoadPipeline(
     if (!counted.insert(t.data_ptr()).second) continue;  // tied: count once, like transformers
     out.parameters += t.numel();
     out.memory_footprint_bytes += t.numel() * static_cast<int64_t>(t.element_size());
+  }
+  // Plus what quantized modules keep for their forward beyond their serialized state.
+  for (const auto& m : root->NamedModules()) {
+    if (const auto* q = dynamic_cast<const quant::QuantizedLinear*>(m.module); q != nullptr) {
+      out.memory_footprint_bytes += q->runtime_bytes();
+    }
   }
   out.peak_rss_growth_bytes = std::max<int64_t>(0, rss_peak - rss_start);
   out.seconds = clock.Seconds();

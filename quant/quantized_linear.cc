@@ -29,6 +29,22 @@ int64_t QuantizedLinear::memory_footprint_bytes() const {
     if (!t.defined() || t.is_meta() || !seen.insert(t.data_ptr()).second) continue;
     n += t.numel() * static_cast<int64_t>(t.element_size());
   }
+  return n + runtime_bytes();
+}
+
+int64_t QuantizedLinear::runtime_bytes() const {
+  // A runtime tensor may alias a registered one (codes used as loaded): count storage once.
+  std::unordered_set<const void*> seen;
+  for (const auto& p : NamedParameters()) {
+    if (p.slot.tensor->defined() && !p.slot.tensor->is_meta()) {
+      seen.insert(p.slot.tensor->storage().data());
+    }
+  }
+  int64_t n = 0;
+  for (const at::Tensor* t : runtime_) {
+    if (!t->defined() || t->is_meta() || !seen.insert(t->storage().data()).second) continue;
+    n += t->numel() * static_cast<int64_t>(t->element_size());
+  }
   return n;
 }
 

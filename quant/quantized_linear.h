@@ -45,8 +45,11 @@ class QuantizedLinear : public models::Linear {
   std::string kernel_name() const override { return "dequantize_linear_ref"; }
 
   // Every registered tensor (packed codes, scales, zeros, bias), like transformers'
-  // get_memory_footprint over the module's parameters and buffers.
+  // get_memory_footprint over the module's parameters and buffers, plus the runtime tensors.
   int64_t memory_footprint_bytes() const override;
+  // Bytes of the runtime tensors alone (RegisterRuntimeTensor), which NamedParameters()
+  // does not show: the loader adds them to the model's footprint.
+  int64_t runtime_bytes() const;
 
   // Stores checkpoint tensor `local` of this module ("qweight", "weight.absmax", "bias"; the
   // full checkpoint name is `full_name`, for messages). `value` is on CPU in the checkpoint
@@ -73,11 +76,18 @@ class QuantizedLinear : public models::Linear {
  protected:
   // Registers `bias` as [out] in the compute dtype when options().bias.
   void RegisterBias();
+  // A tensor the forward keeps besides the serialized state (codes unpacked at load, decoded
+  // indices): never saved, but counted in memory_footprint_bytes, so the footprint is what
+  // the module really holds. `tensor` is a member of this module.
+  void RegisterRuntimeTensor(const at::Tensor* tensor) { runtime_.push_back(tensor); }
   // INVALID_ARGUMENT naming `full_name` unless `value` has exactly `shape` and `dtype`;
   // `what` says which layout expects it ("gptq 4-bit, group_size 128").
   static absl::Status ExpectTensor(const std::string& full_name, const at::Tensor& value,
                                    at::IntArrayRef shape, c10::ScalarType dtype,
                                    const std::string& what);
+
+ private:
+  std::vector<const at::Tensor*> runtime_;
 };
 
 }  // namespace quantserve::quant

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "absl/strings/str_format.h"
 #include "tests/quant/prequant_testing.h"
 
 namespace quantserve::testing {

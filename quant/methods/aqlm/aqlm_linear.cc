@@ -49,6 +49,7 @@ AqlmLinear::AqlmLinear(const models::LinearOptions& linear, const AqlmConfig& co
   scales = models::MetaTensor({linear.out_features / go, 1, 1, 1}, linear.dtype);
   RegisterParameter("scales", &scales);
   RegisterBias();
+  RegisterRuntimeTensor(&indices_);
 }
 
 std::string AqlmLinear::LayoutName() const {
@@ -141,12 +142,6 @@ at::Tensor AqlmLinear::Dequantize() const {
                                                   /*scale_grad_by_freq=*/false, /*mode=*/0));
   at::Tensor w = flat.view({o, i, go, gi}).mul(scales);
   return w.swapaxes(-3, -2).reshape({o * go, i * gi}).to(options().dtype);
-}
-
-int64_t AqlmLinear::memory_footprint_bytes() const {
-  int64_t n = QuantizedLinear::memory_footprint_bytes();
-  if (indices_.defined()) n += indices_.numel() * static_cast<int64_t>(indices_.element_size());
-  return n;
 }
 
 }  // namespace quantserve::quant

@@ -54,7 +54,6 @@ class AqlmLinear final : public QuantizedLinear {
   at::Tensor Dequantize() const override;
   std::string kernel_name() const override { return "aqlm_dequantize_gemm"; }
   const char* type_name() const override { return "AqlmLinear"; }
-  int64_t memory_footprint_bytes() const override;
 
   absl::Status LoadSerializedTensor(const std::string& local, const std::string& full_name,
                                     const at::Tensor& value, const LoadTarget& target) override;

@@ -103,6 +103,9 @@ AwqLinear::AwqLinear(const models::LinearOptions& options, const AwqLinearOption
     bias = models::MetaTensor({n}, at::kHalf);
     RegisterParameter("bias", &bias);
   }
+  RegisterRuntimeTensor(&codes_);
+  RegisterRuntimeTensor(&zeros_);
+  RegisterRuntimeTensor(&scales_kn_);
 }
 
 std::string AwqLinear::LayoutName() const {

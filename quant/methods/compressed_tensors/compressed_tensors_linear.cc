@@ -286,6 +286,8 @@ absl::StatusOr<std::shared_ptr<CompressedTensorsLinear>> CompressedTensorsLinear
     }
   }
   m->RegisterBias();
+  m->RegisterRuntimeTensor(&m->codes_);
+  m->RegisterRuntimeTensor(&m->zero_);
   return m;
 }
 

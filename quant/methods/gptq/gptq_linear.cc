@@ -93,6 +93,9 @@ GptqLinear::GptqLinear(const models::LinearOptions& linear, const GptqLinearOpti
   RegisterParameter("scales", &scales);
   RegisterParameter("g_idx", &g_idx);
   (void)MarkOptional("g_idx");
+  RegisterRuntimeTensor(&codes_);
+  RegisterRuntimeTensor(&zeros_);
+  RegisterRuntimeTensor(&groups_of_rows_);
   if (linear.bias) {
     bias = models::MetaTensor({n}, at::kHalf);  // GPTQModel packs bias as float16
     RegisterParameter("bias", &bias);
