@@ -49,11 +49,14 @@ struct FileCloser {
   void operator()(std::FILE* f) const { std::fclose(f); }
 };
 
+}  // namespace
+
 // One safetensors file: an 8-byte little-endian header length, the JSON header (padded with
 // spaces to a multiple of 8 so every tensor stays 8-byte aligned), then the tensor bytes.
-absl::Status WriteShard(const fs::path& path,
-                        const std::vector<std::pair<std::string, at::Tensor>>& tensors,
-                        const std::map<std::string, std::string>& metadata) {
+absl::Status WriteSafetensorsFile(const std::string& file,
+                                  const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                                  const std::map<std::string, std::string>& metadata) {
+  const fs::path path(file);
   Json header;
   Json meta = Json::object();
   meta["format"] = "pt";
@@ -97,6 +100,8 @@ absl::Status WriteShard(const fs::path& path,
   if (std::fflush(f.get()) != 0 || ::fsync(fileno(f.get())) != 0) return IoError("cannot sync", path);
   return absl::OkStatus();
 }
+
+namespace {
 
 absl::Status WriteText(const fs::path& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
@@ -202,7 +207,7 @@ absl::StatusOr<SaveModelResult> SaveModel(const LoadedModel& model, const std::s
         shards.size() == 1 ? "model.safetensors"
                            : absl::StrFormat("model-%05d-of-%05d.safetensors", i + 1, shards.size());
     for (const auto& [name, t] : shards[i]) weight_map[name] = file;
-    absl::Status s = WriteShard(tmp / file, shards[i], metadata);
+    absl::Status s = WriteSafetensorsFile((tmp / file).string(), shards[i], metadata);
     if (!s.ok()) return fail(s);
     result.files.push_back(file);
   }

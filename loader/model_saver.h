@@ -14,10 +14,13 @@
 // under a temporary name next to `output_dir` and renamed into place when complete: a failed
 // or interrupted save leaves nothing half-written at `output_dir`.
 
+#include <ATen/core/Tensor.h>
 #include <c10/core/ScalarType.h>
 
 #include <cstdint>
+#include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -43,6 +46,12 @@ struct SaveModelResult {
 // style I/O errors name the path.
 absl::StatusOr<SaveModelResult> SaveModel(const LoadedModel& model, const std::string& source_dir,
                                           const SaveModelOptions& options);
+
+// Writes one safetensors file holding `tensors` (any device; copied to the host one at a time)
+// in order, with `metadata` plus "format": "pt" as its "__metadata__".
+absl::Status WriteSafetensorsFile(const std::string& path,
+                                  const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                                  const std::map<std::string, std::string>& metadata = {});
 
 // "float32" | "bfloat16" | "float16" (the config.json torch_dtype spelling).
 std::string TorchDtypeName(c10::ScalarType dtype);

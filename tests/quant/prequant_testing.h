@@ -6,17 +6,77 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstring>
 #include <filesystem>
+#include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "common/env.h"
 #include "loader/load_pipeline.h"
 #include "loader/model_saver.h"
 #include "tests/quant/quant_testing.h"
 
 namespace quantserve::testing {
+
+// Shared by the per-method pre-quantized tests.
+using TensorMap = std::map<std::string, at::Tensor>;
+
+// Every tensor of a safetensors file (a failure when it cannot be read).
+inline TensorMap ReadTensors(const std::string& path) {
+  auto t = loader::ReadSafetensorsFile(common::Env::Default(), path);
+  EXPECT_TRUE(t.ok()) << path << ": " << t.status();
+  return t.ok() ? *t : TensorMap{};
+}
+
+// Same dtype, shape and bytes.
+inline bool BitEqual(const at::Tensor& a, const at::Tensor& b) {
+  if (a.scalar_type() != b.scalar_type() || a.sizes() != b.sizes()) return false;
+  at::Tensor x = a.contiguous().cpu(), y = b.contiguous().cpu();
+  return std::memcmp(x.data_ptr(), y.data_ptr(), x.numel() * x.element_size()) == 0;
+}
+
+inline std::vector<std::string> Sorted(std::vector<std::string> v) {
+  std::sort(v.begin(), v.end());
+  return v;
+}
+
+// The module tree's registered tensors by dotted name.
+inline TensorMap ParamState(const models::Module& root) {
+  TensorMap out;
+  for (const auto& p : root.NamedParameters()) out.emplace(p.name, *p.slot.tensor);
+  return out;
+}
+
+// Same names, and every tensor bit for bit (the first 5 differences reported).
+inline void ExpectSameTensors(const TensorMap& ours, const TensorMap& theirs,
+                              const std::string& what) {
+  std::vector<std::string> a, b;
+  for (const auto& [n, t] : ours) a.push_back(n);
+  for (const auto& [n, t] : theirs) b.push_back(n);
+  EXPECT_EQ(a, b) << what;
+  int differ = 0;
+  for (const auto& [n, t] : theirs) {
+    auto it = ours.find(n);
+    if (it == ours.end() || BitEqual(it->second, t)) continue;
+    if (++differ <= 5) {
+      ADD_FAILURE() << what << ": " << n << " differs: ours " << it->second.scalar_type() << " "
+                    << it->second.sizes() << ", theirs " << t.scalar_type() << " " << t.sizes();
+    }
+  }
+  EXPECT_EQ(differ, 0) << what;
+}
+
+// The evaluation windows a reference.json was scored on.
+inline nlohmann::json Windows(const nlohmann::json& ref) {
+  nlohmann::json all = QuantWindows()["windows"], used = nlohmann::json::array();
+  for (int i = 0; i < ref["n_windows"].get<int>(); ++i) used.push_back(all[i]);
+  return used;
+}
 
 // OUT/prequant/<method>/<case>/ and its reference.json / checkpoint/.
 inline std::string PrequantCaseDir(const std::string& method, const std::string& name) {
@@ -83,6 +143,22 @@ inline std::string TempDir(const std::string& name) {
                             ("qs_" + name + "_" + std::to_string(::getpid()));
   std::filesystem::remove_all(p);
   return p.string();
+}
+
+// A copy (in a fresh temp dir) of fixture case `name`'s checkpoint with `edit` applied to the
+// tensors of its model.safetensors. Returns the directory.
+inline std::string CorruptCopy(const std::string& method, const std::string& name,
+                               const std::string& tag,
+                               const std::function<void(TensorMap&)>& edit) {
+  const std::string dir = TempDir(method + "_corrupt_" + tag);
+  std::filesystem::copy(FixturesDir() + "/prequant/" + method + "/" + name + "/checkpoint", dir,
+                        std::filesystem::copy_options::recursive);
+  TensorMap tensors = ReadTensors(dir + "/model.safetensors");
+  edit(tensors);
+  std::vector<std::pair<std::string, at::Tensor>> ordered(tensors.begin(), tensors.end());
+  const absl::Status s = loader::WriteSafetensorsFile(dir + "/model.safetensors", ordered);
+  EXPECT_TRUE(s.ok()) << s;
+  return dir;
 }
 
 // Saves `model` (loaded from `source_dir`) into a new directory and loads it back; the

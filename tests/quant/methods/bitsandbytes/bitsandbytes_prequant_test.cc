@@ -40,68 +40,13 @@ std::vector<std::string> Cases() {
   return {"int8", "nf4", "fp4", "nf4_double_bf16", "fp4_storage_bf16", "nf4_blocksize128"};
 }
 
-using TensorMap = std::map<std::string, at::Tensor>;
+using testing::BitEqual;
+using testing::ReadTensors;
+using testing::TensorMap;
 
-TensorMap ReadTensors(const std::string& path) {
-  auto t = loader::ReadSafetensorsFile(common::Env::Default(), path);
-  EXPECT_TRUE(t.ok()) << path << ": " << t.status();
-  return t.ok() ? *t : TensorMap{};
-}
-
-bool BitEqual(const at::Tensor& a, const at::Tensor& b) {
-  if (a.scalar_type() != b.scalar_type() || a.sizes() != b.sizes()) return false;
-  at::Tensor x = a.contiguous().cpu(), y = b.contiguous().cpu();
-  return std::memcmp(x.data_ptr(), y.data_ptr(), x.numel() * x.element_size()) == 0;
-}
-
-std::string SafetensorsDtype(c10::ScalarType t) {
-  switch (t) {
-    case at::kFloat: return "F32";
-    case at::kBFloat16: return "BF16";
-    case at::kHalf: return "F16";
-    case at::kByte: return "U8";
-    case at::kChar: return "I8";
-    case at::kLong: return "I64";
-    default: ADD_FAILURE() << "no safetensors name for " << t; return "";
-  }
-}
-
-// A minimal safetensors writer for the corrupt copies.
-void WriteSafetensors(const std::string& path, const TensorMap& tensors) {
-  nlohmann::ordered_json header;
-  header["__metadata__"] = {{"format", "pt"}};
-  int64_t offset = 0;
-  for (const auto& [name, t] : tensors) {
-    const int64_t bytes = t.numel() * static_cast<int64_t>(t.element_size());
-    header[name] = {{"dtype", SafetensorsDtype(t.scalar_type())},
-                    {"shape", t.sizes().vec()},
-                    {"data_offsets", {offset, offset + bytes}}};
-    offset += bytes;
-  }
-  std::string h = header.dump();
-  while (h.size() % 8 != 0) h += ' ';
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  const uint64_t n = h.size();
-  f.write(reinterpret_cast<const char*>(&n), 8);
-  f.write(h.data(), static_cast<std::streamsize>(h.size()));
-  for (const auto& [name, t] : tensors) {
-    at::Tensor c = t.contiguous().cpu();
-    f.write(static_cast<const char*>(c.data_ptr()),
-            static_cast<std::streamsize>(c.numel() * c.element_size()));
-  }
-  ASSERT_TRUE(f.good()) << path;
-}
-
-// A copy of fixture case `name`'s checkpoint with `edit` applied to its tensors.
 std::string CorruptCopy(const std::string& name, const std::string& tag,
                         const std::function<void(TensorMap&)>& edit) {
-  const std::string dir = TempDir("bnb_corrupt_" + tag);
-  std::filesystem::copy(PrequantCheckpoint(kMethod, name), dir,
-                        std::filesystem::copy_options::recursive);
-  TensorMap tensors = ReadTensors(dir + "/model.safetensors");
-  edit(tensors);
-  WriteSafetensors(dir + "/model.safetensors", tensors);
-  return dir;
+  return testing::CorruptCopy(kMethod, name, tag, edit);
 }
 
 at::Tensor Bytes(const std::string& s) {

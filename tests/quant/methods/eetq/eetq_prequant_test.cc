@@ -36,55 +36,13 @@ using testing::TempDir;
 constexpr char kMethod[] = "eetq";
 constexpr char kQProj[] = "model.layers.0.self_attn.q_proj";
 
-using TensorMap = std::map<std::string, at::Tensor>;
-
-TensorMap ReadTensors(const std::string& path) {
-  auto t = loader::ReadSafetensorsFile(common::Env::Default(), path);
-  EXPECT_TRUE(t.ok()) << path << ": " << t.status();
-  return t.ok() ? *t : TensorMap{};
-}
-
-bool BitEqual(const at::Tensor& a, const at::Tensor& b) {
-  if (a.scalar_type() != b.scalar_type() || a.sizes() != b.sizes()) return false;
-  at::Tensor x = a.contiguous().cpu(), y = b.contiguous().cpu();
-  return std::memcmp(x.data_ptr(), y.data_ptr(), x.numel() * x.element_size()) == 0;
-}
-
-// The fixtures list module names sorted.
-std::vector<std::string> Sorted(std::vector<std::string> v) {
-  std::sort(v.begin(), v.end());
-  return v;
-}
-
-TensorMap State(const models::Module& root) {
-  TensorMap out;
-  for (const auto& p : root.NamedParameters()) out.emplace(p.name, *p.slot.tensor);
-  return out;
-}
-
-// Same names, and every tensor bit for bit.
-void ExpectSameTensors(const TensorMap& ours, const TensorMap& theirs, const std::string& what) {
-  std::vector<std::string> a, b;
-  for (const auto& [n, t] : ours) a.push_back(n);
-  for (const auto& [n, t] : theirs) b.push_back(n);
-  EXPECT_EQ(a, b) << what;
-  int differ = 0;
-  for (const auto& [n, t] : theirs) {
-    auto it = ours.find(n);
-    if (it == ours.end() || BitEqual(it->second, t)) continue;
-    if (++differ <= 5) {
-      ADD_FAILURE() << what << ": " << n << " differs: ours " << it->second.scalar_type() << " "
-                    << it->second.sizes() << ", theirs " << t.scalar_type() << " " << t.sizes();
-    }
-  }
-  EXPECT_EQ(differ, 0) << what;
-}
-
-nlohmann::json Windows(const nlohmann::json& ref) {
-  nlohmann::json all = testing::QuantWindows()["windows"], used = nlohmann::json::array();
-  for (int i = 0; i < ref["n_windows"].get<int>(); ++i) used.push_back(all[i]);
-  return used;
-}
+using testing::BitEqual;
+using testing::ExpectSameTensors;
+using testing::ParamState;
+using testing::ReadTensors;
+using testing::Sorted;
+using testing::TensorMap;
+using testing::Windows;
 
 TEST(EetqPrequantTest, MatchesTransformersPrequantizedLoad) {
   const nlohmann::json ref = PrequantReference(kMethod, "default");
@@ -120,7 +78,7 @@ TEST(EetqPrequantTest, PrequantizedSaveAndReload) {
                     ReadTensors(dir + "/model.safetensors"), "SerializedState");
   auto reloaded = testing::SaveAndReload(*loaded, dir, "eetq_resave");
   ASSERT_TRUE(reloaded.ok()) << reloaded.status();
-  ExpectSameTensors(State(*reloaded->causal_lm), State(*loaded->causal_lm), "reloaded");
+  ExpectSameTensors(ParamState(*reloaded->causal_lm), ParamState(*loaded->causal_lm), "reloaded");
   at::Tensor a = testing::TargetLogprobs(*loaded->causal_lm, Windows(ref));
   at::Tensor b = testing::TargetLogprobs(*reloaded->causal_lm, Windows(ref));
   EXPECT_TRUE(BitEqual(a, b)) << "max diff " << (a - b).abs().max().item<double>();
@@ -145,7 +103,7 @@ TEST(EetqSaveTest, QuantizeAtLoadSavesWhatSavePretrainedWrites) {
                 ["quantization_config"]);
   auto reloaded = LoadModelDir(o.output_dir, "", ref["dtype"]);
   ASSERT_TRUE(reloaded.ok()) << reloaded.status();
-  ExpectSameTensors(State(*reloaded->causal_lm), State(*quantized->causal_lm),
+  ExpectSameTensors(ParamState(*reloaded->causal_lm), ParamState(*quantized->causal_lm),
                     "reloaded vs quantized at load");
   at::Tensor a = testing::TargetLogprobs(*quantized->causal_lm, Windows(ref));
   at::Tensor b = testing::TargetLogprobs(*reloaded->causal_lm, Windows(ref));
