@@ -75,9 +75,7 @@ TEST(SaveRoundTripTest, QuantizedAtLoadSavesAndReloadsBitForBit) {
       ASSERT_TRUE(after.count(name)) << name;
       const at::Tensor& u = after.at(name);
       EXPECT_EQ(t.scalar_type(), u.scalar_type()) << name;
-      EXPECT_TRUE(t.sizes() == u.sizes() &&
-                  at::equal(t.contiguous().view(at::kByte), u.contiguous().view(at::kByte)))
-          << name;
+      EXPECT_TRUE(BitEqual(t, u)) << name;
     }
     nlohmann::json used = nlohmann::json::array();
     for (int i = 0; i < c.n_windows; ++i) used.push_back(windows[i]);

@@ -634,14 +634,26 @@ TEST_F(ServerTest, UnloadWaitsForAnInFlightEmbed) {
   EXPECT_EQ(stats_->shutdowns.load(), 1);
 }
 
-TEST_F(ServerTest, SaveModelIsUnimplemented) {
-  v1::SaveModelRequest request;
-  request.set_name("tiny");
-  v1::SaveModelResponse response;
-  grpc::ClientContext context;
-  grpc::Status status = models_->SaveModel(&context, request, &response);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED);
-  EXPECT_THAT(status.error_message(), HasSubstr("pre-quantized checkpoint"));
+TEST_F(ServerTest, SaveModelValidatesItsRequest) {
+  auto save = [&](const std::string& name, const std::string& path, const std::string& size) {
+    v1::SaveModelRequest request;
+    request.set_name(name);
+    request.set_path(path);
+    request.set_max_shard_size(size);
+    v1::SaveModelResponse response;
+    grpc::ClientContext context;
+    return models_->SaveModel(&context, request, &response);
+  };
+  grpc::Status status = save("tiny", "", "");
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("path"));
+  status = save("absent", "out", "");
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
+  status = save("tiny", "../out", "");
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  status = save("tiny", "out", "-5GB");
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("max_shard_size"));
 }
 
 TEST_F(ServerTest, MetricsCarryModelAndQuantMethodLabels) {
