@@ -33,8 +33,11 @@ const Case kCases[] = {
     {"bnb_fp4_double_quant",
      R"({"load_in_4bit": true, "bnb_4bit_quant_type": "fp4", "bnb_4bit_use_double_quant": true})",
      "float32", 2, 1e-4},
+    // transformers 5.23 has no load path for HQQ checkpoints (every tensor comes back
+    // unexpected); hqq_prequant_test checks these files against save_pretrained's and hqq's own
+    // load_state_dict instead.
     {"hqq_4bit_g64", R"({"quant_method": "hqq", "nbits": 4, "group_size": 64})", "float32", 2,
-     1e-4},
+     -1},
     {"torchao_int8_weight_only",
      R"({"quant_method": "torchao", "quant_type": {"default": {"_type": "Int8WeightOnlyConfig", "_version": 2, "_data": {}}}})",
      "float32", 2, 1e-4},
