@@ -4,6 +4,7 @@
 #include <cmath>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -211,6 +212,21 @@ void PrintModel(std::ostream& out, const v1::ModelInfo& m) {
               });
   if (!m.default_pooling().empty()) {
     rows.push_back({"default_pooling:", m.default_pooling()});
+  }
+  if (m.kernels_size() > 0) {
+    // Sorted by name: the proto map has no order.
+    std::map<std::string, int32_t> kernels(m.kernels().begin(), m.kernels().end());
+    std::vector<std::string> parts;
+    for (const auto& [kernel, layers] : kernels) parts.push_back(absl::StrCat(kernel, " x", layers));
+    rows.push_back({"kernels:", absl::StrJoin(parts, ", ")});
+  }
+  if (m.max_batch_size() > 0) {
+    std::string batching = absl::StrCat("max ", m.max_batch_size(), " sequences");
+    if (m.kv_cache_budget_bytes() > 0) {
+      absl::StrAppend(&batching, ", KV cache ", Megabytes(m.kv_cache_budget_bytes()), " MB");
+    }
+    if (m.deterministic()) absl::StrAppend(&batching, ", deterministic");
+    rows.push_back({"batching:", batching});
   }
   PrintTable(out, rows);
 }

@@ -39,6 +39,15 @@ struct LoadOptions {
   // activations; quant::Quantizer::Calibrate). Each is tokenized with special tokens and run
   // through the model once, in order. Empty = none; a method that needs them refuses the load.
   std::vector<std::string> calibration_texts;
+  // Continuous batching (causal LMs): sequences decoded together in one step, prompt tokens
+  // prefilled per step, and the KV cache budget over all of them (0 = enough for
+  // max_batch_size sequences at full context). Embed batches up to max_prefill_tokens too.
+  int32_t max_batch_size = 32;
+  int64_t max_prefill_tokens = 2048;
+  int64_t kv_cache_bytes = 0;
+  int32_t max_queued = 256;  // waiting requests beyond this are RESOURCE_EXHAUSTED
+  // Each request's output independent of what else runs (no shared matmuls; slower).
+  bool deterministic = false;
 };
 
 // One progress report of a running load; phases in order: "config", "quantizer",
@@ -67,6 +76,22 @@ struct ModelDescription {
   double load_seconds = 0;
   int64_t peak_load_memory_bytes = 0;    // peak RSS growth of the process during the load
   std::string default_pooling;           // embed models: mean|cls|last
+  // Which kernel each linear layer's forward runs, with how many layers run it
+  // ("lut4_gemv_avx2": 154, "aten_linear": 1).
+  std::map<std::string, int32_t> kernels;
+  int32_t max_batch_size = 0;
+  int64_t kv_cache_budget_bytes = 0;    // causal LMs
+  bool deterministic = false;
+};
+
+// A snapshot of a model's scheduler, for metrics.
+struct ServingStats {
+  int32_t running = 0;              // sequences in the batch
+  int32_t waiting = 0;              // admitted to the queue, not yet running
+  int64_t kv_cache_used_bytes = 0;
+  int64_t kv_cache_budget_bytes = 0;
+  int64_t steps = 0;                // forwards run so far
+  int64_t step_rows = 0;            // rows (tokens) over all steps: step_rows/steps = batch
 };
 
 struct SamplingParams {
@@ -194,6 +219,8 @@ class ServableModel {
   virtual absl::StatusOr<SaveResult> Save(const SaveOptions& options) {
     return absl::UnimplementedError("this model cannot be saved");
   }
+
+  virtual ServingStats Stats() const { return {}; }
 
   // Stops the scheduler after finishing (not cancelling) queued work. Called by the server
   // once no handle pins the model; later calls return UNAVAILABLE.

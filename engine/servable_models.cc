@@ -15,6 +15,7 @@
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "common/torch_status.h"
+#include "engine/embed_batcher.h"
 #include "engine/engine_api.h"
 #include "engine/generation_scheduler.h"
 #include "loader/load_pipeline.h"
@@ -49,6 +50,13 @@ ModelDescription Describe(const loader::LoadedModel& m) {
   d.load_seconds = m.seconds;
   d.peak_load_memory_bytes = m.peak_rss_growth_bytes;
   if (m.encoder) d.default_pooling = "mean";
+  models::Module& root = m.causal_lm ? static_cast<models::Module&>(*m.causal_lm)
+                                     : static_cast<models::Module&>(*m.encoder);
+  for (const auto& named : root.NamedModules()) {
+    if (const auto* linear = dynamic_cast<const models::Linear*>(named.module)) {
+      d.kernels[linear->kernel_name()] += 1;
+    }
+  }
   return d;
 }
 
@@ -111,25 +119,23 @@ class CausalLmServable final : public ServableBase {
  public:
   CausalLmServable(ModelDescription description, std::shared_ptr<const models::Tokenizer> tok,
                    std::shared_ptr<const loader::LoadedModel> loaded, std::string source_dir,
-                   std::vector<int32_t> eos_ids, int32_t num_threads)
-      : CausalLmServable(std::move(description), tok, loaded, std::move(source_dir),
-                         loaded->causal_lm, std::move(eos_ids), num_threads) {}
-
- private:
-  CausalLmServable(ModelDescription description, std::shared_ptr<const models::Tokenizer> tok,
-                   std::shared_ptr<const loader::LoadedModel> loaded, std::string source_dir,
-                   std::shared_ptr<const models::LlamaForCausalLM> model,
-                   std::vector<int32_t> eos_ids, int32_t num_threads)
-      : ServableBase(std::move(description), tok, std::move(loaded), std::move(source_dir)),
-        model_(model),
-        num_threads_(num_threads),
-        scheduler_({.model = model,
+                   std::vector<int32_t> eos_ids, const LoadOptions& options)
+      : ServableBase(std::move(description), tok, loaded, std::move(source_dir)),
+        scheduler_({.model = loaded->causal_lm,
                     .tokenizer = tok,
                     .eos_token_ids = std::move(eos_ids),
-                    .context_length = model->config().max_position_embeddings,
-                    .num_threads = num_threads}) {}
+                    .context_length = loaded->causal_lm->config().max_position_embeddings,
+                    .max_queued = options.max_queued,
+                    .max_batch_size = options.max_batch_size,
+                    .max_prefill_tokens = options.max_prefill_tokens,
+                    .kv_cache_bytes = options.kv_cache_bytes,
+                    .deterministic = options.deterministic,
+                    .num_threads = options.num_threads}) {
+    description_.max_batch_size = options.max_batch_size;
+    description_.kv_cache_budget_bytes = scheduler_.kv_cache_budget_bytes();
+    description_.deterministic = options.deterministic;
+  }
 
- public:
   std::unique_ptr<GenerationHandle> Generate(GenerateParams params,
                                              std::shared_ptr<GenerateObserver> observer) override {
     return scheduler_.Generate(std::move(params), std::move(observer));
@@ -137,57 +143,13 @@ class CausalLmServable final : public ServableBase {
 
   absl::StatusOr<EmbedResult> Embed(const EmbedParams&) override { return WrongTask("Embed"); }
 
+  // Runs in the generation batch as a prefill-only sequence.
   absl::StatusOr<ScoreResult> Score(const ScoreParams& params) override {
     QS_RETURN_IF_ERROR(CheckOpen());
-    if (num_threads_ > 0) at::set_num_threads(num_threads_);  // this calling thread only
-    ScoreResult out;
-    out.token_ids = params.input_ids;
-    if (out.token_ids.empty()) out.token_ids = tokenizer_->Encode(params.text, params.add_special_tokens);
-    const int64_t n = static_cast<int64_t>(out.token_ids.size());
-    if (n < 2) {
-      return absl::InvalidArgumentError(
-          "text: needs at least 2 tokens to score (each token is scored given its prefix)");
-    }
-    const int64_t context = model_->config().max_position_embeddings;
-    if (n > context) {
-      return absl::InvalidArgumentError(absl::StrCat("text: ", n, " tokens exceed the model's context of ",
-                                                     context));
-    }
-    for (int32_t id : out.token_ids) {
-      if (id < 0 || id >= description_.vocab_size) {
-        return absl::InvalidArgumentError(absl::StrCat("input_ids: token id ", id,
-                                                       " is outside the vocabulary"));
-      }
-    }
-    QS_RETURN_IF_ERROR(common::TorchCall("score", [&] {
-      c10::InferenceMode inference;
-      models::KvCache cache = model_->NewCache(n);
-      at::Tensor ids = at::tensor(std::vector<int64_t>(out.token_ids.begin(), out.token_ids.end()),
-                                  at::kLong)
-                           .view({1, n})
-                           .to(model_->model->embed_tokens->weight.device());
-      at::Tensor hidden = model_->ForwardHidden(ids, cache);  // [n, hidden]
-      at::Tensor targets = ids.squeeze(0).narrow(0, 1, n - 1).unsqueeze(1);
-      // The output layer in row chunks: [n, vocab] float logits for a long text would be
-      // gigabytes for a large vocabulary.
-      constexpr int64_t kRows = 256;
-      out.logprobs.reserve(n - 1);
-      for (int64_t row = 0; row < n - 1; row += kRows) {
-        const int64_t rows = std::min(kRows, n - 1 - row);
-        at::Tensor logits = model_->lm_head->Forward(hidden.narrow(0, row, rows)).to(at::kFloat);
-        at::Tensor lp = at::log_softmax(logits, -1)
-                            .gather(1, targets.narrow(0, row, rows))
-                            .squeeze(1)
-                            .to(at::kCPU);
-        out.logprobs.insert(out.logprobs.end(), lp.const_data_ptr<float>(),
-                            lp.const_data_ptr<float>() + rows);
-      }
-    }));
-    double sum = 0;
-    for (float v : out.logprobs) sum += v;
-    out.perplexity = std::exp(-sum / static_cast<double>(out.logprobs.size()));
-    return out;
+    return scheduler_.Score(params);
   }
+
+  ServingStats Stats() const override { return scheduler_.Stats(); }
 
   void Shutdown() override {
     shut_down_.store(true);
@@ -195,8 +157,6 @@ class CausalLmServable final : public ServableBase {
   }
 
  private:
-  std::shared_ptr<const models::LlamaForCausalLM> model_;
-  int32_t num_threads_;
   GenerationScheduler scheduler_;
 };
 
@@ -204,11 +164,17 @@ class EncoderServable final : public ServableBase {
  public:
   EncoderServable(ModelDescription description, std::shared_ptr<const models::Tokenizer> tok,
                   std::shared_ptr<const loader::LoadedModel> loaded, std::string source_dir,
-                  int64_t max_tokens, int32_t num_threads)
+                  int64_t max_tokens, const LoadOptions& options)
       : ServableBase(std::move(description), std::move(tok), loaded, std::move(source_dir)),
-        model_(loaded->encoder),
         max_tokens_(max_tokens),
-        num_threads_(num_threads) {}
+        batcher_({.model = loaded->encoder,
+                  .max_batch_tokens = std::max<int64_t>(options.max_prefill_tokens, max_tokens),
+                  .max_queued = options.max_queued,
+                  .deterministic = options.deterministic,
+                  .num_threads = options.num_threads}) {
+    description_.max_batch_size = options.max_batch_size;
+    description_.deterministic = options.deterministic;
+  }
 
   std::unique_ptr<GenerationHandle> Generate(GenerateParams,
                                              std::shared_ptr<GenerateObserver> observer) override {
@@ -220,13 +186,14 @@ class EncoderServable final : public ServableBase {
 
   absl::StatusOr<EmbedResult> Embed(const EmbedParams& params) override {
     QS_RETURN_IF_ERROR(CheckOpen());
-    if (num_threads_ > 0) at::set_num_threads(num_threads_);  // this calling thread only
     std::string pooling = params.pooling.empty() ? description_.default_pooling : params.pooling;
     if (pooling != "mean" && pooling != "cls" && pooling != "last") {
       return absl::InvalidArgumentError(
           absl::StrCat("pooling: '", pooling, "' is not supported (mean, cls, last)"));
     }
     EmbedResult out;
+    std::vector<std::vector<int32_t>> inputs;
+    inputs.reserve(params.texts.size());
     for (const std::string& text : params.texts) {
       std::vector<int32_t> ids = tokenizer_->Encode(text, /*add_special_tokens=*/true);
       if (static_cast<int64_t>(ids.size()) > max_tokens_) {
@@ -236,25 +203,23 @@ class EncoderServable final : public ServableBase {
         ids.push_back(last);
       }
       out.prompt_tokens += static_cast<int32_t>(ids.size());
-      const int64_t t = static_cast<int64_t>(ids.size());
-      QS_RETURN_IF_ERROR(common::TorchCall("embed", [&] {
-        c10::InferenceMode inference;
-        at::Tensor input = at::tensor(std::vector<int64_t>(ids.begin(), ids.end()), at::kLong)
-                               .view({1, t})
-                               .to(model_->embeddings->word_embeddings->weight.device());
-        at::Tensor mask = at::ones({1, t}, input.options());
-        at::Tensor pooled =
-            models::PoolEmbeddings(model_->Forward(input, mask), mask, pooling, params.normalize)
-                .to(at::kCPU)
-                .squeeze(0);
-        out.embeddings.emplace_back(pooled.const_data_ptr<float>(),
-                                    pooled.const_data_ptr<float>() + pooled.numel());
-      }));
+      inputs.push_back(std::move(ids));
     }
+    QS_ASSIGN_OR_RETURN(out.embeddings, batcher_.Embed(std::move(inputs), pooling, params.normalize));
     return out;
   }
 
-  void Shutdown() override { shut_down_.store(true); }
+  ServingStats Stats() const override {
+    ServingStats s;
+    s.steps = batcher_.forwards();
+    s.step_rows = batcher_.rows();
+    return s;
+  }
+
+  void Shutdown() override {
+    shut_down_.store(true);
+    batcher_.Shutdown();
+  }
 
  private:
   class NoopHandle final : public GenerationHandle {
@@ -262,9 +227,8 @@ class EncoderServable final : public ServableBase {
     void Cancel() override {}
   };
 
-  std::shared_ptr<const models::BertModel> model_;
   int64_t max_tokens_;
-  int32_t num_threads_;
+  EmbedBatcher batcher_;
 };
 
 // Longest input an encoder sees, as sentence-transformers decides it: sentence_bert_config.json's
@@ -388,12 +352,12 @@ absl::StatusOr<std::unique_ptr<ServableModel>> LoadServableModel(
   if (model->encoder) {
     QS_ASSIGN_OR_RETURN(int64_t max_tokens, EncoderMaxTokens(options.path, model->config, *tok));
     return std::unique_ptr<ServableModel>(new EncoderServable(
-        std::move(description), tok, model, options.path, max_tokens, options.num_threads));
+        std::move(description), tok, model, options.path, max_tokens, options));
   }
   std::vector<int32_t> eos = model->config.eos_token_ids;
   if (eos.empty() && tok->eos_id().has_value()) eos.push_back(*tok->eos_id());
   return std::unique_ptr<ServableModel>(new CausalLmServable(
-      std::move(description), tok, model, options.path, std::move(eos), options.num_threads));
+      std::move(description), tok, model, options.path, std::move(eos), options));
 }
 
 std::string DescribeDevices() {

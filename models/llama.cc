@@ -61,35 +61,48 @@ LlamaAttention::LlamaAttention(const ModelConfig& c, c10::ScalarType dtype)
 }
 
 at::Tensor LlamaAttention::Forward(const at::Tensor& x, const at::Tensor& cos,
-                                   const at::Tensor& sin, int64_t layer, int64_t start,
-                                   KvCache& cache) const {
-  const int64_t t = x.size(1);
-  // [1, T, H*d] -> [1, H, T, d]
-  at::Tensor q = q_proj->Forward(x).view({1, t, n_heads_, head_dim_}).transpose(1, 2);
-  at::Tensor k = k_proj->Forward(x).view({1, t, n_kv_heads_, head_dim_}).transpose(1, 2);
-  at::Tensor v = v_proj->Forward(x).view({1, t, n_kv_heads_, head_dim_}).transpose(1, 2);
-  q = q * cos + RotateHalf(q) * sin;
-  k = k * cos + RotateHalf(k) * sin;
-  auto [keys, values] = cache.Update(layer, start, k, v);
-  const int64_t kv_len = keys.size(2);
+                                   const at::Tensor& sin, int64_t layer,
+                                   const std::vector<SequenceSpan>& spans) const {
+  const int64_t rows = x.size(0);
+  // [T, H*d] -> [T, H, d]; rotary tables broadcast over heads.
+  at::Tensor q = q_proj->Forward(x).view({rows, n_heads_, head_dim_});
+  at::Tensor k = k_proj->Forward(x).view({rows, n_kv_heads_, head_dim_});
+  at::Tensor v = v_proj->Forward(x).view({rows, n_kv_heads_, head_dim_});
+  const at::Tensor c = cos.unsqueeze(1);
+  const at::Tensor s = sin.unsqueeze(1);
+  q = q * c + RotateHalf(q) * s;
+  k = k * c + RotateHalf(k) * s;
 
-  std::optional<at::Tensor> mask;
-  bool is_causal = false;
-  const bool windowed = sliding_window_.has_value() && kv_len > *sliding_window_;
-  if (t > 1 && start == 0 && !windowed) {
-    is_causal = true;
-  } else if (t > 1 || windowed) {
-    // Query i sits at position start+i and sees keys j <= start+i (and > start+i-window).
-    at::Tensor qpos = at::arange(start, start + t, at::kLong).unsqueeze(1);
-    at::Tensor kpos = at::arange(0, kv_len, at::kLong).unsqueeze(0);
-    at::Tensor allowed = kpos <= qpos;
-    if (windowed) allowed = allowed.logical_and(kpos > qpos - *sliding_window_);
-    mask = allowed.to(keys.device());
+  std::vector<at::Tensor> outs;
+  outs.reserve(spans.size());
+  int64_t row = 0;
+  for (const SequenceSpan& span : spans) {
+    const int64_t t = span.tokens;
+    const int64_t start = span.cache->length();
+    // [t, H, d] -> [1, H, t, d]
+    const auto heads = [&](const at::Tensor& a) { return a.narrow(0, row, t).transpose(0, 1).unsqueeze(0); };
+    auto [keys, values] = span.cache->Update(layer, start, heads(k), heads(v));
+    const int64_t kv_len = keys.size(2);
+
+    std::optional<at::Tensor> mask;
+    bool is_causal = false;
+    const bool windowed = sliding_window_.has_value() && kv_len > *sliding_window_;
+    if (t > 1 && start == 0 && !windowed) {
+      is_causal = true;
+    } else if (t > 1 || windowed) {
+      // Query i sits at position start+i and sees keys j <= start+i (and > start+i-window).
+      at::Tensor qpos = at::arange(start, start + t, at::kLong).unsqueeze(1);
+      at::Tensor kpos = at::arange(0, kv_len, at::kLong).unsqueeze(0);
+      at::Tensor allowed = kpos <= qpos;
+      if (windowed) allowed = allowed.logical_and(kpos > qpos - *sliding_window_);
+      mask = allowed.to(keys.device());
+    }
+    at::Tensor out = at::scaled_dot_product_attention(heads(q), keys, values, mask, 0.0, is_causal,
+                                                      std::nullopt, n_heads_ != n_kv_heads_);
+    outs.push_back(out.squeeze(0).transpose(0, 1).reshape({t, n_heads_ * head_dim_}));
+    row += t;
   }
-  at::Tensor out = at::scaled_dot_product_attention(q, keys, values, mask, 0.0, is_causal,
-                                                    std::nullopt, n_heads_ != n_kv_heads_);
-  out = out.transpose(1, 2).reshape({1, t, n_heads_ * head_dim_});
-  return o_proj->Forward(out);
+  return o_proj->Forward(outs.size() == 1 ? outs[0] : at::cat(outs, 0));
 }
 
 LlamaMlp::LlamaMlp(const ModelConfig& c, c10::ScalarType dtype) {
@@ -117,9 +130,9 @@ LlamaDecoderLayer::LlamaDecoderLayer(const ModelConfig& c, c10::ScalarType dtype
 }
 
 at::Tensor LlamaDecoderLayer::Forward(const at::Tensor& x, const at::Tensor& cos,
-                                      const at::Tensor& sin, int64_t layer, int64_t start,
-                                      KvCache& cache) const {
-  at::Tensor h = x + self_attn->Forward(input_layernorm->Forward(x), cos, sin, layer, start, cache);
+                                      const at::Tensor& sin, int64_t layer,
+                                      const std::vector<SequenceSpan>& spans) const {
+  at::Tensor h = x + self_attn->Forward(input_layernorm->Forward(x), cos, sin, layer, spans);
   return h + mlp->Forward(post_attention_layernorm->Forward(h));
 }
 
@@ -162,6 +175,11 @@ KvCache LlamaForCausalLM::NewCache(int64_t capacity) const {
                  at::TensorOptions().dtype(dtype_).device(model->embed_tokens->weight.device()));
 }
 
+int64_t LlamaForCausalLM::KvBytesPerToken() const {
+  return 2 * config_.num_hidden_layers * config_.num_key_value_heads * config_.head_dim *
+         static_cast<int64_t>(c10::elementSize(dtype_));
+}
+
 at::Tensor LlamaForCausalLM::Forward(const at::Tensor& ids, KvCache& cache, bool last_only) const {
   at::Tensor h = ForwardHidden(ids, cache);
   if (last_only) h = h.narrow(0, h.size(0) - 1, 1);
@@ -169,22 +187,30 @@ at::Tensor LlamaForCausalLM::Forward(const at::Tensor& ids, KvCache& cache, bool
 }
 
 at::Tensor LlamaForCausalLM::ForwardHidden(const at::Tensor& ids, KvCache& cache) const {
-  const int64_t start = cache.length();
-  const int64_t t = ids.size(1);
-  // Rotary tables for positions [start, start+T), computed in float32 like transformers.
-  at::Tensor pos = at::arange(start, start + t, at::TensorOptions().dtype(at::kFloat)
-                                                    .device(inv_freq_.device()));
+  return ForwardPacked(ids.reshape({-1}), {SequenceSpan{&cache, ids.size(-1)}});
+}
+
+at::Tensor LlamaForCausalLM::ForwardPacked(const at::Tensor& ids,
+                                           const std::vector<SequenceSpan>& spans) const {
+  // Rotary tables for every row's position, computed in float32 like transformers.
+  std::vector<float> positions;
+  positions.reserve(ids.size(0));
+  for (const SequenceSpan& span : spans) {
+    const int64_t start = span.cache->length();
+    for (int64_t i = 0; i < span.tokens; ++i) positions.push_back(static_cast<float>(start + i));
+  }
+  at::Tensor pos = at::tensor(positions, at::kFloat).to(inv_freq_.device());
   at::Tensor freqs = pos.unsqueeze(1) * inv_freq_.unsqueeze(0);  // [T, d/2]
   at::Tensor emb = at::cat({freqs, freqs}, -1);
   at::Tensor cos = emb.cos().to(dtype_);
   at::Tensor sin = emb.sin().to(dtype_);
 
-  at::Tensor h = model->embed_tokens->Forward(ids);
+  at::Tensor h = model->embed_tokens->Forward(ids);  // [T, hidden]
   for (size_t i = 0; i < model->layers.size(); ++i) {
-    h = model->layers[i]->Forward(h, cos, sin, static_cast<int64_t>(i), start, cache);
+    h = model->layers[i]->Forward(h, cos, sin, static_cast<int64_t>(i), spans);
   }
-  cache.set_length(start + t);
-  return model->norm->Forward(h).squeeze(0);  // [T, hidden]
+  for (const SequenceSpan& span : spans) span.cache->set_length(span.cache->length() + span.tokens);
+  return model->norm->Forward(h);
 }
 
 }  // namespace quantserve::models

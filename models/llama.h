@@ -18,12 +18,21 @@
 
 namespace quantserve::models {
 
+// One sequence's share of a packed forward: `tokens` consecutive rows of the packed input, at
+// positions [cache->length(), +tokens) of its own cache. Continuous batching packs decode
+// steps (1 token) and prefills (the prompt) of many sequences into one forward.
+struct SequenceSpan {
+  KvCache* cache = nullptr;
+  int64_t tokens = 0;
+};
+
 class LlamaAttention final : public Module {
  public:
   LlamaAttention(const ModelConfig& config, c10::ScalarType dtype);
-  // x: [1, T, hidden]; cos/sin: [T, head_dim].
+  // x: [T, hidden], the spans' rows back to back; cos/sin: [T, head_dim] at each row's
+  // position. The projections see all rows at once; attention runs per span on its cache.
   at::Tensor Forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                     int64_t layer, int64_t start, KvCache& cache) const;
+                     int64_t layer, const std::vector<SequenceSpan>& spans) const;
   const char* type_name() const override { return "LlamaAttention"; }
 
   std::shared_ptr<Linear> q_proj, k_proj, v_proj, o_proj;
@@ -46,7 +55,7 @@ class LlamaDecoderLayer final : public Module {
  public:
   LlamaDecoderLayer(const ModelConfig& config, c10::ScalarType dtype);
   at::Tensor Forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                     int64_t layer, int64_t start, KvCache& cache) const;
+                     int64_t layer, const std::vector<SequenceSpan>& spans) const;
   const char* type_name() const override { return "LlamaDecoderLayer"; }
 
   std::shared_ptr<LlamaAttention> self_attn;
@@ -77,9 +86,15 @@ class LlamaForCausalLM final : public Module {
   // The final normalized hidden states [T, hidden] for `ids` (Forward without lm_head), so
   // callers can apply the output layer in row chunks and bound their memory.
   at::Tensor ForwardHidden(const at::Tensor& ids, KvCache& cache) const;
+  // The packed form: `ids` [T] int64 holds every span's tokens back to back. Returns the
+  // final normalized hidden states [T, hidden] and advances each span's cache. Every span
+  // needs its own cache (no two spans may share one).
+  at::Tensor ForwardPacked(const at::Tensor& ids, const std::vector<SequenceSpan>& spans) const;
 
   // A cache sized for `capacity` positions on the model's device and dtype.
   KvCache NewCache(int64_t capacity) const;
+  // Bytes one position of a cache takes (keys and values of every layer).
+  int64_t KvBytesPerToken() const;
 
   // Called by the loader once every parameter is materialized: ties lm_head to the
   // embeddings when configured and builds the rotary tables on the weights' device.

@@ -10,6 +10,7 @@
 #include <ctime>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -23,6 +24,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
+#include "common/byte_size.h"
 #include "common/logging.h"
 #include "engine/engine_api.h"
 #include "prometheus/exposer.h"
@@ -58,6 +60,24 @@ ABSL_FLAG(int, max_new_tokens_limit, 4096,
           "Largest GenerateRequest.max_new_tokens accepted (INVALID_ARGUMENT above it).");
 ABSL_FLAG(int, max_embed_texts, 256, "Most texts in one EmbedRequest.");
 ABSL_FLAG(int, max_embed_bytes, 1 << 20, "Most bytes of text in one EmbedRequest.");
+ABSL_FLAG(int, max_batch_size, 32,
+          "Continuous batching: most sequences of one model decoded together in a step; "
+          "requests beyond it wait in the model's queue.");
+ABSL_FLAG(int, max_prefill_tokens, 2048,
+          "Most prompt tokens a model prefills in one step (a longer prompt still runs, alone), "
+          "which bounds how long a step stalls the streams already decoding; also the padded "
+          "token budget of one Embed batch.");
+ABSL_FLAG(std::string, kv_cache_memory, "auto",
+          "KV cache budget per model, e.g. 2GiB or 512MB; 'auto' = enough for --max_batch_size "
+          "sequences at the model's full context. Requests wait while the budget is in use; one "
+          "that could never fit is refused with RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int, max_queued_per_model, 256,
+          "Requests waiting for a place in one model's batch beyond which new ones get "
+          "RESOURCE_EXHAUSTED.");
+ABSL_FLAG(bool, deterministic, false,
+          "Make each request's output independent of what else is in its batch (rows run as "
+          "their own forwards inside the shared step): bit-identical to a solo run, at the cost "
+          "of batching's throughput.");
 ABSL_FLAG(double, drain_timeout_seconds, 30,
           "On shutdown and unload: how long in-flight requests may finish before they are "
           "cancelled.");
@@ -166,8 +186,26 @@ int main(int argc, char** argv) {
                       "/metrics";
   }
 
+  server::BatchingOptions batching;
+  batching.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
+  batching.max_prefill_tokens = absl::GetFlag(FLAGS_max_prefill_tokens);
+  batching.max_queued = absl::GetFlag(FLAGS_max_queued_per_model);
+  batching.deterministic = absl::GetFlag(FLAGS_deterministic);
+  if (batching.max_batch_size < 1 || batching.max_prefill_tokens < 1 || batching.max_queued < 1) {
+    return UsageError("--max_batch_size, --max_prefill_tokens and --max_queued_per_model must be >= 1");
+  }
+  if (const std::string kv = absl::GetFlag(FLAGS_kv_cache_memory); kv != "auto") {
+    std::optional<int64_t> bytes = quantserve::common::ParseByteSize(kv);
+    if (!bytes.has_value() || *bytes <= 0) {
+      return UsageError("--kv_cache_memory must be 'auto' or a size like 2GiB or 512MB, got '" +
+                        kv + "'");
+    }
+    batching.kv_cache_bytes = *bytes;
+  }
+
   const absl::Duration drain = absl::Seconds(absl::GetFlag(FLAGS_drain_timeout_seconds));
   server::Server::Options options;
+  options.batching = batching;
   options.listen_address = absl::GetFlag(FLAGS_listen);
   options.model_root = absl::GetFlag(FLAGS_model_root);
   options.loader = quantserve::engine::LoadServableModel;

@@ -301,6 +301,11 @@ absl::Status ModelRegistry::StartLoad(const LoadRequest& request, ProgressCallba
   load_options.num_threads =
       request.num_threads > 0 ? request.num_threads : options_.default_num_threads;
   load_options.calibration_texts = request.calibration_texts;
+  load_options.max_batch_size = options_.batching.max_batch_size;
+  load_options.max_prefill_tokens = options_.batching.max_prefill_tokens;
+  load_options.kv_cache_bytes = options_.batching.kv_cache_bytes;
+  load_options.max_queued = options_.batching.max_queued;
+  load_options.deterministic = options_.batching.deterministic;
   bool queued = load_pool_->TrySchedule([this, entry, load_options = std::move(load_options),
                                          on_progress = std::move(on_progress),
                                          on_done = std::move(on_done)]() mutable {
@@ -383,6 +388,8 @@ void ModelRegistry::RunLoad(EntryPtr entry, engine::LoadOptions load_options,
         options_.metrics->SetModelFacts(entry->labels, entry->description->memory_footprint_bytes,
                                         entry->description->parameters,
                                         entry->description->peak_load_memory_bytes);
+        options_.metrics->SetModelKernels(entry->labels, entry->description->kernels,
+                                          entry->description->kv_cache_budget_bytes);
       }
       outcome = entry->Snapshot();
     } else {

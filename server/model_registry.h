@@ -52,6 +52,15 @@
 
 namespace quantserve::server {
 
+// How every loaded model batches its requests (engine::LoadOptions' batching fields).
+struct BatchingOptions {
+  int32_t max_batch_size = 32;         // sequences decoded together in one step
+  int64_t max_prefill_tokens = 2048;   // prompt tokens prefilled per step / embed batch tokens
+  int64_t kv_cache_bytes = 0;          // per model; 0 = max_batch_size full-context sequences
+  int32_t max_queued = 256;            // waiting requests per model beyond: RESOURCE_EXHAUSTED
+  bool deterministic = false;          // outputs independent of the batch (slower)
+};
+
 // Loads one model, blocking the calling (load pool) thread; `engine::LoadServableModel` in
 // production, fakes in tests. Must call the progress callback on the calling thread only.
 using ModelLoader = std::function<absl::StatusOr<std::unique_ptr<engine::ServableModel>>(
@@ -135,6 +144,8 @@ class ModelRegistry {
     absl::Duration cancel_grace = absl::Seconds(5);
     // LoadOptions::num_threads for requests that leave it 0 (0 = the library default).
     int default_num_threads = 0;
+    // Batching settings every load gets.
+    BatchingOptions batching{};
     // Where lifecycle metrics go; optional, must outlive the registry.
     ServerMetrics* metrics = nullptr;
     // Told when a model starts (true: READY) or stops (false: any other state or gone)

@@ -96,6 +96,10 @@ v1::ModelInfo ToModelInfo(const ModelSnapshot& snapshot) {
     info.set_vocab_size(d.vocab_size);
     info.set_max_position_embeddings(d.max_position_embeddings);
     info.set_default_pooling(d.default_pooling);
+    for (const auto& [kernel, layers] : d.kernels) (*info.mutable_kernels())[kernel] = layers;
+    info.set_max_batch_size(d.max_batch_size);
+    info.set_kv_cache_budget_bytes(d.kv_cache_budget_bytes);
+    info.set_deterministic(d.deterministic);
   }
   if (snapshot.state == ModelState::kLoading && snapshot.progress.has_value()) {
     v1::LoadProgress* p = info.mutable_load_progress();

@@ -57,6 +57,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(Options options) {
       .load_threads = opts.load_threads,
       .default_drain_timeout = opts.drain_timeout,
       .default_num_threads = opts.num_threads,
+      .batching = opts.batching,
       .metrics = opts.metrics,
       .on_serving_changed = [raw](const std::string& name,
                                   bool serving) { raw->SetServing(name, serving); },

@@ -53,6 +53,8 @@ class Server {
     int request_threads = 4;
     // Intra-op threads per model unless a load names its own; 0 = the library default.
     int num_threads = 0;
+    // How each model batches concurrent requests (continuous batching, KV budget).
+    BatchingOptions batching{};
     // Largest request message accepted, in bytes (gRPC max receive message size).
     int max_request_bytes = 16 << 20;
     // Inference request limits.

@@ -106,7 +106,11 @@ ServerMetrics::ServerMetrics(Options options, std::shared_ptr<prometheus::Regist
                                     "model's load, in bytes.")),
       model_state_(Gauge(*registry_, "quantserve_model_state",
                          "Lifecycle state of the model entry: 1 LOADING, 2 READY, 3 UNLOADING, "
-                         "4 FAILED.")) {
+                         "4 FAILED.")),
+      model_linear_layers_(Gauge(*registry_, "quantserve_model_linear_layers",
+                                 "Linear layers of the model whose forward runs `kernel`.")),
+      model_kv_cache_budget_(Gauge(*registry_, "quantserve_model_kv_cache_budget_bytes",
+                                   "Bytes of KV cache the model's running sequences may hold.")) {
   if (options_.vllm_compatible_gauges) {
     vllm_running_ = &Gauge(*registry_, "vllm:num_requests_running",
                            "vLLM-compatible alias of quantserve_inference_requests_running.");
@@ -205,6 +209,9 @@ void ServerMetrics::RemoveGauges(ModelGauges& gauges) {
   remove(model_memory_footprint_, gauges.memory_footprint);
   remove(model_parameters_, gauges.parameters);
   remove(model_peak_load_memory_, gauges.peak_load_memory);
+  remove(model_kv_cache_budget_, gauges.kv_cache_budget);
+  for (prometheus::Gauge*& g : gauges.kernels) remove(model_linear_layers_, g);
+  gauges.kernels.clear();
 }
 
 void ServerMetrics::SetModelState(const ModelLabels& labels, ModelState state) {
@@ -245,6 +252,26 @@ void ServerMetrics::SetModelFacts(const ModelLabels& labels, int64_t memory_foot
   gauges.memory_footprint->Set(static_cast<double>(memory_footprint_bytes));
   gauges.parameters->Set(static_cast<double>(parameters));
   gauges.peak_load_memory->Set(static_cast<double>(peak_load_memory_bytes));
+}
+
+void ServerMetrics::SetModelKernels(const ModelLabels& labels,
+                                    const std::map<std::string, int32_t>& kernels,
+                                    int64_t kv_cache_budget_bytes) {
+  absl::MutexLock lock(&models_mu_);
+  ModelGauges& gauges = GaugesFor(labels);
+  for (prometheus::Gauge*& g : gauges.kernels) model_linear_layers_.Remove(g);
+  gauges.kernels.clear();
+  for (const auto& [kernel, layers] : kernels) {
+    prometheus::Labels l = ModelLabelSet(labels);
+    l["kernel"] = kernel;
+    prometheus::Gauge& g = model_linear_layers_.Add(l);
+    g.Set(layers);
+    gauges.kernels.push_back(&g);
+  }
+  if (gauges.kv_cache_budget == nullptr) {
+    gauges.kv_cache_budget = &model_kv_cache_budget_.Add(ModelLabelSet(labels));
+  }
+  gauges.kv_cache_budget->Set(static_cast<double>(kv_cache_budget_bytes));
 }
 
 void ServerMetrics::RemoveModel(absl::string_view model) {

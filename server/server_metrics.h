@@ -25,6 +25,8 @@
 //   quantserve_model_parameters{model,quant_method}                       gauge
 //   quantserve_model_peak_load_memory_bytes{model,quant_method}           gauge
 //   quantserve_model_state{model,quant_method}                            gauge (ModelState)
+//   quantserve_model_linear_layers{model,quant_method,kernel}             gauge (layers per kernel)
+//   quantserve_model_kv_cache_budget_bytes{model,quant_method}            gauge
 //   vllm:num_requests_running{model_name}, vllm:num_requests_waiting{model_name}  (aliases)
 //
 // A request is "waiting" from admission until the engine starts on it (its first generated
@@ -115,6 +117,9 @@ class ServerMetrics {
   void RecordModelLoad(const ModelLabels& labels, absl::StatusCode code, double seconds);
   void SetModelFacts(const ModelLabels& labels, int64_t memory_footprint_bytes, int64_t parameters,
                      int64_t peak_load_memory_bytes);
+  // Which kernel each linear layer runs (kernel name -> layers) and the KV cache budget.
+  void SetModelKernels(const ModelLabels& labels, const std::map<std::string, int32_t>& kernels,
+                       int64_t kv_cache_budget_bytes);
   // Drops an unloaded model's per-model gauges (counters and histograms stay).
   void RemoveModel(absl::string_view model);
 
@@ -127,6 +132,8 @@ class ServerMetrics {
     prometheus::Gauge* memory_footprint = nullptr;
     prometheus::Gauge* parameters = nullptr;
     prometheus::Gauge* peak_load_memory = nullptr;
+    prometheus::Gauge* kv_cache_budget = nullptr;
+    std::vector<prometheus::Gauge*> kernels{};
   };
 
   ServerMetrics(Options options, std::shared_ptr<prometheus::Registry> registry);
@@ -152,6 +159,8 @@ class ServerMetrics {
   prometheus::Family<prometheus::Gauge>& model_parameters_;
   prometheus::Family<prometheus::Gauge>& model_peak_load_memory_;
   prometheus::Family<prometheus::Gauge>& model_state_;
+  prometheus::Family<prometheus::Gauge>& model_linear_layers_;
+  prometheus::Family<prometheus::Gauge>& model_kv_cache_budget_;
   prometheus::Family<prometheus::Gauge>* vllm_running_ = nullptr;
   prometheus::Family<prometheus::Gauge>* vllm_waiting_ = nullptr;
 

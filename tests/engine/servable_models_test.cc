@@ -9,6 +9,7 @@
 #include <mutex>
 
 #include "engine/engine_api.h"
+#include "tests/engine/engine_testing.h"
 #include "tests/testing/fixtures.h"
 
 namespace quantserve::engine {
@@ -16,39 +17,7 @@ namespace {
 
 using quantserve::testing::FixturePath;
 using quantserve::testing::ReadJsonFile;
-
-// Collects a generation's output and waits for OnFinish.
-class Collector final : public GenerateObserver {
- public:
-  void OnChunk(GenerateChunk chunk) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (size_t i = 0; i < chunk.token_ids.size(); ++i) {
-      ids.push_back(chunk.token_ids[i]);
-      if (i < chunk.logprobs.size()) logprobs.push_back(chunk.logprobs[i]);
-    }
-    text += chunk.text;
-  }
-  void OnFinish(absl::StatusOr<GenerateFinish> f) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    finish = std::move(f);
-    if (finish.ok()) text += finish->text;
-    done_ = true;
-    cv_.notify_all();
-  }
-  void Wait() {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return done_; });
-  }
-  std::vector<int32_t> ids;
-  std::vector<float> logprobs;
-  std::string text;
-  absl::StatusOr<GenerateFinish> finish = absl::UnknownError("not finished");
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool done_ = false;
-};
+using testing::Collector;
 
 std::unique_ptr<ServableModel> Load(const std::string& dir, const std::string& dtype = "float32") {
   LoadOptions options;
