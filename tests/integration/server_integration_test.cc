@@ -15,6 +15,7 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <thread>
 
 #include "quantserve/v1/inference_service.grpc.pb.h"
 #include "quantserve/v1/model_service.grpc.pb.h"
@@ -428,6 +429,52 @@ TEST_F(ServerIntegrationTest, CancelledCallStopsGenerationAndServerKeepsServing)
   GenerateResult r = Generate(req);
   EXPECT_TRUE(r.status.ok()) << r.status.error_message();
   EXPECT_EQ(r.ids.size(), 3u);
+}
+
+// Concurrent streams on one model run in one continuous batch: each gets the tokens it gets
+// alone, and ModelInfo says how the model batches and which kernels its layers run.
+TEST_F(ServerIntegrationTest, ConcurrentStreamsShareTheBatchAndMatchSoloRuns) {
+  const char* prompts[] = {"In the beginning", "And God said", "The LORD is my shepherd",
+                           "Blessed are", "Jesus wept", "For God so loved the world"};
+  std::vector<v1::GenerateRequest> reqs;
+  std::vector<GenerateResult> solo;
+  for (const char* p : prompts) {
+    v1::GenerateRequest req;
+    req.set_model("tiny-llama");
+    req.set_prompt(p);
+    req.set_max_new_tokens(24);
+    req.set_ignore_eos(true);
+    req.set_logprobs(1);
+    reqs.push_back(req);
+    solo.push_back(Generate(req));
+    ASSERT_TRUE(solo.back().status.ok()) << solo.back().status.error_message();
+  }
+  std::vector<GenerateResult> together(reqs.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    threads.emplace_back([&, i] { together[i] = Generate(reqs[i]); });
+  }
+  for (auto& t : threads) t.join();
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    ASSERT_TRUE(together[i].status.ok()) << together[i].status.error_message();
+    EXPECT_EQ(together[i].ids, solo[i].ids) << prompts[i];
+    ASSERT_EQ(together[i].logprobs.size(), solo[i].logprobs.size());
+    for (size_t k = 0; k < solo[i].logprobs.size(); ++k) {
+      EXPECT_NEAR(together[i].logprobs[k], solo[i].logprobs[k], 1e-4) << prompts[i] << " " << k;
+    }
+  }
+  grpc::ClientContext ctx;
+  v1::GetModelRequest get;
+  get.set_name("tiny-llama");
+  v1::ModelInfo info;
+  ASSERT_TRUE(models_->GetModel(&ctx, get, &info).ok());
+  EXPECT_EQ(info.max_batch_size(), 32);
+  EXPECT_GT(info.kv_cache_budget_bytes(), 0);
+  EXPECT_FALSE(info.deterministic());
+  ASSERT_EQ(info.kernels().count("aten_linear"), 1u);  // float32 model: every linear is dense
+  int layers = 0;
+  for (const auto& [kernel, n] : info.kernels()) layers += n;
+  EXPECT_GT(layers, 0);
 }
 
 TEST_F(ServerIntegrationTest, BadRequestsGetPreciseCodes) {

@@ -119,6 +119,25 @@ TEST(ServerMetricsTest, ModelGaugesFollowTheLifecycle) {
           R"(quantserve_model_loads_total{code="OK",model="m",quant_method="bitsandbytes"} 1)"));
 }
 
+TEST(ServerMetricsTest, KernelGaugesAreReplacedAndRemovedWithTheModel) {
+  auto metrics = ServerMetrics::CreateDefault();
+  const ModelLabels m{.model = "m", .quant_method = "bitsandbytes"};
+  metrics->SetModelKernels(m, {{"lut4_gemv_avx2", 28}, {"aten_linear", 1}}, 1 << 20);
+  std::string text = Scrape(*metrics);
+  EXPECT_THAT(text, HasSubstr(R"(quantserve_model_linear_layers{kernel="lut4_gemv_avx2",model="m",quant_method="bitsandbytes"} 28)"));
+  EXPECT_THAT(text, HasSubstr(R"(quantserve_model_linear_layers{kernel="aten_linear",model="m",quant_method="bitsandbytes"} 1)"));
+  EXPECT_THAT(text, HasSubstr(R"(quantserve_model_kv_cache_budget_bytes{model="m",quant_method="bitsandbytes"} 1048576)"));
+  // A reload with other kernels replaces the series instead of adding to them.
+  metrics->SetModelKernels(m, {{"dequantize_linear_ref", 29}}, 2048);
+  text = Scrape(*metrics);
+  EXPECT_THAT(text, Not(HasSubstr("lut4_gemv_avx2")));
+  EXPECT_THAT(text, HasSubstr(R"(quantserve_model_linear_layers{kernel="dequantize_linear_ref",model="m",quant_method="bitsandbytes"} 29)"));
+  metrics->RemoveModel("m");
+  text = Scrape(*metrics);
+  EXPECT_THAT(text, Not(HasSubstr(R"(quantserve_model_linear_layers{)")));
+  EXPECT_THAT(text, Not(HasSubstr(R"(quantserve_model_kv_cache_budget_bytes{)")));
+}
+
 TEST(ServerMetricsTest, VllmAliasesCanBeTurnedOff) {
   ServerMetrics::Options options;
   options.vllm_compatible_gauges = false;
