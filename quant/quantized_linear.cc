@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include <cstdlib>
+#include <cstring>
 #include <unordered_set>
 
 #include "absl/strings/str_cat.h"
@@ -15,7 +17,23 @@ void QuantizedLinear::RegisterBias() {
   RegisterParameter("bias", &bias);
 }
 
+bool QuantizedLinear::KernelsEnabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("QS_KERNELS");
+    return v == nullptr || std::strcmp(v, "ref") != 0;
+  }();
+  return enabled;
+}
+
+std::string QuantizedLinear::kernel_name() const {
+  return packed_ != nullptr ? packed_->name() : "dequantize_linear_ref";
+}
+
 at::Tensor QuantizedLinear::Forward(const at::Tensor& x) const {
+  if (packed_ != nullptr) {
+    at::Tensor y = packed_->Matmul(x);
+    return bias.defined() ? y + bias.to(x.scalar_type()) : y;
+  }
   at::Tensor w = Dequantize().to(x.scalar_type());
   return at::linear(x, w, bias.defined() ? std::optional<at::Tensor>(bias.to(x.scalar_type()))
                                          : std::nullopt);
@@ -45,7 +63,7 @@ int64_t QuantizedLinear::runtime_bytes() const {
     if (!t->defined() || t->is_meta() || !seen.insert(t->storage().data()).second) continue;
     n += t->numel() * static_cast<int64_t>(t->element_size());
   }
-  return n;
+  return n + (packed_ != nullptr ? packed_->bytes() : 0);
 }
 
 absl::Status QuantizedLinear::ExpectTensor(const std::string& full_name, const at::Tensor& value,

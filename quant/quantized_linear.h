@@ -13,9 +13,18 @@
 // checkpoint tensor of the module goes through LoadSerializedTensor, then, once all are in,
 // FinishSerializedLoad cross-checks and repacks. SerializedTensors is the inverse, for
 // SaveModel: load(save(m)) reproduces m bit for bit.
+//
+// Fast kernels: a method describes its weight in a canonical form once at load (end of
+// QuantizeWeight / FinishSerializedLoad) and installs the result of kernels::PackLut4 /
+// PackInt8Rowwise with SetPackedWeight; the default Forward then runs packed->Matmul and
+// kernel_name() names that kernel. The packed copy is runtime state (never saved, counted in
+// runtime_bytes()). Environment: QS_KERNELS=ref (read once per process) makes
+// KernelsEnabled() false, so no method packs and every forward takes the dequantize
+// reference path (A/B comparisons, debugging).
 
 #include <ATen/core/Tensor.h>
 
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -23,6 +32,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "models/layers.h"
+#include "quant/kernels/packed_weight.h"
 #include "quant/quantizer.h"
 
 namespace quantserve::quant {
@@ -39,16 +49,22 @@ class QuantizedLinear : public models::Linear {
   // every kernel is tested against, and transformers' `dequantize()`.
   virtual at::Tensor Dequantize() const = 0;
 
-  // Reference forward: x @ Dequantize()^T + bias in x's dtype. Methods with their own
+  // packed_weight()->Matmul(x) + bias when a packed weight is set, else the reference
+  // forward x @ Dequantize()^T + bias; bias is added in x's dtype. Methods with their own
   // arithmetic (LLM.int8 outliers, FP8 activations) override it.
   at::Tensor Forward(const at::Tensor& x) const override;
-  std::string kernel_name() const override { return "dequantize_linear_ref"; }
+  // The packed kernel's name, else "dequantize_linear_ref".
+  std::string kernel_name() const override;
+  // The weight repacked for a fast kernel, or null (reference path).
+  const kernels::PackedWeight* packed_weight() const { return packed_.get(); }
+  // False when the environment says QS_KERNELS=ref: methods then do not pack.
+  static bool KernelsEnabled();
 
   // Every registered tensor (packed codes, scales, zeros, bias), like transformers'
   // get_memory_footprint over the module's parameters and buffers, plus the runtime tensors.
   int64_t memory_footprint_bytes() const override;
-  // Bytes of the runtime tensors alone (RegisterRuntimeTensor), which NamedParameters()
-  // does not show: the loader adds them to the model's footprint.
+  // Bytes of the runtime tensors alone (RegisterRuntimeTensor) and of the packed weight, which
+  // NamedParameters() does not show: the loader adds them to the model's footprint.
   int64_t runtime_bytes() const;
 
   // Stores checkpoint tensor `local` of this module ("qweight", "weight.absmax", "bias"; the
@@ -80,6 +96,11 @@ class QuantizedLinear : public models::Linear {
   // indices): never saved, but counted in memory_footprint_bytes, so the footprint is what
   // the module really holds. `tensor` is a member of this module.
   void RegisterRuntimeTensor(const at::Tensor* tensor) { runtime_.push_back(tensor); }
+  // Installs (or, with null, removes) the packed weight the default Forward uses. Call it only
+  // during load, before the module is shared between threads.
+  void SetPackedWeight(std::unique_ptr<kernels::PackedWeight> packed) {
+    packed_ = std::move(packed);
+  }
   // INVALID_ARGUMENT naming `full_name` unless `value` has exactly `shape` and `dtype`;
   // `what` says which layout expects it ("gptq 4-bit, group_size 128").
   static absl::Status ExpectTensor(const std::string& full_name, const at::Tensor& value,
@@ -88,6 +109,7 @@ class QuantizedLinear : public models::Linear {
 
  private:
   std::vector<const at::Tensor*> runtime_;
+  std::unique_ptr<kernels::PackedWeight> packed_;
 };
 
 }  // namespace quantserve::quant

@@ -3,10 +3,13 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "models/layers.h"
+#include "quant/kernels/packed_weight.h"
 
 namespace quantserve::quant {
 namespace {
@@ -145,16 +148,14 @@ absl::Status AwqLinear::LoadSerializedTensor(const std::string& local, const std
 }
 
 absl::Status AwqLinear::FinishSerializedLoad(const std::string& name, const LoadTarget& target) {
-  const at::Tensor qw = qweight.cpu();
   const at::Tensor qz = qzeros.cpu();
   const at::Tensor sc = scales.cpu();
   const std::string scales_name = name + ".scales";
+  codes_ = UnpackCodes();
   if (awq_.packing == AwqPacking::kGemm) {
-    codes_ = ReverseAwqOrder(UnpackNibbles(qw));
     zeros_ = ReverseAwqOrder(UnpackNibbles(qz));
     scales_kn_ = sc.contiguous();
   } else {
-    codes_ = UnpackNibbles(qw).t().contiguous();  // [N, K] -> [K, N]
     const at::Tensor z = UnpackNibbles(qz);       // [N, 8 Wz], group g at column g
     const at::Tensor z_pad = z.narrow(1, groups_, z.size(1) - groups_);
     if (z_pad.numel() > 0 && z_pad.ne(0).any().item<bool>()) {
@@ -181,12 +182,45 @@ absl::Status AwqLinear::FinishSerializedLoad(const std::string& name, const Load
   codes_ = codes_.to(target.device);
   zeros_ = zeros_.to(target.device);
   scales_kn_ = scales_kn_.to(target.device);
+  if (target.device.is_cpu() && KernelsEnabled()) {
+    QS_RETURN_IF_ERROR(PackForCpu(name, target.device));
+  }
   return absl::OkStatus();
+}
+
+at::Tensor AwqLinear::UnpackCodes() const {
+  const at::Tensor qw = qweight.cpu();
+  if (awq_.packing == AwqPacking::kGemm) return ReverseAwqOrder(UnpackNibbles(qw));
+  return UnpackNibbles(qw).t().contiguous();  // [N, K] -> [K, N]
+}
+
+absl::Status AwqLinear::PackForCpu(const std::string& name, const c10::Device& device) {
+  kernels::Lut4Weight w;
+  w.codes = codes_.cpu().t().to(at::kByte).contiguous();  // [N, K]
+  for (int i = 0; i < 16; ++i) w.lut[static_cast<size_t>(i)] = static_cast<float>(i);
+  const at::Tensor s = scales_kn_.cpu().to(at::kFloat);  // [K/G, N]; fp16 -> fp32 is exact
+  w.scale = s.t().contiguous();
+  // z·s is exact in float32 (4-bit z, 11-bit s): q·s + offset is (q - z)·s to one rounding.
+  w.offset = (zeros_.cpu().to(at::kFloat) * s).neg().t().contiguous();
+  w.group_size = group_;
+  auto packed = kernels::PackLut4(w, device);
+  if (!packed.ok()) {
+    return common::Annotate(packed.status(),
+                            absl::StrCat("packing ", name, " (", LayoutName(), ")"));
+  }
+  SetPackedWeight(std::move(*packed));
+  codes_ = at::Tensor();
+  return absl::OkStatus();
+}
+
+std::string AwqLinear::kernel_name() const {
+  return packed_weight() != nullptr ? packed_weight()->name() : "gemm_w4a16_awq_ref";
 }
 
 at::Tensor AwqLinear::DequantizeKn() const {
   // dequantize_gemm: int8 difference times the fp16 scale, rounded once to fp16.
-  at::Tensor diff = at::sub(codes_, zeros_.repeat_interleave(group_, 0));
+  const at::Tensor codes = codes_.defined() ? codes_ : UnpackCodes().to(zeros_.device());
+  at::Tensor diff = at::sub(codes, zeros_.repeat_interleave(group_, 0));
   return at::mul(diff.to(at::kHalf), scales_kn_.repeat_interleave(group_, 0));
 }
 
@@ -194,7 +228,10 @@ at::Tensor AwqLinear::Dequantize() const { return DequantizeKn().t(); }
 
 at::Tensor AwqLinear::Forward(const at::Tensor& x) const {
   const at::Tensor xh = x.to(at::kHalf);
-  at::Tensor out = at::matmul(xh.to(at::kFloat), DequantizeKn().to(at::kFloat)).to(at::kHalf);
+  at::Tensor out =
+      packed_weight() != nullptr
+          ? packed_weight()->Matmul(xh)
+          : at::matmul(xh.to(at::kFloat), DequantizeKn().to(at::kFloat)).to(at::kHalf);
   if (awq_.packing == AwqPacking::kGemm) {
     if (bias.defined()) out = out + bias;
     return out.to(x.scalar_type());

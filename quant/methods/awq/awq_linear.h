@@ -25,6 +25,12 @@
 // WQLinear_GEMV), cast back to x's dtype. The product is accumulated in float32 and rounded to
 // fp16 once, which is what ATen's CPU fp16 matmul does (in a different summation order: the
 // outputs may differ by one fp16 ulp) at a fraction of its cost.
+//
+// Fast CPU path (a CPU load): the weight is also handed to kernels::PackLut4 (lut 0..15,
+// scale = s, offset = -z·s per group), whose float32 accumulation replaces the fp32 matmul
+// above; the weight is then (q - z)·s in float32, not rounded to fp16 first (a relative
+// difference up to 2^-11 per weight). The unpacked codes are dropped then; Dequantize unpacks
+// qweight again.
 
 #include <ATen/core/Tensor.h>
 
@@ -57,7 +63,7 @@ class AwqLinear final : public QuantizedLinear {
   at::Tensor Dequantize() const override;
   at::Tensor Forward(const at::Tensor& x) const override;
   const char* type_name() const override { return "AwqLinear"; }
-  std::string kernel_name() const override { return "gemm_w4a16_awq_ref"; }
+  std::string kernel_name() const override;
 
   absl::Status LoadSerializedTensor(const std::string& local, const std::string& full_name,
                                     const at::Tensor& value, const LoadTarget& target) override;
@@ -76,13 +82,17 @@ class AwqLinear final : public QuantizedLinear {
 
   // Wᵀ [K, N] in fp16.
   at::Tensor DequantizeKn() const;
+  // The codes int8 [K, N] unpacked from qweight (on the CPU).
+  at::Tensor UnpackCodes() const;
+  // Installs the Lut4 kernel (see above) from the unpacked state.
+  absl::Status PackForCpu(const std::string& name, const c10::Device& device);
 
   AwqLinearOptions awq_;
   int64_t group_;   // effective group size
   int64_t groups_;  // K / group_
   int64_t zeros_width_ = 0;  // gemv Wz
   // Unpacked at FinishSerializedLoad.
-  at::Tensor codes_;       // int8 [K, N]
+  at::Tensor codes_;       // int8 [K, N]; released once the packed kernel holds the weight
   at::Tensor zeros_;       // int8 [K/G, N]
   at::Tensor scales_kn_;   // f16 [K/G, N]
 };

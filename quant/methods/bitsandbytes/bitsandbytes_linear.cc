@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
+#include "common/torch_status.h"
 #include "quant/methods/bitsandbytes/bitsandbytes_config.h"
 
 namespace quantserve::quant {
@@ -524,6 +525,7 @@ std::string BnbLinear4bit::QuantStateKey() const {
 }
 
 std::string BnbLinear4bit::kernel_name() const {
+  if (packed_weight() != nullptr) return packed_weight()->name();
   const bool a32 = bnb_options_.compute_dtype == at::kFloat;
   return absl::StrCat("gemm_w4a", a32 ? "32" : "16", "_",
                       bnb_options_.quant_type == bnb::FourBitType::kNf4 ? "nf4" : "fp4", "_ref");
@@ -570,6 +572,32 @@ absl::Status BnbLinear4bit::QuantizeWeight(const at::Tensor& w, const LoadTarget
   dequant_lut_ = bnb::FourBitCpuLut(bnb_options_.quant_type).to(target.device);
   quant_state =
       at::tensor(std::vector<uint8_t>(json.begin(), json.end()), at::kByte).to(target.device);
+  return PackForKernels(target);
+}
+
+absl::Status BnbLinear4bit::PackForKernels(const LoadTarget& target) {
+  const int64_t n = options().out_features;
+  const int64_t k = options().in_features;
+  const int64_t block = bnb_options_.blocksize;
+  if (!KernelsEnabled() || !target.device.is_cpu() || k % block != 0) return absl::OkStatus();
+  absl::StatusOr<std::unique_ptr<kernels::PackedWeight>> packed;
+  QS_RETURN_IF_ERROR(common::TorchCall("bitsandbytes 4-bit: packing for the CPU kernel", [&] {
+    // Flattened codes, high nibble first; blocks of the flattened weight are row groups here.
+    const at::Tensor bytes = weight.view(at::kByte).reshape(-1);
+    const at::Tensor codes =
+        at::stack({at::bitwise_right_shift(bytes, 4), at::bitwise_and(bytes, 0xF)}, 1)
+            .reshape(-1)
+            .slice(0, 0, n * k);
+    kernels::Lut4Weight w;
+    w.codes = codes.view({n, k}).contiguous();
+    const at::Tensor lut = dequant_lut_.to(at::kCPU, at::kFloat).contiguous();
+    for (int i = 0; i < 16; ++i) w.lut[i] = lut.data_ptr<float>()[i];
+    w.scale = BlockAbsmax().to(at::kFloat).reshape({n, k / block}).contiguous();
+    w.group_size = block;
+    packed = kernels::PackLut4(w, target.device);
+  }));
+  if (!packed.ok()) return packed.status();
+  SetPackedWeight(*std::move(packed));
   return absl::OkStatus();
 }
 
@@ -741,7 +769,7 @@ absl::Status BnbLinear4bit::FinishSerializedLoad(const std::string& name,
   bnb_options_.blocksize = qs.blocksize;
   weight_dtype_ = qs.dtype;
   dequant_lut_ = bnb::FourBitCpuLut(bnb_options_.quant_type).to(target.device);
-  return absl::OkStatus();
+  return PackForKernels(target);
 }
 
 at::Tensor BnbLinear4bit::BlockAbsmax() const {
@@ -763,6 +791,11 @@ at::Tensor BnbLinear4bit::Forward(const at::Tensor& x) const {
   // dtype, F.linear), output back to the input dtype.
   const c10::ScalarType compute = bnb_options_.compute_dtype;
   at::Tensor xc = x.to(compute);
+  if (packed_weight() != nullptr) {
+    at::Tensor y = packed_weight()->Matmul(xc);
+    if (bias.defined()) y = y + bias.to(compute);
+    return y.to(x.scalar_type());
+  }
   std::optional<at::Tensor> b;
   if (bias.defined()) b = bias.to(compute);
   return at::linear(xc, DequantizeTo(compute), b).to(x.scalar_type());

@@ -13,7 +13,14 @@
 //                    `weight.absmax` f32 [nb] (u8 with double quant), `weight.quant_map` f32
 //                    [16], [`weight.nested_absmax` f32, `weight.nested_quant_map` f32 [256]],
 //                    `weight.quant_state.bitsandbytes__<fp4|nf4>` (u8 bytes of bnb's JSON).
-//                    Forward = dequantize to the compute dtype, then F.linear.
+//                    Forward = dequantize to the compute dtype, then F.linear. On the CPU,
+//                    when blocks line up with rows (in_features % blocksize == 0), the codes
+//                    are repacked once at load (kernels::PackLut4: the NF4/FP4 table, the
+//                    block absmax as group scale, double quant undone once) and Forward runs
+//                    that kernel on x in the compute dtype: bnb rounds the dequantized weight
+//                    to the compute dtype and accumulates as F.linear does, ours keeps the
+//                    weight in float32 and accumulates in float32, output in the compute
+//                    dtype. QS_KERNELS=ref turns packing off.
 //
 // These are the names bnb's state_dict() writes (and transformers' save_pretrained stores), so
 // SaveModel writes them as they are. Built for a pre-quantized checkpoint, a module registers
@@ -191,6 +198,8 @@ class BnbLinear4bit final : public QuantizedLinear {
   // The float32 per-block absmax (double quant undone).
   at::Tensor BlockAbsmax() const;
   at::Tensor DequantizeTo(c10::ScalarType dtype) const;
+  // Installs the packed CPU kernel when the blocks line up with rows (see above).
+  absl::Status PackForKernels(const LoadTarget& target);
 
   BnbLinear4bitOptions bnb_options_;
   at::Tensor dequant_lut_;                                 // FourBitCpuLut on the state's device

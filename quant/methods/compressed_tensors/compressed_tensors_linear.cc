@@ -3,10 +3,12 @@
 #include <ATen/ATen.h>
 
 #include <limits>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
+#include "quant/kernels/packed_weight.h"
 
 namespace quantserve::quant {
 namespace {
@@ -301,6 +303,7 @@ std::string CompressedTensorsLinear::what() const {
 }
 
 std::string CompressedTensorsLinear::kernel_name() const {
+  if (packed_weight() != nullptr) return packed_weight()->name();
   const bool act = ct_.scheme.input_activations.has_value() && !ct_.dequantize;
   return act ? "dequantize_linear_fake_quant_input_ref" : "dequantize_linear_ref";
 }
@@ -398,7 +401,57 @@ absl::Status CompressedTensorsLinear::FinishSerializedLoad(const std::string& na
                                               "' holds a non-finite scale (", what(), ")"));
     }
   }
+  if (target.device.is_cpu() && KernelsEnabled()) {
+    QS_RETURN_IF_ERROR(PackForCpu(name, target.device));
+  }
   return absl::OkStatus();
+}
+
+absl::Status CompressedTensorsLinear::PackForCpu(const std::string& name,
+                                                 const c10::Device& device) {
+  const Args& w = *ct_.scheme.weights;
+  const bool weight_only = !ct_.scheme.input_activations || ct_.dequantize;
+  if (!weight_only || w.type != "int" || w.strategy == "block") return absl::OkStatus();
+  const int64_t n = options().out_features;
+  const int64_t k = options().in_features;
+  // Per-row groups [N, K / G]: tensor [1] and channel [N, 1] are one group per row.
+  const auto per_row = [&](const at::Tensor& t) {
+    return t.cpu().to(at::kFloat).expand({n, t.dim() == 2 ? t.size(1) : 1}).contiguous();
+  };
+  absl::StatusOr<std::unique_ptr<kernels::PackedWeight>> packed;
+  if (w.num_bits == 4) {
+    kernels::Lut4Weight lw;
+    lw.codes = (codes_.cpu().to(at::kShort) + 8).to(at::kByte).contiguous();  // 0..15
+    for (int i = 0; i < 16; ++i) lw.lut[static_cast<size_t>(i)] = static_cast<float>(i);
+    lw.scale = per_row(weight_scale);
+    at::Tensor shift = at::full({1, 1}, 8.0f);
+    if (zero_.defined()) shift = per_row(zero_) + 8.0f;
+    lw.offset = (shift * lw.scale).neg().contiguous();
+    lw.group_size = w.strategy == "group" ? *w.group_size : k;
+    packed = kernels::PackLut4(lw, device);
+  } else if (w.num_bits == 8 && w.symmetric &&
+             (w.strategy == "channel" || w.strategy == "tensor")) {
+    kernels::Int8RowwiseWeight iw;
+    iw.codes = codes_.cpu().contiguous();
+    iw.scale = per_row(weight_scale).reshape({n});
+    packed = kernels::PackInt8Rowwise(iw, device);
+  } else {
+    return absl::OkStatus();
+  }
+  if (!packed.ok()) {
+    return common::Annotate(packed.status(), absl::StrCat("packing ", name, " (", what(), ")"));
+  }
+  SetPackedWeight(std::move(*packed));
+  // Unpacked codes are the forward's alone; int-quantized codes are `weight` itself.
+  if (ct_.format == "pack-quantized") codes_ = at::Tensor();
+  return absl::OkStatus();
+}
+
+at::Tensor CompressedTensorsLinear::Codes() const {
+  if (codes_.defined()) return codes_;
+  return UnpackRows(weight_packed.to(at::kCPU), ct_.scheme.weights->num_bits,
+                    options().in_features)
+      .to(weight_packed.device());
 }
 
 at::Tensor CompressedTensorsLinear::Dequantize() const {
@@ -406,7 +459,7 @@ at::Tensor CompressedTensorsLinear::Dequantize() const {
   const Args& w = *ct_.scheme.weights;
   const int64_t n = options().out_features;
   const int64_t k = options().in_features;
-  at::Tensor d = codes_.to(weight_scale.scalar_type());
+  at::Tensor d = Codes().to(weight_scale.scalar_type());
   if (zero_.defined()) {
     d = d - ExpandToWeight(zero_, w, n, k).to(weight_scale.scalar_type());
   }
@@ -441,6 +494,10 @@ at::Tensor CompressedTensorsLinear::QuantizeInput(const at::Tensor& x) const {
 }
 
 at::Tensor CompressedTensorsLinear::Forward(const at::Tensor& x) const {
+  if (packed_weight() != nullptr) {  // weight-only: no input quantization
+    at::Tensor out = packed_weight()->Matmul(x);
+    return bias.defined() ? out + bias.to(out.scalar_type()) : out;
+  }
   at::Tensor xq = QuantizeInput(x);
   at::Tensor w = Dequantize().to(xq.scalar_type());
   return at::linear(xq, w,

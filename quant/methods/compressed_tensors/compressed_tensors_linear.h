@@ -20,6 +20,14 @@
 // compressed-tensors' quantized forward does (dynamic per-token / per-tensor / per-group
 // min-max, or the static input_scale), unless the `dequantize` loading attribute is set
 // (transformers then loads a dense model and runs no activation quantization).
+//
+// Fast CPU path, for weight-only modules (no input activations, or `dequantize`) on a CPU
+// load: int4 weights (any strategy but block) go to kernels::PackLut4 with the signed codes
+// shifted into 0..15, lut 0..15 and offset = -(zp + 8)·scale; symmetric int8 channel/tensor
+// weights go to kernels::PackInt8Rowwise. The kernels compute in float32, so (q - zp)·scale is
+// no longer rounded to the scale dtype when that is 16-bit. Codes unpacked from
+// weight_packed are dropped then (Dequantize unpacks them again). Activation-quantized
+// schemes, float8, asymmetric int8 and other widths keep the reference path.
 
 #include <memory>
 #include <optional>
@@ -80,10 +88,15 @@ class CompressedTensorsLinear final : public QuantizedLinear {
   CompressedTensorsLinear(const models::LinearOptions& linear, CompressedTensorsLinearOptions ct);
   // "compressed-tensors pack-quantized int4 group 128" for messages.
   std::string what() const;
+  // Installs the fast kernel when the module fits one (see above).
+  absl::Status PackForCpu(const std::string& name, const c10::Device& device);
+  // codes_, or the codes unpacked again from weight_packed once the kernel replaced them.
+  at::Tensor Codes() const;
 
   CompressedTensorsLinearOptions ct_;
-  // After FinishSerializedLoad: codes [N, K] (int8..int32 or float8) and the zero points
-  // unpacked to the scale's shape (undefined when symmetric).
+  // After FinishSerializedLoad: codes [N, K] (int8..int32 or float8; released when a packed
+  // kernel holds the weight and they were unpacked) and the zero points unpacked to the
+  // scale's shape (undefined when symmetric).
   at::Tensor codes_;
   at::Tensor zero_;
 };

@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "common/torch_status.h"
 #include "quant/methods/eetq/eetq_layout.h"
 
 namespace quantserve::quant {
@@ -62,6 +64,18 @@ absl::Status EetqLinear::QuantizeWeight(const at::Tensor& w, const LoadTarget& t
   auto [q, scales] = EetqQuantizeRef(w.to(options().dtype));
   weight = q.to(target.device);
   weight_scales = scales.to(target.device);
+  return PackForKernels(target);
+}
+
+absl::Status EetqLinear::PackForKernels(const LoadTarget& target) {
+  if (!KernelsEnabled() || !target.device.is_cpu()) return absl::OkStatus();
+  absl::StatusOr<std::unique_ptr<kernels::PackedWeight>> packed;
+  QS_RETURN_IF_ERROR(common::TorchCall("eetq: packing for the CPU kernel", [&] {
+    packed = kernels::PackInt8Rowwise({weight.t().contiguous(), weight_scales.to(at::kFloat)},
+                                      target.device);
+  }));
+  if (!packed.ok()) return packed.status();
+  SetPackedWeight(*std::move(packed));
   return absl::OkStatus();
 }
 
@@ -79,7 +93,7 @@ absl::Status EetqLinear::FinishSerializedLoad(const std::string& name, const Loa
         absl::StrCat("tensor '", name, ".weight': ", plain.status().message()));
   }
   weight = *std::move(plain);
-  return absl::OkStatus();
+  return PackForKernels(target);
 }
 
 absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> EetqLinear::SerializedTensors()

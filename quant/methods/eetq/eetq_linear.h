@@ -34,6 +34,10 @@
 // that dtype and accumulates in float32: the base class's dequantize + linear. There is no EETQ
 // CPU kernel; transformers refuses to load EETQ without CUDA, while this module computes on any
 // device its tensors are on (quantization itself always runs on the CPU, as EETQ's does).
+// On the CPU the module repacks once at load (kernels::PackInt8Rowwise over Qᵀ and the
+// float32 scales) and Forward runs that kernel, accumulating in float32 with the weight
+// unrounded (EETQ rounds Q·scale to the activation dtype first); QS_KERNELS=ref turns it off.
+// The packed copy holds the codes a second time (N·K bytes, counted in the footprint).
 
 #include <ATen/core/Tensor.h>
 
@@ -61,6 +65,9 @@ class EetqLinear final : public QuantizedLinear {
 
   at::Tensor weight;         // see above
   at::Tensor weight_scales;  // f16 [out]
+
+ private:
+  absl::Status PackForKernels(const LoadTarget& target);
 };
 
 // The quantization above on a float32 [out, in] weight: {Q int8 [in, out], scales f16 [out]}.

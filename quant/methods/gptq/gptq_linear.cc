@@ -2,7 +2,13 @@
 
 #include <ATen/ATen.h>
 
+#include <optional>
+#include <tuple>
+#include <utility>
+
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "quant/kernels/packed_weight.h"
 
 namespace quantserve::quant {
 namespace {
@@ -174,7 +180,53 @@ absl::Status GptqLinear::FinishSerializedLoad(const std::string& name, const Loa
   zeros_ = GptqUnpackRows(zeros_v2.t().contiguous(), gptq_.bits, n).t().contiguous().to(
       target.device);
   groups_of_rows_ = g.to(target.device);
+  if (gptq_.bits == 4 && target.device.is_cpu() && KernelsEnabled()) {
+    QS_RETURN_IF_ERROR(PackForCpu(name, g, target.device));
+  }
   return absl::OkStatus();
+}
+
+absl::Status GptqLinear::PackForCpu(const std::string& name, const at::Tensor& g,
+                                    const c10::Device& device) {
+  const int64_t k = options().in_features;
+  const int64_t gs = gptq_.group_size == -1 ? k : gptq_.group_size;
+  if (k % gs != 0) return absl::OkStatus();  // a short last group: the kernel needs whole ones
+  // Sorting the rows by group (stable: checkpoint order within a group) makes groups
+  // contiguous; the kernel's groups are then rows [j·gs, (j+1)·gs), which holds only when
+  // every group has exactly gs rows.
+  const at::Tensor perm =
+      std::get<1>(at::sort(g, /*stable=*/std::optional<bool>(true), /*dim=*/0, false));
+  const at::Tensor contiguous_groups = at::floor_divide(at::arange(k, at::kLong), gs);
+  if (!at::equal(g.index_select(0, perm), contiguous_groups)) return absl::OkStatus();
+  const bool permuted = !at::equal(g, contiguous_groups);
+
+  kernels::Lut4Weight w;
+  at::Tensor codes = codes_.to(at::kCPU).t();  // [N, K]
+  if (permuted) codes = codes.index_select(1, perm);
+  w.codes = codes.to(at::kByte).contiguous();
+  for (int i = 0; i < 16; ++i) w.lut[static_cast<size_t>(i)] = static_cast<float>(i);
+  const at::Tensor s = scales.to(at::kCPU).to(at::kFloat);  // [G, N]; fp16 -> fp32 is exact
+  w.scale = s.t().contiguous();
+  // z·s is exact in float32 (4-bit z, 11-bit s), so q·s + offset is (q - z)·s to one rounding.
+  w.offset = (zeros_.to(at::kCPU).to(at::kFloat) * s).neg().t().contiguous();
+  w.group_size = gs;
+  if (permuted) w.input_permutation = perm;
+  auto packed = kernels::PackLut4(w, device);
+  if (!packed.ok()) {
+    return common::Annotate(packed.status(), absl::StrCat("packing ", name, " (", What(), ")"));
+  }
+  SetPackedWeight(std::move(*packed));
+  codes_ = at::Tensor();
+  return absl::OkStatus();
+}
+
+at::Tensor GptqLinear::Codes() const {
+  if (codes_.defined()) return codes_;
+  return GptqUnpackRows(qweight, gptq_.bits, options().in_features).to(qweight.device());
+}
+
+std::string GptqLinear::kernel_name() const {
+  return packed_weight() != nullptr ? packed_weight()->name() : "dequantize_linear_gptq_ref";
 }
 
 absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> GptqLinear::SerializedTensors()
@@ -188,7 +240,7 @@ absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> GptqLinear::Seri
 
 at::Tensor GptqLinear::Dequantize() const {
   // [K, N]: fp16 scales times the integer difference, one fp16 rounding per element.
-  const at::Tensor diff = codes_ - zeros_.index_select(0, groups_of_rows_);
+  const at::Tensor diff = Codes() - zeros_.index_select(0, groups_of_rows_);
   const at::Tensor w = scales.index_select(0, groups_of_rows_) * diff;
   return w.t().to(options().dtype).contiguous();
 }

@@ -20,6 +20,14 @@
 // unpacks codes and zeros once; the packed tensors are kept as loaded, so SaveModel writes
 // the checkpoint's own bytes back (same format).
 //
+// Fast CPU path (4-bit on a CPU load): the weight is also handed to kernels::PackLut4 as
+// lut 0..15, scale = scales[g, n], offset = -z·scale, so the forward reads 4-bit codes and
+// computes (q - z)·scale in float32 (not rounded to fp16 as Dequantize does: a relative
+// difference up to 2^-11 per weight). Act-order g_idx becomes the kernel's input permutation
+// (stable argsort of g_idx); a g_idx whose groups do not each hold exactly group_size rows,
+// or a K that group_size does not divide, keeps the reference path, as do 2/3/8-bit. With
+// the kernel installed the unpacked codes are dropped; Dequantize unpacks qweight again.
+//
 // Dequantize (PackableQuantLinear.dequantize_weight): W[n, k] = scales[g[k], n] ·
 // (q[k, n] - z[g[k], n]) with the difference in integers and the product rounded to fp16
 // (the scales' dtype), then converted to the compute dtype; Forward = x @ Wᵀ (+ bias).
@@ -60,7 +68,7 @@ class GptqLinear final : public QuantizedLinear {
   absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> SerializedTensors()
       const override;
   at::Tensor Dequantize() const override;
-  std::string kernel_name() const override { return "dequantize_linear_gptq_ref"; }
+  std::string kernel_name() const override;
   const char* type_name() const override { return "GptqLinear"; }
 
   int64_t groups() const { return groups_; }
@@ -73,11 +81,17 @@ class GptqLinear final : public QuantizedLinear {
  private:
   GptqLinear(const models::LinearOptions& linear, const GptqLinearOptions& options);
   std::string What() const;
+  // Installs the Lut4 kernel when this module's layout fits it (see above); `g` is the group
+  // of each input row, int64 [K] on the CPU.
+  absl::Status PackForCpu(const std::string& name, const at::Tensor& g, const c10::Device& device);
+  // codes_, or qweight unpacked again when the packed kernel replaced it.
+  at::Tensor Codes() const;
 
   GptqLinearOptions gptq_;
   int64_t groups_ = 0;
   bool has_g_idx_ = false;
-  // Unpacked at load: codes [K, N] and true zeros [G, N] (int16), g_idx as int64 [K].
+  // Unpacked at load: codes [K, N] and true zeros [G, N] (int16), g_idx as int64 [K]. codes_
+  // is released once the packed kernel holds the weight.
   at::Tensor codes_;
   at::Tensor zeros_;
   at::Tensor groups_of_rows_;

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
+#include "quant/kernels/packed_weight.h"
 
 namespace quantserve::quant {
 namespace {
@@ -234,6 +235,31 @@ absl::Status HqqLinear::QuantizeWeight(const at::Tensor& weight_in, const LoadTa
   zero = z.to(o.dtype).to(target.device);
   auto values = Metadata(params_, layout_, o);
   for (size_t i = 0; i < values.size(); ++i) metadata_[i].second = std::move(values[i].second);
+  return PackForCpu(target.device);
+}
+
+absl::Status HqqLinear::PackForCpu(const c10::Device& device) {
+  const int64_t n = options().out_features;
+  const int64_t k = options().in_features;
+  // Axis 1 groups are runs of the row-major [N, K] weight; they are runs of one row each
+  // only when the group size divides K.
+  if (!device.is_cpu() || !KernelsEnabled() || params_.nbits != 4 || params_.axis != 1 ||
+      k % layout_.group_size != 0) {
+    return absl::OkStatus();
+  }
+  const at::Tensor packed =
+      (params_.view_as_float ? w_q.view(layout_.packing->storage) : w_q).cpu();
+  kernels::Lut4Weight w;
+  w.codes = HqqUnpack(packed, *layout_.packing, at::kByte).reshape({n, k}).contiguous();
+  for (int i = 0; i < 16; ++i) w.lut[static_cast<size_t>(i)] = static_cast<float>(i);
+  const int64_t groups_per_row = k / layout_.group_size;
+  const at::Tensor s = scale.cpu().to(at::kFloat).reshape({n, groups_per_row});
+  w.scale = s.contiguous();
+  w.offset = (zero.cpu().to(at::kFloat).reshape({n, groups_per_row}) * s).neg().contiguous();
+  w.group_size = layout_.group_size;
+  auto made = kernels::PackLut4(w, device);
+  if (!made.ok()) return common::Annotate(made.status(), absl::StrCat("packing ", Describe()));
+  SetPackedWeight(std::move(*made));
   return absl::OkStatus();
 }
 
@@ -300,7 +326,7 @@ absl::Status HqqLinear::FinishSerializedLoad(const std::string& name, const Load
   }
   // What SerializedTensors writes: the checkpoint's metadata, compute_dtype as loaded now.
   for (size_t i = 0; i < expected.size(); ++i) metadata_[i].second = std::move(expected[i].second);
-  return absl::OkStatus();
+  return PackForCpu(target.device);
 }
 
 absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> HqqLinear::SerializedTensors()
@@ -323,7 +349,9 @@ at::Tensor HqqLinear::Dequantize() const {
 }
 
 at::Tensor HqqLinear::Forward(const at::Tensor& x) const {
-  at::Tensor out = at::matmul(x, Dequantize().to(x.scalar_type()).t());
+  at::Tensor out = packed_weight() != nullptr
+                       ? packed_weight()->Matmul(x)
+                       : at::matmul(x, Dequantize().to(x.scalar_type()).t());
   if (bias.defined()) out.add_(bias.to(out.scalar_type()));
   return out;
 }

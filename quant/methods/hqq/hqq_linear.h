@@ -35,6 +35,15 @@
 // CUDA load the result is moved to the device; hqq with device="cuda" would instead run the
 // solver in float16 there, which this does not reproduce.
 // Forward is hqq's default PYTORCH backend: matmul(x, Dequantize().t()) (+ bias).
+//
+// Fast CPU path: a 4-bit, axis-1 module whose group size divides in_features (each group a
+// run of one output row) on a CPU load also hands its weight to kernels::PackLut4 (lut
+// 0..15, scale, offset = -zero·scale, all float32), at the end of QuantizeWeight and of
+// FinishSerializedLoad, and the forward runs that kernel: (q - zero)·scale is then evaluated
+// as q·scale + offset in float32 instead of in the compute dtype (a few float32 ulps per
+// weight; for bfloat16 the weight is no longer rounded to bfloat16). W_q stays (it is the
+// serialized state), so the packed copy adds to the footprint. Other bit widths and axis 0
+// (groups strided across the weight) keep the reference path.
 
 #include <ATen/core/Tensor.h>
 
@@ -103,6 +112,8 @@ class HqqLinear final : public QuantizedLinear {
             HqqLayout layout, bool prequantized);
   // "hqq 4-bit, group_size 64, axis 1" (for messages).
   std::string Describe() const;
+  // Installs the Lut4 kernel when this module's layout fits it (see above).
+  absl::Status PackForCpu(const c10::Device& device);
 
   // hqq's encoded metadata, name -> 0-d / 1-d CPU tensor (a deque keeps registered pointers).
   std::deque<std::pair<std::string, at::Tensor>> metadata_;

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "common/torch_status.h"
 
 namespace quantserve::quant {
 namespace {
@@ -179,6 +180,37 @@ absl::Status QuantoLinear::FinishSerializedLoad(const std::string& name,
   if (q.is_floating_point) QS_RETURN_IF_ERROR(check(data, "weight._data", false));
   QS_RETURN_IF_ERROR(check(input_scale, "input_scale", true));
   QS_RETURN_IF_ERROR(check(output_scale, "output_scale", true));
+  return PackForKernels(target);
+}
+
+absl::Status QuantoLinear::PackForKernels(const LoadTarget& target) {
+  const QuantoQType& q = *quanto_.weights;
+  if (!KernelsEnabled() || !target.device.is_cpu() || quanto_.activations != nullptr ||
+      q.is_floating_point || (q.bits != 8 && q.bits != 4)) {
+    return absl::OkStatus();
+  }
+  const int64_t n = options_.out_features;
+  const int64_t k = options_.in_features;
+  absl::StatusOr<std::unique_ptr<kernels::PackedWeight>> packed;
+  QS_RETURN_IF_ERROR(common::TorchCall("quanto: packing for the CPU kernel", [&] {
+    if (q.bits == 8) {
+      kernels::Int8RowwiseWeight w;
+      w.codes = data;
+      w.scale = scale.to(at::kFloat).reshape({-1}).expand({n}).contiguous();
+      packed = kernels::PackInt8Rowwise(w, target.device);
+    } else {
+      const int64_t g = group_size_ > 0 ? group_size_ : k;
+      kernels::Lut4Weight w;
+      w.codes = QuantoUnpackWeights(data, q.bits, rows_).reshape({n, k}).contiguous();
+      for (int i = 0; i < 16; ++i) w.lut[i] = static_cast<float>(i);
+      w.scale = scale.to(at::kFloat).reshape({n, k / g}).contiguous();
+      w.offset = shift.to(at::kFloat).neg().reshape({n, k / g}).contiguous();
+      w.group_size = g;
+      packed = kernels::PackLut4(w, target.device);
+    }
+  }));
+  if (!packed.ok()) return packed.status();
+  SetPackedWeight(*std::move(packed));
   return absl::OkStatus();
 }
 
@@ -228,7 +260,7 @@ absl::Status QuantoLinear::QuantizeWeight(const at::Tensor& value, const LoadTar
   output_scale = at::ones({}, at::TensorOptions().dtype(output_scale.scalar_type()).device(device));
   QS_RETURN_IF_ERROR(UnregisterParameter("weight"));
   weight = at::Tensor();
-  return absl::OkStatus();
+  return PackForKernels(target);
 }
 
 at::Tensor QuantoLinear::Dequantize() const {
@@ -289,6 +321,7 @@ at::Tensor QuantoLinear::Matmul(const at::Tensor& x, const at::Tensor& in_scale)
 }
 
 at::Tensor QuantoLinear::Forward(const at::Tensor& x) const {
+  if (packed_weight() != nullptr) return QuantizedLinear::Forward(x);
   at::Tensor in_scale;
   at::Tensor input = x;
   if (quanto_.activations != nullptr) {
@@ -316,6 +349,7 @@ at::Tensor QuantoLinear::Forward(const at::Tensor& x) const {
 }
 
 std::string QuantoLinear::kernel_name() const {
+  if (packed_weight() != nullptr) return packed_weight()->name();
   const QuantoQType& w = *quanto_.weights;
   const QuantoQType* a = quanto_.activations;
   const std::string wtag = w.is_floating_point ? "f8" : std::to_string(w.bits);

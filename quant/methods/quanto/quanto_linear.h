@@ -32,6 +32,12 @@
 // 128 uses the AWQ GEMM and fp16/bf16 float8 the Marlin FP8 GEMM. Those cases run the generic
 // arithmetic above, so they match optimum-quanto's values only up to float rounding.
 //
+// Fast CPU kernels (quant/kernels): weight-only int8 and int4 modules on the CPU repack once
+// at load (PackInt8Rowwise / PackLut4 with lut 0..15, scale, offset = -shift) and Forward runs
+// that kernel, accumulating in float32 (quanto's bf16 int8 kernel also accumulates in float32;
+// its other paths round the dequantized weight to the compute dtype first). Activation-quantized,
+// float8 and int2 modules keep the arithmetic above. QS_KERNELS=ref turns packing off.
+//
 // Thread-safety: Forward is const and safe to call concurrently, except between
 // BeginCalibration and EndCalibration (one thread, before serving).
 
@@ -112,6 +118,8 @@ class QuantoLinear final : public QuantizedLinear {
   at::Tensor QuantizeActivation(const at::Tensor& x, const at::Tensor& scale) const;
   at::Tensor DequantizeActivation(const at::Tensor& q, const at::Tensor& scale) const;
   at::Tensor Matmul(const at::Tensor& x, const at::Tensor& in_scale) const;
+  // Weight-only int8 (per row) and int4 on the CPU: installs the packed kernel (once at load).
+  absl::Status PackForKernels(const LoadTarget& target);
 
   struct Calibration {
     at::Tensor input_scale;

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "common/torch_status.h"
 
 namespace quantserve::quant {
 namespace torchao {
@@ -275,7 +276,7 @@ absl::Status TorchAoLinearBase::FinishSerializedLoad(const std::string& name,
   }
   QS_RETURN_IF_ERROR(CheckContents(name));
   weight = weight_qdata;
-  return absl::OkStatus();
+  return PackForKernels(target);
 }
 
 absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>>
@@ -341,6 +342,25 @@ absl::Status TorchAoInt4Linear::QuantizeWeight(const at::Tensor& w, const LoadTa
   weight_scale = s->scale.to(target.device);
   weight_zero_point = s->zero_point.to(target.device);
   weight = weight_qdata;
+  return PackForKernels(target);
+}
+
+absl::Status TorchAoInt4Linear::PackForKernels(const LoadTarget& target) {
+  if (!KernelsEnabled() || !target.device.is_cpu()) return absl::OkStatus();
+  absl::StatusOr<std::unique_ptr<kernels::PackedWeight>> packed;
+  QS_RETURN_IF_ERROR(common::TorchCall("torchao int4: packing for the CPU kernel", [&] {
+    // Signed codes q in [-8, 7]: q * s + z = (q + 8) * s + (z - 8 s).
+    const at::Tensor s = weight_scale.to(at::kFloat).t().contiguous();
+    kernels::Lut4Weight w;
+    w.codes = (torchao::UnpackInt4(weight_qdata) + 8).to(at::kByte).contiguous();
+    for (int i = 0; i < 16; ++i) w.lut[i] = static_cast<float>(i);
+    w.scale = s;
+    w.offset = (weight_zero_point.to(at::kFloat).t() - 8 * s).contiguous();
+    w.group_size = group_size_;
+    packed = kernels::PackLut4(w, target.device);
+  }));
+  if (!packed.ok()) return packed.status();
+  SetPackedWeight(*std::move(packed));
   return absl::OkStatus();
 }
 
@@ -407,6 +427,26 @@ absl::Status TorchAoInt8Linear::QuantizeWeight(const at::Tensor& w, const LoadTa
   weight_scale = s->scale.to(target.device);
   weight_zero_point = s->zero_point.to(target.device);
   weight = weight_qdata;
+  return PackForKernels(target);
+}
+
+absl::Status TorchAoInt8Linear::PackForKernels(const LoadTarget& target) {
+  // Weight-only with one scale per row or per tensor (zero points are checked to be 0).
+  if (!KernelsEnabled() || !target.device.is_cpu() ||
+      config_.scheme == TorchAoScheme::kInt8DynamicActivationInt8Weight ||
+      block_cols_ != options().in_features) {
+    return absl::OkStatus();
+  }
+  const int64_t n = options().out_features;
+  absl::StatusOr<std::unique_ptr<kernels::PackedWeight>> packed;
+  QS_RETURN_IF_ERROR(common::TorchCall("torchao int8: packing for the CPU kernel", [&] {
+    // [N / block_rows, 1] scales, one per block of rows.
+    const at::Tensor s = weight_scale.to(at::kFloat).reshape({-1, 1}).expand({-1, block_rows_});
+    packed = kernels::PackInt8Rowwise({weight_qdata.contiguous(), s.reshape({n}).contiguous()},
+                                      target.device);
+  }));
+  if (!packed.ok()) return packed.status();
+  SetPackedWeight(*std::move(packed));
   return absl::OkStatus();
 }
 
@@ -416,6 +456,7 @@ at::Tensor TorchAoInt8Linear::Dequantize() const {
 }
 
 std::string TorchAoInt8Linear::kernel_name() const {
+  if (packed_weight() != nullptr) return packed_weight()->name();
   if (config_.scheme == TorchAoScheme::kInt8DynamicActivationInt8Weight) {
     return "int_mm_w8a8_rowwise";
   }
@@ -423,6 +464,7 @@ std::string TorchAoInt8Linear::kernel_name() const {
 }
 
 at::Tensor TorchAoInt8Linear::Forward(const at::Tensor& x) const {
+  if (packed_weight() != nullptr) return QuantizedLinear::Forward(x);
   const c10::ScalarType out_dtype = x.scalar_type();
   const int64_t k = options().in_features;
   const int64_t n = options().out_features;

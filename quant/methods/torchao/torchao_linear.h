@@ -14,6 +14,12 @@
 //                      qdata int8 [N, K], scale float32 and zero_point int8 (zeros: weights are
 //                      symmetric) of [N / block_rows, K / block_cols]; W = (q - zp) * scale.
 //
+// Fast CPU kernels (quant/kernels): on the CPU, Int4 modules and weight-only Int8 modules with
+// one scale per row (or tensor) repack once at load (PackLut4 with lut 0..15, scale and
+// offset = zero_point - 8 * scale; PackInt8Rowwise) and the forward runs that kernel,
+// accumulating in float32 (torchao's per-row int8 path rounds x @ q^T to the activation dtype
+// before scaling). QS_KERNELS=ref turns packing off.
+//
 // The formulas below reproduce torchao's CPU arithmetic op for op (see each comment); the
 // `torchao` namespace exposes them so tests can check edge cases directly.
 
@@ -100,6 +106,9 @@ class TorchAoLinearBase : public QuantizedLinear {
   virtual absl::Status CheckContents(const std::string& name) const = 0;
   // Int8Tensor's zero_point is optional in a checkpoint (zeros); Int4Tensor's is required.
   virtual bool zero_point_required() const = 0;
+  // Installs the packed CPU kernel where one fits (end of QuantizeWeight and of
+  // FinishSerializedLoad). Default: none.
+  virtual absl::Status PackForKernels(const LoadTarget& target) { return absl::OkStatus(); }
 
   bool prequantized_;
 };
@@ -118,6 +127,7 @@ class TorchAoInt4Linear final : public TorchAoLinearBase {
  protected:
   absl::Status CheckContents(const std::string& name) const override;
   bool zero_point_required() const override { return true; }
+  absl::Status PackForKernels(const LoadTarget& target) override;
 
  private:
   int64_t group_size_;
@@ -142,6 +152,7 @@ class TorchAoInt8Linear final : public TorchAoLinearBase {
  protected:
   absl::Status CheckContents(const std::string& name) const override;
   bool zero_point_required() const override { return false; }
+  absl::Status PackForKernels(const LoadTarget& target) override;
 
  private:
   TorchAoSchemeConfig config_;

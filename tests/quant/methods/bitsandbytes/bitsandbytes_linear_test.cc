@@ -218,11 +218,12 @@ TEST(BnbLinear4bitTest, RoundTripsOddShapesAndStorageViews) {
 
 TEST(BnbLinear4bitTest, ComputeDtypeRoundsTheActivationsAndTheWeight) {
   at::manual_seed(4);
-  models::LinearOptions o{.in_features = 64, .out_features = 8, .bias = true};
+  // in_features % blocksize != 0: blocks straddle rows, so no packed kernel (the bnb path).
+  models::LinearOptions o{.in_features = 96, .out_features = 8, .bias = true};
   BnbLinear4bit m(o, {.quant_type = FourBitType::kNf4, .compute_dtype = at::kBFloat16});
-  ASSERT_TRUE(m.QuantizeWeight(at::randn({8, 64}), CpuTarget()).ok());
+  ASSERT_TRUE(m.QuantizeWeight(at::randn({8, 96}), CpuTarget()).ok());
   m.bias = at::randn({8});
-  at::Tensor x = at::randn({3, 64});
+  at::Tensor x = at::randn({3, 96});
   at::Tensor y = m.Forward(x);
   EXPECT_EQ(y.scalar_type(), at::kFloat);
   at::Tensor want =
@@ -230,6 +231,50 @@ TEST(BnbLinear4bitTest, ComputeDtypeRoundsTheActivationsAndTheWeight) {
           .to(at::kFloat);
   EXPECT_TRUE(at::equal(y, want));
   EXPECT_EQ(m.kernel_name(), "gemm_w4a16_nf4_ref");
+}
+
+// Blocks that line up with rows: the packed lut4 kernel (NF4/FP4 table, block absmax as the
+// group scale, double quant undone at pack) against x @ Dequantize()^T.
+TEST(BnbLinear4bitTest, RowAlignedBlocksRunThePackedKernel) {
+  at::manual_seed(5);
+  const std::string fast =
+      kernels::CpuKernelLevel() == "scalar" ? "lut4_gemv_scalar" : "lut4_gemv_avx2";
+  for (FourBitType type : {FourBitType::kNf4, FourBitType::kFp4}) {
+    for (bool dq : {false, true}) {
+      for (int64_t block : {64, 128}) {
+        SCOPED_TRACE(::testing::Message() << "nf4=" << (type == FourBitType::kNf4) << " dq=" << dq
+                                        << " block=" << block);
+        models::LinearOptions o{.in_features = 256, .out_features = 40, .bias = true};
+        BnbLinear4bit m(o, {.quant_type = type, .blocksize = block, .double_quant = dq});
+        ASSERT_TRUE(m.QuantizeWeight(at::randn({40, 256}), CpuTarget()).ok());
+        m.bias = at::randn({40});
+        EXPECT_EQ(m.kernel_name(), fast);
+        ASSERT_NE(m.packed_weight(), nullptr);
+        EXPECT_GE(m.runtime_bytes(), m.packed_weight()->bytes());
+        for (int64_t rows : {1, 3, 9}) {
+          const at::Tensor x = at::randn({rows, 256});
+          const at::Tensor want = at::linear(x, m.Dequantize(), m.bias);
+          const at::Tensor y = m.Forward(x);
+          EXPECT_EQ(y.scalar_type(), at::kFloat);
+          // float32 sums in another order: 1e-5 of the output scale.
+          EXPECT_LE((y - want).abs().max().item<float>(),
+                    1e-5f * want.abs().max().item<float>());
+        }
+      }
+    }
+  }
+  // bf16 compute dtype: x rounded to bf16 as bnb does, float32 accumulation, bf16 output.
+  models::LinearOptions o{.in_features = 128, .out_features = 16, .bias = false};
+  BnbLinear4bit m(o, {.quant_type = FourBitType::kNf4, .compute_dtype = at::kBFloat16});
+  ASSERT_TRUE(m.QuantizeWeight(at::randn({16, 128}), CpuTarget()).ok());
+  EXPECT_EQ(m.kernel_name(), fast);
+  const at::Tensor x = at::randn({2, 128});
+  const at::Tensor want =
+      at::linear(x.to(at::kBFloat16).to(at::kFloat), m.Dequantize().to(at::kFloat));
+  const at::Tensor y = m.Forward(x);
+  EXPECT_EQ(y.scalar_type(), at::kFloat);
+  // One bf16 rounding of the output (2^-8 relative) plus 1e-5 of the scale.
+  EXPECT_TRUE(at::allclose(y, want, 1.0 / 256, 1e-5 * want.abs().max().item<double>()));
 }
 
 TEST(BnbLinear8bitLtTest, ZeroRowsAndFp16Weights) {

@@ -6,6 +6,9 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iostream>
+#include <map>
+#include <string>
 
 #include "quant/linear_quantizer.h"
 #include "quant/methods/compressed_tensors/compressed_tensors_linear.h"
@@ -106,6 +109,72 @@ TEST(CompressedTensorsPrequantTest, TargetsAndIgnoreMatchLikeCompressedTensors) 
   EXPECT_EQ(Module(*model, "lm_head"), nullptr);
 }
 
+// A packed kernel's name: not a reference path, nor the generic dequantizing fallback.
+bool IsFastKernel(const std::string& name) {
+  return name.find("dequant") == std::string::npos && name.find("_ref") == std::string::npos;
+}
+
+// max |Forward(x) - (x @ Dequantize()ᵀ + bias)| / max |x @ Dequantize()ᵀ + bias|, in float32.
+double RelativeForwardError(const CompressedTensorsLinear& m) {
+  at::manual_seed(3);
+  const at::Tensor x = at::randn({2, 3, m.options().in_features}).to(m.options().dtype);
+  at::Tensor ref = at::matmul(x.to(at::kFloat), m.Dequantize().to(at::kFloat).t());
+  if (m.bias.defined()) ref = ref + m.bias.to(at::kFloat);
+  return ((m.Forward(x).to(at::kFloat) - ref).abs().max() / ref.abs().max()).item<double>();
+}
+
+// Which modules of a loaded case run a packed kernel; each forward checked against the
+// Dequantize()-based reference. Prints the footprint.
+std::map<std::string, std::string> Kernels(const std::string& c, const std::string& request = "") {
+  const std::string config =
+      request.empty() ? RequestConfig(PrequantReference(kMethod, c)) : request;
+  auto model = LoadModelDir(PrequantCheckpoint(kMethod, c), config);
+  EXPECT_TRUE(model.ok()) << model.status();
+  if (!model.ok()) return {};
+  std::map<std::string, std::string> out;
+  const auto* q = dynamic_cast<const LinearQuantizer*>(model->quantizer.get());
+  for (const auto& name : q->converted_modules()) {
+    const auto* m = Module(*model, name);
+    out[name] = m->kernel_name();
+    if (!IsFastKernel(m->kernel_name())) continue;
+    // The kernels evaluate (q - zp)·scale in float32 as q·scale + offset (a few float32 ulps
+    // per weight) and sum in another order.
+    EXPECT_LE(RelativeForwardError(*m), 1e-5) << c << " " << name << " " << m->kernel_name();
+  }
+  std::cout << c << (request.empty() ? "" : " (request " + request + ")") << ": footprint "
+            << model->memory_footprint_bytes << " B, q_proj kernel "
+            << out["model.layers.1.self_attn.q_proj"] << "\n";
+  return out;
+}
+
+TEST(CompressedTensorsPrequantTest, WeightOnlyIntModulesRunThePackedKernels) {
+  const bool on = QuantizedLinear::KernelsEnabled();
+  // W4A16 pack-quantized, symmetric and asymmetric: Lut4.
+  for (const char* c : {"w4a16_g128_sym", "w4a16_g32_asym"}) {
+    for (const auto& [name, kernel] : Kernels(c)) {
+      EXPECT_EQ(IsFastKernel(kernel), on) << c << " " << name << ": " << kernel;
+    }
+  }
+  // Int4 groups of 64 fast; the asymmetric int8 o_proj (no offset in the int8 form) not.
+  for (const auto& [name, kernel] : Kernels("mixed_ignore")) {
+    const bool o_proj = name.find("o_proj") != std::string::npos;
+    EXPECT_EQ(IsFastKernel(kernel), on && !o_proj) << name << ": " << kernel;
+  }
+  // Activation-quantized schemes keep their reference path...
+  for (const char* c : {"w8a8_int_dynamic", "fp8_static"}) {
+    for (const auto& [name, kernel] : Kernels(c)) {
+      EXPECT_EQ(kernel, "dequantize_linear_fake_quant_input_ref") << c << " " << name;
+    }
+  }
+  // ...unless `dequantize` turns the activations off: the symmetric int8 channel weights are
+  // then weight-only, for the int8 row-wise kernel.
+  for (const auto& [name, kernel] :
+       Kernels("w8a8_int_dynamic", R"({"quant_method": "compressed-tensors", "dequantize": true,
+                                       "config_groups": {"W4A16": ["Linear"]}})")) {
+    EXPECT_EQ(IsFastKernel(kernel), on) << name << ": " << kernel;
+  }
+}
+
 TEST(CompressedTensorsPrequantTest, DequantizeLoadingAttributeOverridesTheCheckpoint) {
   auto model = LoadModelDir(PrequantCheckpoint(kMethod, "w8a8_int_dynamic"),
                             R"({"quant_method": "compressed-tensors", "dequantize": true,
@@ -116,7 +185,8 @@ TEST(CompressedTensorsPrequantTest, DequantizeLoadingAttributeOverridesTheCheckp
   // The checkpoint's scheme, the request's loading attribute.
   EXPECT_TRUE(q->ct_options().dequantize);
   EXPECT_EQ(q->ct_options().format, "int-quantized");
-  EXPECT_EQ(q->kernel_name(), "dequantize_linear_ref");
+  // Weight-only in effect: the int8 row-wise kernel (or the plain reference without kernels).
+  EXPECT_NE(q->kernel_name(), "dequantize_linear_fake_quant_input_ref");
   at::Tensor x = at::randn({1, 3, 256});
   EXPECT_TRUE(at::equal(q->QuantizeInput(x), x));
   // Without it, the activations are fake-quantized per token.

@@ -87,9 +87,13 @@ TEST(EetqLinearTest, StateHasEetqNamesShapesAndDtypes) {
   EXPECT_EQ(lin.weight.scalar_type(), at::kChar);
   EXPECT_EQ(lin.weight_scales.sizes(), (std::vector<int64_t>{128}));
   EXPECT_EQ(lin.weight_scales.scalar_type(), at::kHalf);
-  // int8 [64,128] + f16 scales [128] (+ bias once loaded).
+  // int8 [64,128] + f16 scales [128] (+ bias once loaded), plus the CPU kernel's packed copy
+  // (int8 [128, 64] + f32 scales [128]).
   lin.bias = at::zeros({128}, at::kHalf);
-  EXPECT_EQ(lin.memory_footprint_bytes(), 64 * 128 + 128 * 2 + 128 * 2);
+  ASSERT_NE(lin.packed_weight(), nullptr);
+  EXPECT_EQ(lin.packed_weight()->bytes(), 64 * 128 + 128 * 4);
+  EXPECT_EQ(lin.memory_footprint_bytes(),
+            64 * 128 + 128 * 2 + 128 * 2 + lin.packed_weight()->bytes());
 }
 
 TEST(EetqLinearTest, DequantizeAndForwardUseTheFloat16Scale) {
@@ -119,6 +123,27 @@ TEST(EetqLinearTest, QuantizesTheWeightInTheComputeDtype) {
   at::Tensor deq = lin.Dequantize();
   EXPECT_EQ(deq.scalar_type(), at::kHalf);
   EXPECT_TRUE(at::equal(deq, (q.t().to(at::kFloat) * s.to(at::kFloat).unsqueeze(1)).to(at::kHalf)));
+}
+
+// On the CPU the module runs the packed int8 kernel; it matches x @ Dequantize()^T.
+TEST(EetqLinearTest, CpuForwardRunsThePackedInt8Kernel) {
+  at::manual_seed(7);
+  const std::string fast = kernels::CpuKernelLevel() == "scalar" ? "int8_gemv_scalar"
+                                                                 : "int8_gemv_avx2";
+  EetqLinear lin(models::LinearOptions{128, 192, true, at::kFloat});
+  ASSERT_TRUE(lin.QuantizeWeight(at::randn({192, 128}), LoadTarget{}).ok());
+  lin.bias = at::randn({192}).to(at::kHalf);
+  EXPECT_EQ(lin.kernel_name(), fast);
+  ASSERT_NE(lin.packed_weight(), nullptr);
+  // The packed copy (codes + float scales) is counted in the footprint.
+  EXPECT_GE(lin.runtime_bytes(), 192 * 128);
+  const at::Tensor deq = lin.Dequantize();
+  for (int64_t rows : {1, 4, 17}) {
+    const at::Tensor x = at::randn({rows, 128});
+    const at::Tensor want = at::linear(x, deq, lin.bias.to(at::kFloat));
+    const at::Tensor y = lin.Forward(x);
+    EXPECT_LE((y - want).abs().max().item<float>(), 1e-5f * want.abs().max().item<float>());
+  }
 }
 
 }  // namespace

@@ -52,27 +52,40 @@ TEST(GptqLinearTest, V1ZerosAddOnePerFieldWithWordCarries) {
   EXPECT_TRUE(at::equal(back.to(at::kLong), (z3 + 1).remainder(8)));
 }
 
-// A 4-bit module K=64, N=8, group_size 32, asym v2, with given codes/zeros/scales/g_idx.
+// A packed kernel's name: not a reference path, nor the generic dequantizing fallback that
+// PackLut4 takes for shapes no fast kernel fits.
+bool IsFastKernel(const std::string& name) {
+  return name.find("dequant") == std::string::npos && name.find("_ref") == std::string::npos;
+}
+
+// |x| @ |W|ᵀ · 2^-11: what rounding each weight of W to fp16 (as Dequantize does and the
+// float32 kernel does not) can change in x @ Wᵀ, plus float32 summation slack.
+at::Tensor Fp16RoundingBound(const at::Tensor& x, const at::Tensor& w) {
+  return at::matmul(x.abs(), w.to(at::kFloat).abs().t()) * (1.0 / 2048) + 1e-5;
+}
+
+// A `bits` module K=64, N=8, group_size 32, asym v2, with given codes/zeros/scales/g_idx.
 struct Small {
   std::shared_ptr<GptqLinear> q;
   at::Tensor codes, zeros, scales, g;
 };
 
-Small MakeSmall(bool with_g_idx, at::Tensor g) {
+Small MakeSmall(bool with_g_idx, at::Tensor g, int64_t bits = 4) {
   Small s;
   auto made = GptqLinear::Create({.in_features = 64, .out_features = 8, .bias = false},
-                                 {.bits = 4, .group_size = 32, .sym = false, .v1_zeros = false});
+                                 {.bits = bits, .group_size = 32, .sym = false, .v1_zeros = false});
   EXPECT_TRUE(made.ok()) << made.status();
   s.q = *made;
   at::manual_seed(7);
-  s.codes = at::randint(0, 16, {64, 8}, at::kLong);
-  s.zeros = at::randint(0, 16, {2, 8}, at::kLong);
+  s.codes = at::randint(0, int64_t{1} << bits, {64, 8}, at::kLong);
+  s.zeros = at::randint(0, int64_t{1} << bits, {2, 8}, at::kLong);
   s.scales = (at::rand({2, 8}) * 0.1 + 0.01).to(at::kHalf);
   s.g = g;
   LoadTarget t;
-  EXPECT_TRUE(s.q->LoadSerializedTensor("qweight", "m.qweight", GptqPackRows(s.codes, 4), t).ok());
+  EXPECT_TRUE(
+      s.q->LoadSerializedTensor("qweight", "m.qweight", GptqPackRows(s.codes, bits), t).ok());
   EXPECT_TRUE(s.q->LoadSerializedTensor("qzeros", "m.qzeros",
-                                        GptqPackRows(s.zeros.t(), 4).t().contiguous(), t)
+                                        GptqPackRows(s.zeros.t(), bits).t().contiguous(), t)
                   .ok());
   EXPECT_TRUE(s.q->LoadSerializedTensor("scales", "m.scales", s.scales, t).ok());
   if (with_g_idx) {
@@ -91,8 +104,59 @@ TEST(GptqLinearTest, DequantizeIsScaleTimesCodeMinusZeroInFp16) {
                           .t()
                           .to(at::kFloat);
   EXPECT_TRUE(at::equal(s.q->Dequantize(), expect));
+}
+
+TEST(GptqLinearTest, ActOrderFourBitRunsThePackedKernelWithAPermutation) {
+  // Every group holds exactly group_size rows, in shuffled order: the kernel gathers x.
+  at::Tensor g = at::randperm(64, at::kLong).floor_divide(32);
+  Small s = MakeSmall(true, g);
+  ASSERT_TRUE(s.q->FinishSerializedLoad("m", LoadTarget{}).ok());
+  EXPECT_TRUE(IsFastKernel(s.q->kernel_name())) << s.q->kernel_name();
   at::Tensor x = at::randn({3, 64});
-  EXPECT_TRUE(at::allclose(s.q->Forward(x), at::matmul(x, expect.t()), 1e-5, 1e-5));
+  const at::Tensor w = s.q->Dequantize();  // fp16-rounded, from qweight again
+  const at::Tensor ref = at::matmul(x, w.t());
+  EXPECT_TRUE(((s.q->Forward(x) - ref).abs() <= Fp16RoundingBound(x, w)).all().item<bool>())
+      << (s.q->Forward(x) - ref).abs().max();
+  // Exactly (q - z)·s in float32 (no fp16 rounding): float32 summation order only.
+  const at::Tensor exact = (s.scales.index_select(0, g).to(at::kFloat) *
+                            (s.codes - s.zeros.index_select(0, g)).to(at::kFloat))
+                               .t();
+  EXPECT_TRUE(at::allclose(s.q->Forward(x), at::matmul(x, exact.t()), 1e-5, 1e-5));
+  // bfloat16 activations come back in bfloat16.
+  EXPECT_EQ(s.q->Forward(x.to(at::kBFloat16)).scalar_type(), at::kBFloat16);
+}
+
+TEST(GptqLinearTest, UnevenGroupsAndOtherWidthsKeepTheReferencePath) {
+  // Group 0 with 33 rows and group 1 with 31: no contiguous equal groups after sorting.
+  at::Tensor g = at::arange(64, at::kLong).floor_divide(32);
+  g[40] = 0;
+  Small uneven = MakeSmall(true, g);
+  ASSERT_TRUE(uneven.q->FinishSerializedLoad("m", LoadTarget{}).ok());
+  EXPECT_EQ(uneven.q->kernel_name(), "dequantize_linear_gptq_ref");
+  at::Tensor x = at::randn({3, 64});
+  EXPECT_TRUE(at::allclose(uneven.q->Forward(x), at::matmul(x, uneven.q->Dequantize().t()), 1e-5,
+                           1e-5));
+  // 8-bit (2- and 3-bit cannot pack N = 8; they take the same branch).
+  Small eight = MakeSmall(false, at::arange(64, at::kLong).floor_divide(32), 8);
+  ASSERT_TRUE(eight.q->FinishSerializedLoad("m", LoadTarget{}).ok());
+  EXPECT_EQ(eight.q->kernel_name(), "dequantize_linear_gptq_ref");
+}
+
+TEST(GptqLinearTest, PackedKernelReplacesTheUnpackedCodes) {
+  // Trivial g_idx: no permutation. The int16 codes [K, N] (2 bytes a weight) are dropped;
+  // what remains at runtime is the kernel's copy plus the small zeros and g_idx.
+  Small s = MakeSmall(false, at::arange(64, at::kLong).floor_divide(32));
+  ASSERT_TRUE(s.q->FinishSerializedLoad("m", LoadTarget{}).ok());
+  ASSERT_TRUE(IsFastKernel(s.q->kernel_name())) << s.q->kernel_name();
+  const int64_t small_state = 2 * 8 * 2 /*zeros int16*/ + 64 * 8 /*g_idx int64*/;
+  EXPECT_LT(s.q->runtime_bytes(), 64 * 8 * 2 + small_state);
+  EXPECT_GT(s.q->runtime_bytes(), small_state);  // the packed weight is counted
+  const at::Tensor expect = (s.scales.index_select(0, s.g).to(at::kFloat) *
+                             (s.codes - s.zeros.index_select(0, s.g)).to(at::kFloat))
+                                .to(at::kHalf)
+                                .t()
+                                .to(at::kFloat);
+  EXPECT_TRUE(at::equal(s.q->Dequantize(), expect));
 }
 
 TEST(GptqLinearTest, MissingGIdxDefaultsToRowOverGroupSize) {

@@ -6,6 +6,10 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <optional>
+#include <string>
+#include <vector>
+
 #include "quant/methods/hqq/hqq_bitpack.h"
 
 namespace quantserve::quant {
@@ -204,15 +208,49 @@ TEST(HqqLinearTest, StateDtypesAndMetadata) {
   EXPECT_LE(codes.max().item<float>(), 2.0f);
 }
 
+// A packed kernel's name: not a reference path, nor the generic dequantizing fallback.
+bool IsFastKernel(const std::string& name) {
+  return name.find("dequant") == std::string::npos && name.find("_ref") == std::string::npos;
+}
+
 TEST(HqqLinearTest, ForwardIsMatmulWithTheDequantizedWeightPlusBias) {
+  // 4-bit groups of 32 over rows of 48: groups straddle rows, so no packed kernel.
   at::manual_seed(2);
-  auto l = Quantized(at::randn({16, 32}), Params(4, 32), /*bias=*/true);
+  auto l = Quantized(at::randn({16, 48}), Params(4, 32), /*bias=*/true);
   ASSERT_NE(l, nullptr);
   l->bias = at::randn({16});
-  at::Tensor x = at::randn({3, 5, 32});
+  at::Tensor x = at::randn({3, 5, 48});
   at::Tensor want = at::matmul(x, l->Dequantize().t()) + l->bias;
   EXPECT_TRUE(at::equal(l->Forward(x), want));
   EXPECT_EQ(l->kernel_name(), "dequantize_linear_ref");
+}
+
+TEST(HqqLinearTest, FourBitRowGroupsRunThePackedKernel) {
+  at::manual_seed(4);
+  for (const std::optional<int64_t> group : std::vector<std::optional<int64_t>>{32, std::nullopt}) {
+    auto l = Quantized(at::randn({24, 64}), Params(4, group), /*bias=*/true);
+    ASSERT_NE(l, nullptr);
+    l->bias = at::randn({24});
+    EXPECT_TRUE(IsFastKernel(l->kernel_name())) << l->kernel_name();
+    at::Tensor x = at::randn({3, 5, 64});
+    const at::Tensor want = at::matmul(x, l->Dequantize().t()) + l->bias;
+    // (q - zero)·scale becomes q·scale + offset in float32 (a few ulps per weight) and the
+    // sum runs in another order: 1e-5 of the output scale (measured: see the report).
+    const double tol = 1e-5 * want.abs().max().item<double>();
+    EXPECT_LE((l->Forward(x) - want).abs().max().item<double>(), tol);
+    // State untouched: W_q is still hqq's packed codes and the reference uses it.
+    EXPECT_EQ(l->w_q.scalar_type(), at::kByte);
+  }
+}
+
+TEST(HqqLinearTest, OtherWidthsAndAxisZeroKeepTheReferencePath) {
+  at::manual_seed(5);
+  for (const HqqWeightQuantParams& p : {Params(4, 32, 0), Params(3, 32), Params(8, 32)}) {
+    auto l = Quantized(at::randn({16, 64}), p);
+    ASSERT_NE(l, nullptr);
+    EXPECT_EQ(l->kernel_name(), "dequantize_linear_ref") << p.nbits << " axis " << p.axis;
+    EXPECT_EQ(l->runtime_bytes(), 0);
+  }
 }
 
 TEST(HqqLinearTest, ViewAsFloatStoresTheSameBytes) {

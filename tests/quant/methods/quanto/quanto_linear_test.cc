@@ -113,13 +113,24 @@ TEST(QuantoLinearTest, MatchesOptimumQuantoEdgeModules) {
     EXPECT_EQ(state, static_cast<int>(ours.size()));
     EXPECT_TRUE(BitEqual(m->Dequantize(), t.at(name + ".dequantized")));
     at::Tensor y = m->Forward(t.at(name + ".x"));
-    EXPECT_TRUE(BitEqual(y, t.at(name + ".y")))
-        << "max |dy| " << (y - t.at(name + ".y")).abs().max().item<float>() << " via "
-        << m->kernel_name();
-    if (name == "bf16_int8") {
-      EXPECT_EQ(m->kernel_name(), "qbytes_mm_w8a32_quanto");
+    const kernels::PackedWeight* packed = m->packed_weight();
+    if (packed == nullptr) {
+      EXPECT_TRUE(BitEqual(y, t.at(name + ".y")))
+          << "max |dy| " << (y - t.at(name + ".y")).abs().max().item<float>() << " via "
+          << m->kernel_name();
+    } else {
+      // The packed CPU kernel (weight-only int8/int4) sums in float32 in another order and,
+      // in bf16, rounds once where quanto rounds the weight or x @ q^T to bf16: 2e-5 of the
+      // output scale in float32, 1/64 (a few bf16 roundings) in bf16. Was bit-equal.
+      const at::Tensor want = t.at(name + ".y").to(at::kFloat);
+      const double scale = want.abs().max().item<double>();
+      const double err = (y.to(at::kFloat) - want).abs().max().item<double>() / scale;
+      EXPECT_LE(err, dtype == at::kFloat ? 2e-5 : 1.0 / 64) << "via " << m->kernel_name();
     }
-    EXPECT_EQ(m->memory_footprint_bytes(), [&] {
+    if (name == "bf16_int8") {
+      EXPECT_EQ(m->kernel_name(), packed != nullptr ? packed->name() : "qbytes_mm_w8a32_quanto");
+    }
+    EXPECT_EQ(m->memory_footprint_bytes() - (packed != nullptr ? packed->bytes() : 0), [&] {
       int64_t n = 0;
       for (const auto& [k, v] : ours) n += v.numel() * v.element_size();
       return n;
@@ -211,6 +222,52 @@ TEST(QuantoLinearTest, CalibrationFollowsOptimumQuanto) {
   EXPECT_TRUE(BitEqual(y2, m->Forward(x2)));
   const at::Tensor s_out2 = s_out1 * 0.9 + (at::max(at::abs(y2)) / 127) * (1.0 - 0.9);
   EXPECT_TRUE(BitEqual(m->output_scale, s_out2));
+}
+
+// Weight-only int8 and int4 modules on the CPU run the packed kernels; int2 and
+// activation-quantized modules keep quanto's arithmetic.
+TEST(QuantoLinearTest, WeightOnlyInt8AndInt4RunThePackedKernels) {
+  at::manual_seed(11);
+  const bool scalar = kernels::CpuKernelLevel() == "scalar";
+  struct Case {
+    const char* weights;
+    int64_t k;
+    std::string kernel;
+  };
+  const std::vector<Case> cases = {
+      {"int8", 96, scalar ? "int8_gemv_scalar" : "int8_gemv_avx2"},
+      {"int4", 256, scalar ? "lut4_gemv_scalar" : "lut4_gemv_avx2"},  // groups of 128
+      {"int4", 96, scalar ? "lut4_gemv_scalar" : "lut4_gemv_avx2"},   // per row (K <= 128)
+  };
+  for (const Case& c : cases) {
+    for (auto dtype : {at::kFloat, at::kBFloat16}) {
+      SCOPED_TRACE(::testing::Message() << c.weights << " K=" << c.k << " dtype=" << dtype);
+      auto m = Make(24, c.k, c.weights, nullptr, /*bias=*/true, dtype);
+      ASSERT_NE(m, nullptr);
+      ASSERT_TRUE(m->QuantizeWeight(at::randn({24, c.k}), LoadTarget{}).ok());
+      m->bias = at::randn({24}).to(dtype);
+      EXPECT_EQ(m->kernel_name(), c.kernel);
+      ASSERT_NE(m->packed_weight(), nullptr);
+      for (int64_t rows : {1, 5}) {
+        const at::Tensor x = at::randn({rows, c.k}).to(dtype);
+        const at::Tensor want =
+            at::linear(x.to(at::kFloat), m->Dequantize().to(at::kFloat), m->bias.to(at::kFloat));
+        const at::Tensor y = m->Forward(x);
+        EXPECT_EQ(y.scalar_type(), dtype);
+        const double scale = want.abs().max().item<double>();
+        // fp32: another summation order. bf16: quanto's dequantized weight is bf16 already;
+        // our float32 sum is rounded to bf16 before and after the bias add (2^-8 each).
+        const double err = (y.to(at::kFloat) - want).abs().max().item<double>() / scale;
+        EXPECT_LE(err, dtype == at::kFloat ? 2e-5 : 1.0 / 64);
+      }
+    }
+  }
+  auto int2 = Make(24, 256, "int2");
+  ASSERT_TRUE(int2->QuantizeWeight(at::randn({24, 256}), LoadTarget{}).ok());
+  EXPECT_EQ(int2->packed_weight(), nullptr);
+  auto w8a8 = Make(24, 96, "int8", "int8");
+  ASSERT_TRUE(w8a8->QuantizeWeight(at::randn({24, 96}), LoadTarget{}).ok());
+  EXPECT_EQ(w8a8->packed_weight(), nullptr);
 }
 
 }  // namespace

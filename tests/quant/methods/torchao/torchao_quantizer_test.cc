@@ -40,12 +40,20 @@ struct Case {
 
 // Int8 cases run torchao's own CPU linear in the reference; the int4 cases' reference is a
 // bfloat16 HF model with the same dequantized weights (see make_quant_torchao.py).
+//
+// The packed CPU kernels (quant/kernels) accumulate in float32 with the weight unrounded, where
+// torchao rounds x @ q^T (int8) or the dequantized weight (int4) to bfloat16: bfloat16 cases
+// allow 0.1 (was 2e-2; measured 0.079 int8_weight_only_bf16, 0.061 int4 g128, 0.065 int4 g32,
+// perplexities within 4e-4 relative). fqn_to_config mixes per-row int8 (float32 kernel, ~4e-6)
+// with dynamic int8 activations downstream, whose rounding to int8 turns those 1e-6 input
+// differences into steps: 1e-2 (was 1e-5; measured 4.7e-3), perplexity 3e-5 relative (was 1e-6;
+// measured 1.0e-5).
 const Case kCases[] = {
-    {"int8_weight_only", 1e-5},     {"int8_weight_only_bf16", 2e-2},
+    {"int8_weight_only", 1e-5},     {"int8_weight_only_bf16", 0.1},
     {"int8_dynamic", 1e-5},         {"int8_dynamic_asym", 1e-5},
     {"int8_skip_modules", 1e-5},    {"legacy_int8_weight_only_g64", 1e-5},
-    {"fqn_to_config", 1e-5},        {"int4_weight_only_g128", 2e-2},
-    {"int4_weight_only_g32", 2e-2},
+    {"fqn_to_config", 1e-2},        {"int4_weight_only_g128", 0.1},
+    {"int4_weight_only_g32", 0.1},
 };
 
 class TorchAoCaseTest : public ::testing::TestWithParam<Case> {};
@@ -106,7 +114,11 @@ TEST_P(TorchAoCaseTest, MatchesTorchao) {
   EXPECT_LE(max_diff, c.logprob_atol) << c.name;
   const double ppl = Perplexity(lp);
   const double ref_ppl = ref["perplexity"].get<double>();
-  EXPECT_NEAR(ppl, ref_ppl, (dtype == "float32" ? 1e-6 : 1e-3) * ref_ppl) << c.name;
+  // fqn_to_config: the dynamic-activation step above moves perplexity by 1.0e-5 relative.
+  const double ppl_rtol = std::string(c.name) == "fqn_to_config" ? 3e-5
+                          : dtype == "float32"                   ? 1e-6
+                                                                 : 1e-3;
+  EXPECT_NEAR(ppl, ref_ppl, ppl_rtol * ref_ppl) << c.name;
   std::printf(
       "torchao/%s: max |dlogprob| %.3g, ppl %.4f vs %.4f, footprint %lld (HF reports "
       "%lld)\n",
@@ -116,7 +128,14 @@ TEST_P(TorchAoCaseTest, MatchesTorchao) {
   // Footprint: the bytes torchao's tensors actually hold (each parameter once plus every
   // qdata/scale/zero_point). transformers' get_memory_footprint reports more: it counts a
   // torchao weight at its wrapper's float shape and dtype (and adds the rotary buffers).
-  EXPECT_EQ(loaded->memory_footprint_bytes, ref["quantized_state_bytes"].get<int64_t>());
+  // Our footprint also counts the packed copies the CPU kernels read (runtime state).
+  int64_t packed = 0;
+  for (const auto& name : ours) {
+    const ::quantserve::quant::kernels::PackedWeight* p = q->converted_module(name)->packed_weight();
+    if (p != nullptr) packed += p->bytes();
+  }
+  EXPECT_EQ(loaded->memory_footprint_bytes - packed,
+            ref["quantized_state_bytes"].get<int64_t>());
   int64_t modules = 0;
   for (const auto& name : ours) modules += q->converted_module(name)->memory_footprint_bytes();
   EXPECT_GT(modules, 0);
@@ -182,7 +201,9 @@ TEST(TorchAoQuantizerTest, Int4InFloat32KeepsFloat32Scales) {
   EXPECT_EQ(m->weight_scale.scalar_type(), at::kFloat);
   EXPECT_EQ(m->weight_scale.sizes(), at::IntArrayRef({4, 768}));
   EXPECT_EQ(m->weight_qdata.sizes(), at::IntArrayRef({768, 128}));
-  EXPECT_EQ(m->kernel_name(), "dequantize_linear_ref");
+  // On the CPU Int4 modules run the packed lut4 kernel.
+  EXPECT_EQ(m->kernel_name(),
+            kernels::CpuKernelLevel() == "scalar" ? "lut4_gemv_scalar" : "lut4_gemv_avx2");
   // The float32 forward runs (one window) and stays near the float model.
   const nlohmann::json windows = QuantWindows();
   const nlohmann::json first = nlohmann::json::array({windows["windows"][0]});
@@ -372,6 +393,62 @@ TEST(TorchAoFormulaTest, Int8ForwardTakesAnyLeadingShape) {
   EXPECT_LT((y3 - ref).abs().max().item<float>(), 0.05f * ref.abs().max().item<float>());
   EXPECT_EQ(m.kernel_name(), "int_mm_w8a8_rowwise");
   EXPECT_EQ(m.Forward(at::zeros({0, 64})).sizes(), at::IntArrayRef({0, 32}));
+}
+
+// Int4 and weight-only per-row/per-tensor Int8 modules on the CPU run the packed kernels and
+// match x @ Dequantize()^T; per-group Int8 keeps the reference path.
+TEST(TorchAoFormulaTest, CpuModulesRunThePackedKernels) {
+  at::manual_seed(2);
+  const bool scalar = kernels::CpuKernelLevel() == "scalar";
+  models::LinearOptions o;
+  o.in_features = 256;
+  o.out_features = 48;
+  o.bias = true;
+  struct Case {
+    TorchAoSchemeConfig config;
+    std::string kernel;
+  };
+  std::vector<Case> cases(4);
+  cases[0].config.scheme = TorchAoScheme::kInt4WeightOnly;
+  cases[0].config.group_size = 64;
+  cases[0].kernel = scalar ? "lut4_gemv_scalar" : "lut4_gemv_avx2";
+  cases[1].config.scheme = TorchAoScheme::kInt8WeightOnly;  // per row
+  cases[1].kernel = scalar ? "int8_gemv_scalar" : "int8_gemv_avx2";
+  cases[2].config.scheme = TorchAoScheme::kInt8WeightOnly;
+  cases[2].config.weight_granularity.kind = TorchAoGranularity::Kind::kPerTensor;
+  cases[2].kernel = cases[1].kernel;
+  cases[3].config.scheme = TorchAoScheme::kInt8WeightOnly;
+  cases[3].config.weight_granularity.kind = TorchAoGranularity::Kind::kPerGroup;
+  cases[3].config.weight_granularity.group_size = 64;
+  cases[3].kernel = "dequantize_linear_ref";
+  for (const Case& c : cases) {
+    for (auto dtype : {at::kFloat, at::kBFloat16}) {
+      SCOPED_TRACE(::testing::Message() << c.kernel << " dtype=" << dtype);
+      o.dtype = dtype;
+      std::unique_ptr<TorchAoLinearBase> m;
+      if (c.config.scheme == TorchAoScheme::kInt4WeightOnly) {
+        m = std::make_unique<TorchAoInt4Linear>(o, c.config);
+      } else {
+        m = std::make_unique<TorchAoInt8Linear>(o, c.config);
+      }
+      ASSERT_TRUE(m->QuantizeWeight(at::randn({48, 256}), LoadTarget{}).ok());
+      m->bias = at::randn({48}).to(dtype);
+      EXPECT_EQ(m->kernel_name(), c.kernel);
+      for (int64_t rows : {1, 3, 7}) {
+        const at::Tensor x = at::randn({rows, 256}).to(dtype);
+        const at::Tensor want =
+            at::linear(x.to(at::kFloat), m->Dequantize().to(at::kFloat), m->bias.to(at::kFloat));
+        const at::Tensor y = m->Forward(x);
+        EXPECT_EQ(y.scalar_type(), dtype);
+        const double scale = want.abs().max().item<double>();
+        // fp32: another summation order. bf16: one or two bf16 roundings of the output
+        // (bias added in bf16 too), each up to 2^-8 of the output scale.
+        const double atol = (dtype == at::kFloat ? 2e-5 : 1.0 / 64) * scale;
+        EXPECT_TRUE(at::allclose(y.to(at::kFloat), want, 0, atol))
+            << (y.to(at::kFloat) - want).abs().max().item<double>() / scale;
+      }
+    }
+  }
 }
 
 }  // namespace

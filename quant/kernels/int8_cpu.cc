@@ -1,0 +1,129 @@
+// CPU kernels for Int8RowwiseWeight: our gemv (AVX2 or scalar) and LibTorch's
+// _weight_int8pack_mm, whichever kernels_bench measured faster for the activation dtype.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/torch_status.h"
+#include "quant/kernels/cpu_kernels.h"
+#include "quant/kernels/cpu_pack.h"
+
+namespace quantserve::quant::kernels::internal {
+
+void Int8GemvScalar(const int8_t* codes, const float* scale, int64_t k, const float* x,
+                    int64_t ldx, int64_t rows, float* y, int64_t ldy, int64_t n0, int64_t n1) {
+  for (int64_t n = n0; n < n1; ++n) {
+    const int8_t* row = codes + n * k;
+    for (int64_t m = 0; m < rows; ++m) {
+      const float* xm = x + m * ldx;
+      float acc = 0.f;
+      for (int64_t i = 0; i < k; ++i) acc += xm[i] * static_cast<float>(row[i]);
+      y[m * ldy + n] = acc * scale[n];
+    }
+  }
+}
+
+namespace {
+
+class Int8Cpu final : public PackedWeight {
+ public:
+  // `kernel` is kScalar, kAvx2 or kAten (resolved by the caller).
+  Int8Cpu(const Int8RowwiseWeight& w, CpuKernel kernel, int64_t max_gemv_rows)
+      : name_(kernel == CpuKernel::kAten   ? "aten_weight_int8pack_mm"
+              : kernel == CpuKernel::kAvx2 ? "int8_gemv_avx2"
+                                           : "int8_gemv_scalar"),
+        kernel_(kernel),
+        max_gemv_rows_(max_gemv_rows),
+        n_(w.codes.size(0)),
+        k_(w.codes.size(1)),
+        // Shares the module's codes when they are already [N, K] contiguous: the module keeps
+        // them for Save, and nothing writes to either after load.
+        codes_(w.codes.contiguous()),
+        codes_shared_(codes_.is_alias_of(w.codes)),
+        scale_(w.scale.to(at::kFloat).contiguous().clone()) {
+    if (kernel_ == CpuKernel::kAten) {
+      scale_bf16_ = scale_.to(at::kBFloat16);
+      scale_half_ = scale_.to(at::kHalf);
+    }
+  }
+
+  at::Tensor Matmul(const at::Tensor& x) const override {
+    const absl::Status s = CheckInput(x, k_, c10::Device(c10::kCPU), name_);
+    TORCH_CHECK(s.ok(), std::string(s.message()));
+    std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
+    out_shape.back() = n_;
+    const at::Tensor x2 = x.reshape({-1, k_});
+    const int64_t m = x2.size(0);
+    if (m == 0) return at::empty(out_shape, x.options());
+    if (m > max_gemv_rows_) {
+      // Prefill: one GEMM against the float weight, like the dequantize path.
+      const at::Tensor w = codes_.to(at::kFloat) * scale_.unsqueeze(1);
+      return at::mm(x2.to(at::kFloat), w.t()).to(x.scalar_type()).view(out_shape);
+    }
+    if (kernel_ == CpuKernel::kAten) {
+      const at::Tensor& sc = x.scalar_type() == at::kBFloat16 ? scale_bf16_
+                             : x.scalar_type() == at::kHalf   ? scale_half_
+                                                              : scale_;
+      return at::_weight_int8pack_mm(x2.contiguous(), codes_, sc).view(out_shape);
+    }
+    const at::Tensor xf = x2.to(at::kFloat).contiguous();
+    at::Tensor y = at::empty({m, n_}, xf.options());
+    const float* xp = xf.data_ptr<float>();
+    float* yp = y.data_ptr<float>();
+    const int8_t* cp = codes_.data_ptr<int8_t>();
+    const float* sp = scale_.data_ptr<float>();
+    const int64_t grain = std::max<int64_t>(16, 64 * 1024 / k_);
+    at::parallel_for(0, n_, grain, [&](int64_t n0, int64_t n1) {
+      if (kernel_ == CpuKernel::kAvx2) {
+        Int8GemvAvx2(cp, sp, k_, xp, k_, m, yp, n_, n0, n1);
+      } else {
+        Int8GemvScalar(cp, sp, k_, xp, k_, m, yp, n_, n0, n1);
+      }
+    });
+    return y.to(x.scalar_type()).view(out_shape);
+  }
+
+  const std::string& name() const override { return name_; }
+  int64_t bytes() const override {
+    int64_t b = (codes_shared_ ? 0 : codes_.nbytes()) + scale_.nbytes();
+    if (scale_bf16_.defined()) b += scale_bf16_.nbytes() + scale_half_.nbytes();
+    return b;
+  }
+
+ private:
+  const std::string name_;
+  const CpuKernel kernel_;
+  const int64_t max_gemv_rows_;
+  const int64_t n_, k_;
+  at::Tensor codes_;
+  const bool codes_shared_;  // codes_ aliases the module's tensor: not counted in bytes()
+  at::Tensor scale_, scale_bf16_, scale_half_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<PackedWeight>> PackInt8RowwiseCpu(const Int8RowwiseWeight& w,
+                                                                 const CpuPackOptions& options) {
+  if (absl::Status s = ValidateInt8(w); !s.ok()) return s;
+  if (!w.codes.device().is_cpu()) {
+    return absl::InvalidArgumentError("int8 rowwise weight: codes must be on the CPU to pack");
+  }
+  CpuKernel kernel = options.kernel;
+  if (kernel == CpuKernel::kAten && w.codes.size(1) % 8 != 0) {
+    // torch 2.11's CPU _weight_int8pack_mm reads out of bounds (SIGSEGV) for such K.
+    return absl::InvalidArgumentError(absl::StrCat(
+        "aten_weight_int8pack_mm needs in_features % 8 == 0, got ", w.codes.size(1)));
+  }
+  if (kernel == CpuKernel::kAuto) kernel = CpuKernel::kAvx2;  // see kernels_bench (report)
+  if (kernel == CpuKernel::kAvx2 && !HasAvx2Fma()) kernel = CpuKernel::kScalar;
+  std::unique_ptr<PackedWeight> out;
+  absl::Status s = common::TorchCall("int8 rowwise pack", [&] {
+    out = std::make_unique<Int8Cpu>(w, kernel, options.max_gemv_rows);
+  });
+  if (!s.ok()) return s;
+  return out;
+}
+
+}  // namespace quantserve::quant::kernels::internal

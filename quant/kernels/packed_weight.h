@@ -1,0 +1,74 @@
+#pragma once
+// PackedWeight: a quantized linear layer's weight, repacked once at load into the layout of the
+// fastest correct kernel for its device, and the matmul that reads it.
+//
+// Methods describe their weight in one of a few canonical forms (a 16-entry table with
+// group-wise scale and offset for every 4-bit format; int8 codes with a row scale), and Pack*
+// picks the kernel: LibTorch's packed kernels where one fits (`_weight_int8pack_mm`,
+// `_weight_int4pack_mm_for_cpu`, and on CUDA `_weight_int4pack_mm`/`_int_mm`), our own
+// AVX2/AVX-512 kernels where none does. Every kernel has a `*Ref` oracle here, written as the
+// plain formula, that its tests compare against.
+//
+// Thread-safety: Matmul is const and may run concurrently. Objects are born packed and valid.
+
+#include <ATen/core/Tensor.h>
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace quantserve::quant::kernels {
+
+class PackedWeight {
+ public:
+  virtual ~PackedWeight() = default;
+  // y = x W^T: x is [..., K] (float32, bfloat16 or float16, on the weight's device); y is
+  // [..., N] in x's dtype. Accumulates in float32. No bias.
+  virtual at::Tensor Matmul(const at::Tensor& x) const = 0;
+  // The kernel that runs ("lut4_gemv_avx2", "aten_weight_int8pack_mm", ...), for ModelInfo.
+  virtual const std::string& name() const = 0;
+  // Bytes this object holds beyond what it shares with its module (packed codes, scales),
+  // counted in the model's footprint.
+  virtual int64_t bytes() const = 0;
+};
+
+// A 4-bit weight: w[n, k] = lut[q[n, k]] * scale[n, k / g] + offset[n, k / g].
+// Affine integer formats (GPTQ, AWQ, HQQ, torchao int4, quanto int4, compressed-tensors) use
+// lut = {0, 1, ..., 15} and offset = -zero * scale; NF4/FP4 use their value table, the block
+// absmax as scale and no offset.
+struct Lut4Weight {
+  at::Tensor codes;                 // uint8 [N, K], values 0..15, one code per byte (CPU)
+  std::array<float, 16> lut{};      // code -> value
+  at::Tensor scale;                 // float32 [N, K / group_size]
+  at::Tensor offset;                // float32 [N, K / group_size]; undefined = 0
+  int64_t group_size = 0;           // divides K
+  at::Tensor input_permutation;     // int64 [K] or undefined: x is gathered x[..., perm] first
+                                    // (GPTQ act-order: columns sorted by group)
+};
+
+// INVALID_ARGUMENT when shapes or dtypes disagree. Always succeeds otherwise: shapes no fast
+// kernel takes get a correct generic one. `device` is where the packed weight lives.
+absl::StatusOr<std::unique_ptr<PackedWeight>> PackLut4(const Lut4Weight& w,
+                                                       const c10::Device& device);
+// Oracle: x @ (lut[q] * scale + offset)^T in float32, cast to x's dtype.
+at::Tensor Lut4MatmulRef(const Lut4Weight& w, const at::Tensor& x);
+
+// An int8 weight with one scale per output row: w[n, k] = codes[n, k] * scale[n].
+struct Int8RowwiseWeight {
+  at::Tensor codes;  // int8 [N, K] (CPU)
+  at::Tensor scale;  // float32 [N]
+};
+
+absl::StatusOr<std::unique_ptr<PackedWeight>> PackInt8Rowwise(const Int8RowwiseWeight& w,
+                                                              const c10::Device& device);
+// Oracle: x @ (codes * scale)^T in float32, cast to x's dtype.
+at::Tensor Int8RowwiseMatmulRef(const Int8RowwiseWeight& w, const at::Tensor& x);
+
+// Which kernels this process's CPU can run ("avx2", "avx512", "scalar"), for logs.
+std::string CpuKernelLevel();
+
+}  // namespace quantserve::quant::kernels

@@ -1,0 +1,270 @@
+#include "quant/kernels/packed_weight.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "quant/kernels/cpu_kernels.h"
+#include "quant/kernels/cpu_pack.h"
+
+namespace quantserve::quant::kernels {
+namespace {
+
+using internal::CpuKernel;
+using internal::CpuPackOptions;
+
+// bitsandbytes' NF4 table.
+constexpr std::array<float, 16> kNf4 = {
+    -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
+    -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
+    0.07958029955625534f, 0.16093020141124725f, 0.24611230850220947f, 0.33791524171829224f,
+    0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1.0f};
+
+std::array<float, 16> Affine() {
+  std::array<float, 16> lut{};
+  for (int i = 0; i < 16; ++i) lut[i] = static_cast<float>(i);
+  return lut;
+}
+
+struct Shape {
+  int64_t n, k, group;
+};
+
+Lut4Weight RandomLut4(const Shape& s, bool nf4, bool offset, bool perm) {
+  Lut4Weight w;
+  w.codes = at::randint(0, 16, {s.n, s.k}, at::kByte);
+  w.lut = nf4 ? kNf4 : Affine();
+  w.scale = at::rand({s.n, s.k / s.group}) * 0.09 + 0.01;
+  if (offset) w.offset = at::randn({s.n, s.k / s.group}) * 0.1;
+  w.group_size = s.group;
+  if (perm) w.input_permutation = at::randperm(s.k, at::kLong);
+  return w;
+}
+
+// Max |got - want| over the output scale (fp32), or the worst excess over a bf16-rounding
+// budget (one bf16 ulp of the value plus 1e-5 of the scale); <= 1 passes for bf16.
+double Error(const at::Tensor& got, const at::Tensor& want, bool bf16) {
+  const at::Tensor g = got.to(at::kFloat);
+  const at::Tensor w = want.to(at::kFloat);
+  const double scale = std::max(1e-6, w.abs().max().item<double>());
+  const at::Tensor diff = (g - w).abs();
+  if (!bf16) return diff.max().item<double>() / scale;
+  const at::Tensor budget = w.abs() * (1.0 / 128) + 1e-5 * scale;
+  return (diff / budget).max().item<double>();
+}
+
+std::string ExpectedLut4Name(const Shape& s, CpuKernel kernel) {
+  if (s.k % 32 != 0 || s.group % 32 != 0) return "lut4_dequant_linear";
+  if (kernel == CpuKernel::kScalar || !internal::HasAvx2Fma()) return "lut4_gemv_scalar";
+  return "lut4_gemv_avx2";
+}
+
+const std::vector<Shape> kShapes = {
+    {5, 32, 32},      // K = 32 edge
+    {67, 256, 32},    // groups of 32
+    {67, 256, 64},    // groups of 64
+    {33, 512, 128},   // groups of 128
+    {33, 512, 512},   // one group per row
+    {100, 4096, 128}, // N spans several parallel chunks, not a multiple of one
+    {9, 48, 16},      // K % 32 != 0: generic path
+    {9, 64, 16},      // group % 32 != 0: generic path
+};
+const std::vector<int64_t> kRows = {1, 2, 3, 5, 17, 64};
+
+TEST(Lut4Test, CpuKernelLevelSaysAvx2OnThisMachine) {
+  EXPECT_EQ(CpuKernelLevel(), internal::HasAvx2Fma() ? "avx2" : "scalar");
+  // The CI and development machines have AVX2; a scalar answer there means dispatch broke.
+  __builtin_cpu_init();
+  EXPECT_EQ(internal::HasAvx2Fma(),
+            __builtin_cpu_supports("avx2") != 0 && __builtin_cpu_supports("fma") != 0);
+}
+
+// Every kernel variant, table, offset/permutation and dtype against Lut4MatmulRef.
+TEST(Lut4Test, MatchesReference) {
+  at::manual_seed(1);
+  struct Variant {
+    CpuKernel kernel;
+    int64_t max_gemv_rows;
+  };
+  // Default choice; scalar and AVX2 with the gemv path forced for every M (row tiles of 4 + rest).
+  const std::vector<Variant> variants = {
+      {CpuKernel::kAuto, 4}, {CpuKernel::kScalar, 1000}, {CpuKernel::kAvx2, 1000}};
+  double worst_f32 = 0, worst_bf16 = 0;
+  for (const Shape& s : kShapes) {
+    for (bool nf4 : {false, true}) {
+      for (bool offset : {false, true}) {
+        for (bool perm : {false, true}) {
+          const Lut4Weight w = RandomLut4(s, nf4, offset, perm);
+          for (const Variant& v : variants) {
+            SCOPED_TRACE(absl::StrCat("N=", s.n, " K=", s.k, " g=", s.group, " nf4=", nf4,
+                                      " offset=", offset, " perm=", perm,
+                                      " kernel=", static_cast<int>(v.kernel)));
+            auto packed = internal::PackLut4Cpu(w, CpuPackOptions{v.kernel, v.max_gemv_rows});
+            ASSERT_TRUE(packed.ok()) << packed.status();
+            EXPECT_EQ((*packed)->name(), ExpectedLut4Name(s, v.kernel));
+            EXPECT_GT((*packed)->bytes(), 0);
+            for (int64_t m : kRows) {
+              for (bool bf16 : {false, true}) {
+                SCOPED_TRACE(absl::StrCat("M=", m, " bf16=", bf16));
+                const at::Tensor x = at::randn({m, s.k}).to(bf16 ? at::kBFloat16 : at::kFloat);
+                const at::Tensor y = (*packed)->Matmul(x);
+                ASSERT_EQ(y.scalar_type(), x.scalar_type());
+                ASSERT_EQ(y.sizes(), at::IntArrayRef({m, s.n}));
+                const double err = Error(y, Lut4MatmulRef(w, x), bf16);
+                if (bf16) {
+                  EXPECT_LE(err, 1.0);
+                  worst_bf16 = std::max(worst_bf16, err);
+                } else {
+                  EXPECT_LE(err, 1e-5);
+                  worst_f32 = std::max(worst_f32, err);
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  std::cout << "worst fp32 error / output scale: " << worst_f32
+            << "; worst bf16 error / budget: " << worst_bf16 << "\n";
+}
+
+TEST(Lut4Test, PublicPackPicksTheFastKernelAndKeepsBatchShape) {
+  at::manual_seed(2);
+  const Shape s{64, 256, 64};
+  const Lut4Weight w = RandomLut4(s, /*nf4=*/true, /*offset=*/false, /*perm=*/false);
+  auto packed = PackLut4(w, c10::Device(c10::kCPU));
+  ASSERT_TRUE(packed.ok()) << packed.status();
+  EXPECT_EQ((*packed)->name(), internal::HasAvx2Fma() ? "lut4_gemv_avx2" : "lut4_gemv_scalar");
+  // Packed codes are 4 bits: well under the one-byte-per-code input.
+  EXPECT_LT((*packed)->bytes(), w.codes.nbytes());
+  const at::Tensor x = at::randn({2, 3, s.k});  // [batch, seq, K]
+  const at::Tensor y = (*packed)->Matmul(x);
+  ASSERT_EQ(y.sizes(), at::IntArrayRef({2, 3, s.n}));
+  EXPECT_LE(Error(y, Lut4MatmulRef(w, x), false), 1e-5);
+  // float16 activations too.
+  const at::Tensor xh = x.to(at::kHalf);
+  EXPECT_EQ((*packed)->Matmul(xh).scalar_type(), at::kHalf);
+}
+
+TEST(Lut4Test, AtenInt4KernelMatchesReference) {
+  at::manual_seed(3);
+  for (int64_t g : {32, 64, 128, 256}) {
+    const Shape s{48, 512, g};
+    for (bool offset : {false, true}) {
+      const Lut4Weight w = RandomLut4(s, /*nf4=*/false, offset, /*perm=*/false);
+      auto packed = internal::PackLut4Cpu(w, CpuPackOptions{CpuKernel::kAten, 4});
+      ASSERT_TRUE(packed.ok()) << packed.status();
+      EXPECT_EQ((*packed)->name(), "aten_weight_int4pack_mm");
+      for (int64_t m : {1, 3, 17}) {
+        SCOPED_TRACE(absl::StrCat("g=", g, " offset=", offset, " M=", m));
+        const at::Tensor x = at::randn({m, s.k});
+        EXPECT_LE(Error((*packed)->Matmul(x), Lut4MatmulRef(w, x), false), 1e-5);
+      }
+    }
+  }
+  // Not an affine table: LibTorch's kernel cannot express it.
+  const Lut4Weight nf4 = RandomLut4({8, 64, 32}, /*nf4=*/true, false, false);
+  EXPECT_EQ(internal::PackLut4Cpu(nf4, CpuPackOptions{CpuKernel::kAten, 4}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(Lut4Test, BadShapesAreInvalidArgument) {
+  const c10::Device cpu(c10::kCPU);
+  const Lut4Weight good = RandomLut4({8, 64, 32}, false, true, true);
+  EXPECT_TRUE(PackLut4(good, cpu).ok());
+  auto expect_invalid = [&](const Lut4Weight& w, const char* what) {
+    EXPECT_EQ(PackLut4(w, cpu).status().code(), absl::StatusCode::kInvalidArgument) << what;
+  };
+  Lut4Weight w = good;
+  w.codes = good.codes.to(at::kInt);
+  expect_invalid(w, "int32 codes");
+  w = good;
+  w.codes = good.codes.flatten();
+  expect_invalid(w, "1-d codes");
+  w = good;
+  w.group_size = 48;
+  expect_invalid(w, "group does not divide K");
+  w = good;
+  w.group_size = 0;
+  expect_invalid(w, "group 0");
+  w = good;
+  w.scale = good.scale.t().contiguous();
+  expect_invalid(w, "scale transposed");
+  w = good;
+  w.scale = at::Tensor();
+  expect_invalid(w, "no scale");
+  w = good;
+  w.offset = good.offset.to(at::kHalf);
+  expect_invalid(w, "fp16 offset");
+  w = good;
+  w.input_permutation = at::arange(63, at::kLong);
+  expect_invalid(w, "short permutation");
+  // A wrong input width throws from Matmul (callers wrap it in TorchCall).
+  auto packed = PackLut4(good, cpu);
+  ASSERT_TRUE(packed.ok());
+  EXPECT_THROW((*packed)->Matmul(at::randn({1, 63})), c10::Error);
+  EXPECT_THROW((*packed)->Matmul(at::randn({1, 64}).to(at::kDouble)), c10::Error);
+}
+
+TEST(Int8RowwiseTest, MatchesReference) {
+  at::manual_seed(4);
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {{5, 32}, {37, 100}, {100, 4096}};
+  for (auto [n, k] : shapes) {
+    Int8RowwiseWeight w;
+    w.codes = at::randint(-128, 128, {n, k}, at::kChar);
+    w.scale = at::rand({n}) * 0.01 + 0.001;
+    for (CpuKernel kernel : {CpuKernel::kAuto, CpuKernel::kScalar, CpuKernel::kAvx2,
+                             CpuKernel::kAten}) {
+      for (int64_t max_rows : {int64_t{4}, int64_t{1000}}) {
+        auto packed = internal::PackInt8RowwiseCpu(w, CpuPackOptions{kernel, max_rows});
+        if (kernel == CpuKernel::kAten && k % 8 != 0) {
+          EXPECT_EQ(packed.status().code(), absl::StatusCode::kInvalidArgument);
+          continue;
+        }
+        ASSERT_TRUE(packed.ok()) << packed.status();
+        // Contiguous codes are shared with the module, not copied: only the scales count.
+        EXPECT_LT((*packed)->bytes(), n * k);
+        EXPECT_GE((*packed)->bytes(), n * 4);
+        if (kernel == CpuKernel::kScalar || !internal::HasAvx2Fma()) {
+          EXPECT_EQ((*packed)->name(), kernel == CpuKernel::kAten ? "aten_weight_int8pack_mm"
+                                                                  : "int8_gemv_scalar");
+        } else {
+          EXPECT_EQ((*packed)->name(), kernel == CpuKernel::kAten ? "aten_weight_int8pack_mm"
+                                                                  : "int8_gemv_avx2");
+        }
+        for (int64_t m : kRows) {
+          for (bool bf16 : {false, true}) {
+            SCOPED_TRACE(absl::StrCat("N=", n, " K=", k, " kernel=", static_cast<int>(kernel),
+                                      " max_rows=", max_rows, " M=", m, " bf16=", bf16));
+            const at::Tensor x = at::randn({m, k}).to(bf16 ? at::kBFloat16 : at::kFloat);
+            const at::Tensor y = (*packed)->Matmul(x);
+            ASSERT_EQ(y.scalar_type(), x.scalar_type());
+            const double err = Error(y, Int8RowwiseMatmulRef(w, x), bf16);
+            // LibTorch's kernel takes the scale in bf16 for bf16 input: 2^-9 more relative error.
+            const bool bf16_scale = bf16 && kernel == CpuKernel::kAten && m <= max_rows;
+            EXPECT_LE(err, bf16 ? (bf16_scale ? 1.5 : 1.0) : 1e-5);
+          }
+        }
+      }
+    }
+  }
+  Int8RowwiseWeight bad;
+  bad.codes = at::zeros({4, 8}, at::kChar);
+  bad.scale = at::ones({5});
+  EXPECT_EQ(PackInt8Rowwise(bad, c10::Device(c10::kCPU)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  bad.scale = at::ones({4}, at::kHalf);
+  EXPECT_EQ(PackInt8Rowwise(bad, c10::Device(c10::kCPU)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  bad.codes = at::zeros({4, 8}, at::kByte);
+  bad.scale = at::ones({4});
+  EXPECT_EQ(PackInt8Rowwise(bad, c10::Device(c10::kCPU)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace quantserve::quant::kernels
