@@ -229,7 +229,13 @@ absl::StatusOr<std::unique_ptr<PackedWeight>> PackLut4Cpu(const Lut4Weight& w,
   }
   std::unique_ptr<PackedWeight> out;
   absl::Status s = common::TorchCall("lut4 pack", [&]() -> absl::Status {
-    if (options.kernel == CpuKernel::kAten) {
+    // Measured by bench/kernels_bench (bench/RESULTS.md): for bf16/fp16 activations LibTorch's
+    // int4 kernel is 1.9-2.8x dense bf16 and ours 0.6-0.8x; for float32 activations LibTorch's
+    // is 0.1x and ours the faster. Tables other than 0..15 (NF4/FP4) only run on ours.
+    const bool half = w.compute_dtype == at::kBFloat16 || w.compute_dtype == at::kHalf;
+    const bool aten = options.kernel == CpuKernel::kAten ||
+                      (options.kernel == CpuKernel::kAuto && half && AtenInt4Fits(w));
+    if (aten) {
       if (!AtenInt4Fits(w)) {
         return absl::InvalidArgumentError(
             "aten_weight_int4pack_mm needs an affine table, no permutation, group 32..256");

@@ -48,6 +48,9 @@ struct Lut4Weight {
   int64_t group_size = 0;           // divides K
   at::Tensor input_permutation;     // int64 [K] or undefined: x is gathered x[..., perm] first
                                     // (GPTQ act-order: columns sorted by group)
+  // The dtype x will arrive in (the module's compute dtype): picks the kernel, as LibTorch's
+  // packed kernels are fast only for 16-bit activations on CPU.
+  c10::ScalarType compute_dtype = c10::ScalarType::Float;
 };
 
 // INVALID_ARGUMENT when shapes or dtypes disagree. Always succeeds otherwise: shapes no fast
@@ -61,6 +64,7 @@ at::Tensor Lut4MatmulRef(const Lut4Weight& w, const at::Tensor& x);
 struct Int8RowwiseWeight {
   at::Tensor codes;  // int8 [N, K] (CPU)
   at::Tensor scale;  // float32 [N]
+  c10::ScalarType compute_dtype = c10::ScalarType::Float;  // as Lut4Weight::compute_dtype
 };
 
 absl::StatusOr<std::unique_ptr<PackedWeight>> PackInt8Rowwise(const Int8RowwiseWeight& w,

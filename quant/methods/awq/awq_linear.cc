@@ -203,6 +203,7 @@ absl::Status AwqLinear::PackForCpu(const std::string& name, const c10::Device& d
   // z·s is exact in float32 (4-bit z, 11-bit s): q·s + offset is (q - z)·s to one rounding.
   w.offset = (zeros_.cpu().to(at::kFloat) * s).neg().t().contiguous();
   w.group_size = group_;
+  w.compute_dtype = options().dtype;
   auto packed = kernels::PackLut4(w, device);
   if (!packed.ok()) {
     return common::Annotate(packed.status(),

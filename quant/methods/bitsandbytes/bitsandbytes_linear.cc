@@ -594,6 +594,7 @@ absl::Status BnbLinear4bit::PackForKernels(const LoadTarget& target) {
     for (int i = 0; i < 16; ++i) w.lut[i] = lut.data_ptr<float>()[i];
     w.scale = BlockAbsmax().to(at::kFloat).reshape({n, k / block}).contiguous();
     w.group_size = block;
+    w.compute_dtype = options().dtype;
     packed = kernels::PackLut4(w, target.device);
   }));
   if (!packed.ok()) return packed.status();

@@ -428,12 +428,14 @@ absl::Status CompressedTensorsLinear::PackForCpu(const std::string& name,
     if (zero_.defined()) shift = per_row(zero_) + 8.0f;
     lw.offset = (shift * lw.scale).neg().contiguous();
     lw.group_size = w.strategy == "group" ? *w.group_size : k;
+    lw.compute_dtype = options().dtype;
     packed = kernels::PackLut4(lw, device);
   } else if (w.num_bits == 8 && w.symmetric &&
              (w.strategy == "channel" || w.strategy == "tensor")) {
     kernels::Int8RowwiseWeight iw;
     iw.codes = codes_.cpu().contiguous();
     iw.scale = per_row(weight_scale).reshape({n});
+    iw.compute_dtype = options().dtype;
     packed = kernels::PackInt8Rowwise(iw, device);
   } else {
     return absl::OkStatus();

@@ -71,7 +71,7 @@ absl::Status EetqLinear::PackForKernels(const LoadTarget& target) {
   if (!KernelsEnabled() || !target.device.is_cpu()) return absl::OkStatus();
   absl::StatusOr<std::unique_ptr<kernels::PackedWeight>> packed;
   QS_RETURN_IF_ERROR(common::TorchCall("eetq: packing for the CPU kernel", [&] {
-    packed = kernels::PackInt8Rowwise({weight.t().contiguous(), weight_scales.to(at::kFloat)},
+    packed = kernels::PackInt8Rowwise({weight.t().contiguous(), weight_scales.to(at::kFloat), options().dtype},
                                       target.device);
   }));
   if (!packed.ok()) return packed.status();

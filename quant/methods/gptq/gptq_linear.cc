@@ -211,6 +211,7 @@ absl::Status GptqLinear::PackForCpu(const std::string& name, const at::Tensor& g
   w.offset = (zeros_.to(at::kCPU).to(at::kFloat) * s).neg().t().contiguous();
   w.group_size = gs;
   if (permuted) w.input_permutation = perm;
+  w.compute_dtype = options().dtype;
   auto packed = kernels::PackLut4(w, device);
   if (!packed.ok()) {
     return common::Annotate(packed.status(), absl::StrCat("packing ", name, " (", What(), ")"));

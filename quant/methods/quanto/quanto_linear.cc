@@ -197,6 +197,7 @@ absl::Status QuantoLinear::PackForKernels(const LoadTarget& target) {
       kernels::Int8RowwiseWeight w;
       w.codes = data;
       w.scale = scale.to(at::kFloat).reshape({-1}).expand({n}).contiguous();
+      w.compute_dtype = options().dtype;
       packed = kernels::PackInt8Rowwise(w, target.device);
     } else {
       const int64_t g = group_size_ > 0 ? group_size_ : k;
@@ -206,6 +207,7 @@ absl::Status QuantoLinear::PackForKernels(const LoadTarget& target) {
       w.scale = scale.to(at::kFloat).reshape({n, k / g}).contiguous();
       w.offset = shift.to(at::kFloat).neg().reshape({n, k / g}).contiguous();
       w.group_size = g;
+      w.compute_dtype = options().dtype;
       packed = kernels::PackLut4(w, target.device);
     }
   }));

@@ -357,6 +357,7 @@ absl::Status TorchAoInt4Linear::PackForKernels(const LoadTarget& target) {
     w.scale = s;
     w.offset = (weight_zero_point.to(at::kFloat).t() - 8 * s).contiguous();
     w.group_size = group_size_;
+    w.compute_dtype = options().dtype;
     packed = kernels::PackLut4(w, target.device);
   }));
   if (!packed.ok()) return packed.status();
@@ -442,7 +443,7 @@ absl::Status TorchAoInt8Linear::PackForKernels(const LoadTarget& target) {
   QS_RETURN_IF_ERROR(common::TorchCall("torchao int8: packing for the CPU kernel", [&] {
     // [N / block_rows, 1] scales, one per block of rows.
     const at::Tensor s = weight_scale.to(at::kFloat).reshape({-1, 1}).expand({-1, block_rows_});
-    packed = kernels::PackInt8Rowwise({weight_qdata.contiguous(), s.reshape({n}).contiguous()},
+    packed = kernels::PackInt8Rowwise({weight_qdata.contiguous(), s.reshape({n}).contiguous(), options().dtype},
                                       target.device);
   }));
   if (!packed.ok()) return packed.status();
