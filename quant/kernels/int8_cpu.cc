@@ -41,7 +41,6 @@ class Int8Cpu final : public PackedWeight {
         // Shares the module's codes when they are already [N, K] contiguous: the module keeps
         // them for Save, and nothing writes to either after load.
         codes_(w.codes.contiguous()),
-        codes_shared_(codes_.is_alias_of(w.codes)),
         scale_(w.scale.to(at::kFloat).contiguous().clone()) {
     if (kernel_ == CpuKernel::kAten) {
       scale_bf16_ = scale_.to(at::kBFloat16);
@@ -87,7 +86,8 @@ class Int8Cpu final : public PackedWeight {
 
   const std::string& name() const override { return name_; }
   int64_t bytes() const override {
-    int64_t b = (codes_shared_ ? 0 : codes_.nbytes()) + scale_.nbytes();
+    // Codes another owner (the module) still holds are its bytes, not ours.
+    int64_t b = (codes_.use_count() > 1 ? 0 : codes_.nbytes()) + scale_.nbytes();
     if (scale_bf16_.defined()) b += scale_bf16_.nbytes() + scale_half_.nbytes();
     return b;
   }
@@ -97,9 +97,7 @@ class Int8Cpu final : public PackedWeight {
   const CpuKernel kernel_;
   const int64_t max_gemv_rows_;
   const int64_t n_, k_;
-  at::Tensor codes_;
-  const bool codes_shared_;  // codes_ aliases the module's tensor: not counted in bytes()
-  at::Tensor scale_, scale_bf16_, scale_half_;
+  at::Tensor codes_, scale_, scale_bf16_, scale_half_;
 };
 
 }  // namespace

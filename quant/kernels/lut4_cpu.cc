@@ -212,8 +212,9 @@ bool AtenInt4Fits(const Lut4Weight& w) {
     if (w.lut[i] != static_cast<float>(i)) return false;
   }
   const int64_t g = w.group_size;
+  // _convert_weight_to_int4pack_for_cpu also needs N % 16 == 0.
   return !w.input_permutation.defined() && (g == 32 || g == 64 || g == 128 || g == 256) &&
-         w.codes.size(1) % 32 == 0;
+         w.codes.size(1) % 32 == 0 && w.codes.size(0) % 16 == 0;
 }
 
 }  // namespace

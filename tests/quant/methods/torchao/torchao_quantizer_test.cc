@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "quant/linear_quantizer.h"
 #include "quant/methods/torchao/torchao_linear.h"
@@ -433,7 +434,14 @@ TEST(TorchAoFormulaTest, CpuModulesRunThePackedKernels) {
       }
       ASSERT_TRUE(m->QuantizeWeight(at::randn({48, 256}), LoadTarget{}).ok());
       m->bias = at::randn({48}).to(dtype);
-      EXPECT_EQ(m->kernel_name(), c.kernel);
+      // bf16 modules run LibTorch's packed kernels (bench/RESULTS.md: faster for 16-bit x).
+      std::string want_kernel = c.kernel;
+      if (dtype == at::kBFloat16 && absl::StartsWith(c.kernel, "lut4_gemv")) {
+        want_kernel = "aten_weight_int4pack_mm";
+      } else if (dtype == at::kBFloat16 && absl::StartsWith(c.kernel, "int8_gemv")) {
+        want_kernel = "aten_weight_int8pack_mm";
+      }
+      EXPECT_EQ(m->kernel_name(), want_kernel);
       for (int64_t rows : {1, 3, 7}) {
         const at::Tensor x = at::randn({rows, 256}).to(dtype);
         const at::Tensor want =
