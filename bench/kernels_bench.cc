@@ -100,7 +100,7 @@ int main(int argc, char** argv) {
             {"dense bf16 at::linear", [&] { return at::linear(x.to(at::kBFloat16), wb); }, {}},
             {"dense fp32 at::linear", [&] { return at::linear(x.to(at::kFloat), wf); }, {}},
             {"aten_weight_int8pack_mm", [&] { return aten8->Matmul(x); }, {}},
-            {"int8_gemv_avx2", [&] { return ours8->Matmul(x); }, {}},
+            {"int8_q16_avx2", [&] { return ours8->Matmul(x); }, {}},
         };
         Race("int8 " + tag, c, rounds);
         std::vector<Candidate> c4 = {
@@ -113,13 +113,13 @@ int main(int argc, char** argv) {
           const qk::PackedWeight* a = keep[keep.size() - 2].get();
           const qk::PackedWeight* o = keep.back().get();
           c4.push_back({"aten_int4pack g" + std::to_string(g), [a, &x] { return a->Matmul(x); }, {}});
-          c4.push_back({"lut4_gemv_avx2 affine g" + std::to_string(g),
+          c4.push_back({"lut4_q16_avx2 affine g" + std::to_string(g),
                         [o, &x] { return o->Matmul(x); }, {}});
         }
         const qk::Lut4Weight nf = lut4(false, 64);
         keep.push_back(Must(qk::internal::PackLut4Cpu(nf, CpuPackOptions{CpuKernel::kAvx2, 4})));
         const qk::PackedWeight* o = keep.back().get();
-        c4.push_back({"lut4_gemv_avx2 table g64", [o, &x] { return o->Matmul(x); }, {}});
+        c4.push_back({"lut4_q16_avx2 table g64", [o, &x] { return o->Matmul(x); }, {}});
         Race("4-bit " + tag, c4, rounds);
       }
     }

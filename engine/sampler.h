@@ -5,6 +5,11 @@
 //
 // Randomness comes from a per-request mt19937_64 seeded from `seed` (or the OS when absent), so
 // a seed reproduces the same tokens regardless of what else runs. One sampler per sequence.
+//
+// Cost per token is O(V) plus O(k log k) for top-k and O(p log p) for a top-p prefix of p
+// tokens: greedy is an argmax, top-k an nth_element, top-p alone grows partial sorts until the
+// prefix holds the mass, and the buffers are reused across tokens (no per-token allocation
+// beyond the returned top logprobs).
 
 #include <ATen/core/Tensor.h>
 
@@ -31,9 +36,16 @@ class Sampler {
   SampledToken Sample(const at::Tensor& logits, const std::vector<int32_t>& history);
 
  private:
+  // Temperature, top-k, top-p and the draw over scores_ (already penalized).
+  int32_t SampleFromScores();
+
   SamplingParams params_;
   int32_t top_n_;
   std::mt19937_64 rng_;
+  // Per-token scratch, kept to avoid allocations.
+  std::vector<float> scores_;
+  std::vector<double> weights_;
+  std::vector<int32_t> order_;
 };
 
 }  // namespace quantserve::engine

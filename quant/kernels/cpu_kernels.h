@@ -1,45 +1,82 @@
 #pragma once
 // Internal: the CPU kernels behind PackLut4 / PackInt8Rowwise, on raw pointers.
 //
+// The kernels multiply integers, not floats. Each matmul input row is quantized once to int16
+// per block of 32 columns ("q16": x ~= d[b] * q[k], |q| <= 32767, rounded to nearest even),
+// and the weights stay in their integer codes: 16 products per vpmaddwd instead of 8 per FMA,
+// and no code is ever turned into a float. The int32 block sums are scaled once per block.
+// q16 keeps the result within ~1e-5 of the float computation (bf16 rounding is 4e-3), so every
+// library comparison keeps its tolerance.
+//
 // The *Avx2 functions live in cpu_kernels_avx2.cc, the only file compiled with -mavx2 -mfma;
 // it includes no ATen header (an inline ATen function compiled for AVX2 could be picked by the
 // linker for every caller), so callers must check HasAvx2Fma() before calling them. The
-// scalar twins are portable and compute the same sums in the same order per group.
+// *Scalar twins are portable and compute the same integer block sums; float sums may round
+// differently.
 //
-// Packed 4-bit layout ("lut4 chunk layout"): for each output row n, for each chunk c of 32
-// input columns, 16 bytes where byte j holds code[n, 32c + j] in its low nibble and
-// code[n, 32c + 16 + j] in its high nibble. Row n starts at packed + n * K / 2.
+// Packed 4-bit layout ("lut4 word layout"): for each output row n, for each chunk c of 64
+// input columns, 32 bytes read as 16 little-endian uint16 words; word j (0..15) holds in its
+// nibble p (bits 4p..4p+3) the code of column 64c + 16p + j. Shifting and masking the 16 words
+// gives four vectors of 16 int16 codes in column order, with no shuffle. Rows are padded to
+// a multiple of 64 columns with code 0 (the padded activations are 0). Row n starts at
+// packed + n * KP / 2, KP = K rounded up to 64.
 
 #include <cstdint>
 
 namespace quantserve::quant::kernels::internal {
 
-// A 4-bit weight in the chunk layout. Requires K % 32 == 0 and group_size % 32 == 0.
+// Columns per quantization block of the activations; every 4-bit group is a multiple of it.
+inline constexpr int64_t kQ16Block = 32;
+// Columns per packed 4-bit chunk (32 bytes).
+inline constexpr int64_t kLut4Chunk = 64;
+
+inline int64_t RoundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+// Quantized activation rows. Row m of q holds KP = RoundUp(K, 64) int16 codes (padding 0);
+// d and bsum hold KP / 32 floats per row: the block's scale and d * (sum of its codes), the
+// block's sum as the kernel sees it (used for zero points).
+struct Q16Rows {
+  const int16_t* q = nullptr;
+  const float* d = nullptr;
+  const float* bsum = nullptr;
+  int64_t kp = 0;
+};
+
+// Quantizes rows x[m, 0..k) (row stride ldx) into q [rows, kp], d and bsum [rows, kp / 32].
+void QuantizeQ16Avx2(const float* x, int64_t ldx, int64_t rows, int64_t k, int64_t kp,
+                     int16_t* q, float* d, float* bsum);
+void QuantizeQ16Scalar(const float* x, int64_t ldx, int64_t rows, int64_t k, int64_t kp,
+                       int16_t* q, float* d, float* bsum);
+
+// A 4-bit weight in the word layout. Requires K % 32 == 0 and group_size % 32 == 0.
 struct Lut4Layout {
-  const uint8_t* packed = nullptr;  // [N, K / 2]
-  const float* scale = nullptr;     // [N, K / group_size]
+  const uint8_t* packed = nullptr;  // [N, KP / 2]
+  const float* scale = nullptr;     // [N, K / group_size], already divided by table_scale
   const float* offset = nullptr;    // [N, K / group_size] or null (no offset)
-  const float* lut = nullptr;       // [16]
-  bool affine = false;              // lut[i] == i: codes convert to float directly
+  const int16_t* table = nullptr;   // [16] code -> int16 value (lut * table_scale, rounded)
+  const float* lut = nullptr;       // [16] code -> float value (for dequantizing)
+  bool affine = false;              // table[i] == i: codes are their own values
   int64_t k = 0;
   int64_t group_size = 0;
 };
 
-// y[m, n] (n in [n0, n1), m < rows) = sum_k x[m, k] * w[n, k], x row stride ldx, y row
-// stride ldy. xsum[m, g] is the sum of x[m, group g] (used only with an offset).
-void Lut4GemvAvx2(const Lut4Layout& w, const float* x, int64_t ldx, const float* xsum,
-                  int64_t rows, float* y, int64_t ldy, int64_t n0, int64_t n1);
-void Lut4GemvScalar(const Lut4Layout& w, const float* x, int64_t ldx, const float* xsum,
-                    int64_t rows, float* y, int64_t ldy, int64_t n0, int64_t n1);
+// y[m, n] (n in [n0, n1), m < rows) = sum_k x[m, k] * w[n, k] with x given as q16 rows.
+// xg[m, g] is the sum of row m's group g as quantized (Q16 bsum summed per group); used only
+// with an offset. y has row stride ldy.
+void Lut4Q16Avx2(const Lut4Layout& w, const Q16Rows& x, const float* xg, int64_t rows, float* y,
+                 int64_t ldy, int64_t n0, int64_t n1);
+void Lut4Q16Scalar(const Lut4Layout& w, const Q16Rows& x, const float* xg, int64_t rows,
+                   float* y, int64_t ldy, int64_t n0, int64_t n1);
 // Writes the float weight rows [n0, n1) to out (row stride K).
 void Lut4DequantAvx2(const Lut4Layout& w, int64_t n0, int64_t n1, float* out);
 void Lut4DequantScalar(const Lut4Layout& w, int64_t n0, int64_t n1, float* out);
 
-// Int8 rowwise: y[m, n] = scale[n] * sum_k x[m, k] * codes[n, k].
-void Int8GemvAvx2(const int8_t* codes, const float* scale, int64_t k, const float* x, int64_t ldx,
-                  int64_t rows, float* y, int64_t ldy, int64_t n0, int64_t n1);
-void Int8GemvScalar(const int8_t* codes, const float* scale, int64_t k, const float* x,
-                    int64_t ldx, int64_t rows, float* y, int64_t ldy, int64_t n0, int64_t n1);
+// Int8 rowwise: y[m, n] = scale[n] * sum_k x[m, k] * codes[n, k], codes [N, K] row-major
+// (the module's own tensor: no copy), x as q16 rows.
+void Int8Q16Avx2(const int8_t* codes, const float* scale, int64_t k, const Q16Rows& x,
+                 int64_t rows, float* y, int64_t ldy, int64_t n0, int64_t n1);
+void Int8Q16Scalar(const int8_t* codes, const float* scale, int64_t k, const Q16Rows& x,
+                   int64_t rows, float* y, int64_t ldy, int64_t n0, int64_t n1);
 
 // True when the CPU runs AVX2 and FMA (cached).
 bool HasAvx2Fma();

@@ -4,8 +4,8 @@
 #include <immintrin.h>
 
 #include <algorithm>
-
 #include <cstdint>
+#include <cstring>
 
 #include "quant/kernels/cpu_kernels.h"
 
@@ -19,162 +19,224 @@ inline float Hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// One table lookup of 8 codes: vpermps uses the low 3 bits, bit 3 picks the half.
-inline __m256 Lookup(__m256i idx, __m256 lut_lo, __m256 lut_hi) {
+inline int32_t HsumI32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+  return _mm_cvtsi128_si32(s);
+}
+
+inline float Hmax(__m256 v) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_max_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// Rounds 16 floats (times inv) to int16 in column order; adds the int32 codes to *sum.
+inline __m256i Round16(const float* x, __m256 inv, __m256i* sum) {
+  const __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x), inv));
+  const __m256i b = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 8), inv));
+  *sum = _mm256_add_epi32(*sum, _mm256_add_epi32(a, b));
+  // packs interleaves the 128-bit lanes; the permute restores column order.
+  return _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xD8);
+}
+
+// The four vectors of 16 int16 codes (columns 16p..16p+15) of one 64-column chunk.
+inline void DecodeCodes(const uint8_t* p, __m256i c[4]) {
+  const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  const __m256i mask = _mm256_set1_epi16(0x0F);
+  c[0] = _mm256_and_si256(v, mask);
+  c[1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+  c[2] = _mm256_and_si256(_mm256_srli_epi16(v, 8), mask);
+  c[3] = _mm256_srli_epi16(v, 12);
+}
+
+// Replaces two vectors of int16 codes by their int16 table values: the codes are packed to
+// bytes, both bytes of each value looked up with pshufb, and interleaved back in order.
+inline void LookupPair(__m256i* a, __m256i* b, __m256i table_lo, __m256i table_hi) {
+  const __m256i idx = _mm256_packus_epi16(*a, *b);  // lane h: a[8h..8h+7], b[8h..8h+7]
+  const __m256i lo = _mm256_shuffle_epi8(table_lo, idx);
+  const __m256i hi = _mm256_shuffle_epi8(table_hi, idx);
+  *a = _mm256_unpacklo_epi8(lo, hi);
+  *b = _mm256_unpackhi_epi8(lo, hi);
+}
+
+inline __m256i LoadQ(const int16_t* q) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q));
+}
+
+// R activation rows against weight rows [n0, n1). Each row's arithmetic is the same whatever
+// R is, so a row's result does not depend on the batch it runs in. kSameGroup: both 32-column
+// blocks of every chunk share a weight group (group_size % 64 == 0), so the block sums are
+// combined before the group scale; otherwise each block gets d * scale of its own group.
+template <bool kAffine, bool kSameGroup, int R>
+void Lut4Q16Rows(const Lut4Layout& w, const Q16Rows& x, const float* xg, float* y, int64_t ldy,
+                 int64_t n0, int64_t n1) {
+  const int64_t chunks = x.kp / kLut4Chunk;
+  const int64_t nb = x.kp / kQ16Block;
+  const int64_t groups = w.k / w.group_size;
+  __m256i table_lo = _mm256_setzero_si256(), table_hi = _mm256_setzero_si256();
+  if constexpr (!kAffine) {
+    alignas(16) uint8_t lo[16], hi[16];
+    for (int i = 0; i < 16; ++i) {
+      const uint16_t v = static_cast<uint16_t>(w.table[i]);
+      lo[i] = static_cast<uint8_t>(v & 0xFF);
+      hi[i] = static_cast<uint8_t>(v >> 8);
+    }
+    table_lo = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(lo)));
+    table_hi = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(hi)));
+  }
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* row = w.packed + n * (x.kp / 2);
+    const float* scale = w.scale + n * groups;
+    __m256 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+    for (int64_t c = 0; c < chunks; ++c) {
+      __m256i cv[4];
+      DecodeCodes(row + c * (kLut4Chunk / 2), cv);
+      if constexpr (!kAffine) {
+        LookupPair(&cv[0], &cv[1], table_lo, table_hi);
+        LookupPair(&cv[2], &cv[3], table_lo, table_hi);
+      }
+      // Padding blocks past K have d = 0; their group index is clamped to stay in bounds.
+      const float s_a = scale[std::min(c * kLut4Chunk / w.group_size, groups - 1)];
+      const float s_b =
+          kSameGroup ? s_a
+                     : scale[std::min((c * kLut4Chunk + kQ16Block) / w.group_size, groups - 1)];
+      for (int r = 0; r < R; ++r) {
+        const int16_t* q = x.q + r * x.kp + c * kLut4Chunk;
+        const float* d = x.d + r * nb + 2 * c;
+        const __m256i pa = _mm256_add_epi32(_mm256_madd_epi16(cv[0], LoadQ(q)),
+                                            _mm256_madd_epi16(cv[1], LoadQ(q + 16)));
+        const __m256i pb = _mm256_add_epi32(_mm256_madd_epi16(cv[2], LoadQ(q + 32)),
+                                            _mm256_madd_epi16(cv[3], LoadQ(q + 48)));
+        if constexpr (kSameGroup) {
+          __m256 t = _mm256_mul_ps(_mm256_cvtepi32_ps(pa), _mm256_broadcast_ss(d));
+          t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(pb), _mm256_broadcast_ss(d + 1), t);
+          acc[r] = _mm256_fmadd_ps(t, _mm256_set1_ps(s_a), acc[r]);
+        } else {
+          acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(pa), _mm256_set1_ps(d[0] * s_a), acc[r]);
+          acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(pb), _mm256_set1_ps(d[1] * s_b), acc[r]);
+        }
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      float off = 0.f;
+      if (w.offset != nullptr) {
+        const float* o = w.offset + n * groups;
+        const float* g = xg + r * groups;
+        for (int64_t i = 0; i < groups; ++i) off += o[i] * g[i];
+      }
+      y[r * ldy + n] = Hsum(acc[r]) + off;
+    }
+  }
+}
+
+// Output rows per cache block when more than 4 input rows share the weights: the block's codes
+// stay in L2 while every group of 4 input rows streams over them, so a batched decode step
+// reads the weights from memory once, not once per 4 rows.
+constexpr int64_t kRowBlock = 64;
+
+template <bool kAffine, bool kSameGroup>
+void Lut4Q16All(const Lut4Layout& w, const Q16Rows& x, const float* xg, int64_t rows, float* y,
+                int64_t ldy, int64_t n0, int64_t n1) {
+  const int64_t groups = w.k / w.group_size;
+  const int64_t block = rows > 4 ? kRowBlock : n1 - n0;
+  for (int64_t b0 = n0; b0 < n1; b0 += block) {
+    const int64_t b1 = std::min(n1, b0 + block);
+    for (int64_t m = 0; m < rows; m += 4) {
+      Q16Rows xm = x;
+      xm.q += m * x.kp;
+      xm.d += m * (x.kp / kQ16Block);
+      const float* xgm = xg != nullptr ? xg + m * groups : nullptr;
+      float* ym = y + m * ldy;
+      switch (std::min<int64_t>(4, rows - m)) {
+        case 4:
+          Lut4Q16Rows<kAffine, kSameGroup, 4>(w, xm, xgm, ym, ldy, b0, b1);
+          break;
+        case 3:
+          Lut4Q16Rows<kAffine, kSameGroup, 3>(w, xm, xgm, ym, ldy, b0, b1);
+          break;
+        case 2:
+          Lut4Q16Rows<kAffine, kSameGroup, 2>(w, xm, xgm, ym, ldy, b0, b1);
+          break;
+        default:
+          Lut4Q16Rows<kAffine, kSameGroup, 1>(w, xm, xgm, ym, ldy, b0, b1);
+          break;
+      }
+    }
+  }
+}
+
+// One table lookup of 8 codes (int32): vpermps uses the low 3 bits, bit 3 picks the half.
+inline __m256 LookupFloat(__m256i idx, __m256 lut_lo, __m256 lut_hi) {
   return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lut_lo, idx),
                           _mm256_permutevar8x32_ps(lut_hi, idx),
                           _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
 }
 
-// The 32 weights of one chunk (16 packed bytes), in column order: w[0] holds columns 0-7, ...
-template <bool kAffine>
-inline void Decode32(const uint8_t* p, __m256 lut_lo, __m256 lut_hi, __m256 w[4]) {
-  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  const __m128i mask = _mm_set1_epi8(0x0F);
-  const __m128i lo = _mm_and_si128(b, mask);
-  const __m128i hi = _mm_and_si128(_mm_srli_epi16(b, 4), mask);
-  const __m256i idx[4] = {_mm256_cvtepu8_epi32(lo), _mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)),
-                          _mm256_cvtepu8_epi32(hi), _mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))};
-  for (int i = 0; i < 4; ++i) {
-    w[i] = kAffine ? _mm256_cvtepi32_ps(idx[i]) : Lookup(idx[i], lut_lo, lut_hi);
-  }
-}
-
-// R rows of x against rows [n0, n1) of w. Each row keeps NA partial sums per group (FMA
-// latency), folds them into a vector total with the group scale, and reduces once per row.
-template <bool kAffine, int R>
-void Lut4GemvRows(const Lut4Layout& w, const float* x, int64_t ldx, const float* xsum, float* y,
-                  int64_t ldy, int64_t n0, int64_t n1) {
-  constexpr int NA = R == 1 ? 4 : 2;
-  const int64_t groups = w.k / w.group_size;
-  const int64_t chunks = w.group_size / 32;
-  const __m256 lut_lo = _mm256_loadu_ps(w.lut);
-  const __m256 lut_hi = _mm256_loadu_ps(w.lut + 8);
-  for (int64_t n = n0; n < n1; ++n) {
-    const uint8_t* row = w.packed + n * (w.k / 2);
-    const float* scale = w.scale + n * groups;
-    const float* offset = w.offset != nullptr ? w.offset + n * groups : nullptr;
-    __m256 total[R];
-    float off_total[R];
-    for (int r = 0; r < R; ++r) {
-      total[r] = _mm256_setzero_ps();
-      off_total[r] = 0.f;
-    }
-    for (int64_t g = 0; g < groups; ++g) {
-      __m256 acc[R][NA];
-      for (int r = 0; r < R; ++r) {
-        for (int a = 0; a < NA; ++a) acc[r][a] = _mm256_setzero_ps();
-      }
-      for (int64_t c = 0; c < chunks; ++c) {
-        const int64_t k0 = (g * chunks + c) * 32;
-        __m256 wv[4];
-        Decode32<kAffine>(row + k0 / 2, lut_lo, lut_hi, wv);
-        for (int r = 0; r < R; ++r) {
-          const float* xr = x + r * ldx + k0;
-          for (int i = 0; i < 4; ++i) {
-            acc[r][i % NA] = _mm256_fmadd_ps(wv[i], _mm256_loadu_ps(xr + 8 * i), acc[r][i % NA]);
-          }
-        }
-      }
-      const __m256 s = _mm256_set1_ps(scale[g]);
-      for (int r = 0; r < R; ++r) {
-        __m256 a = acc[r][0];
-        for (int i = 1; i < NA; ++i) a = _mm256_add_ps(a, acc[r][i]);
-        total[r] = _mm256_fmadd_ps(a, s, total[r]);
-        if (offset != nullptr) off_total[r] += offset[g] * xsum[r * groups + g];
-      }
-    }
-    for (int r = 0; r < R; ++r) y[r * ldy + n] = Hsum(total[r]) + off_total[r];
-  }
-}
-
-// Output rows per cache block when more than 4 input rows share the weights: the block's codes
-// (64 rows x K/2 bytes) stay in L2 while every group of 4 input rows streams over them, so a
-// batched decode step reads the weights from memory once, not once per 4 rows.
-constexpr int64_t kRowBlock = 64;
-
-template <bool kAffine>
-void Lut4GemvAll(const Lut4Layout& w, const float* x, int64_t ldx, const float* xsum,
-                 int64_t rows, float* y, int64_t ldy, int64_t n0, int64_t n1) {
-  const int64_t groups = w.k / w.group_size;
-  const int64_t block = rows > 4 ? kRowBlock : n1 - n0;
-  for (int64_t b0 = n0; b0 < n1; b0 += block) {
-    const int64_t b1 = std::min(n1, b0 + block);
-    int64_t m = 0;
-    for (; m + 4 <= rows; m += 4) {
-      Lut4GemvRows<kAffine, 4>(w, x + m * ldx, ldx, xsum + m * groups, y + m * ldy, ldy, b0, b1);
-    }
-    const float* xm = x + m * ldx;
-    const float* sm = xsum + m * groups;
-    float* ym = y + m * ldy;
-    switch (rows - m) {
-      case 3:
-        Lut4GemvRows<kAffine, 3>(w, xm, ldx, sm, ym, ldy, b0, b1);
-        break;
-      case 2:
-        Lut4GemvRows<kAffine, 2>(w, xm, ldx, sm, ym, ldy, b0, b1);
-        break;
-      case 1:
-        Lut4GemvRows<kAffine, 1>(w, xm, ldx, sm, ym, ldy, b0, b1);
-        break;
-      default:
-        break;
-    }
-  }
-}
-
 template <bool kAffine>
 void Lut4DequantRows(const Lut4Layout& w, int64_t n0, int64_t n1, float* out) {
+  const int64_t kp = RoundUp(w.k, kLut4Chunk);
   const int64_t groups = w.k / w.group_size;
-  const int64_t chunks = w.group_size / 32;
   const __m256 lut_lo = _mm256_loadu_ps(w.lut);
   const __m256 lut_hi = _mm256_loadu_ps(w.lut + 8);
   for (int64_t n = n0; n < n1; ++n) {
-    const uint8_t* row = w.packed + n * (w.k / 2);
+    const uint8_t* row = w.packed + n * (kp / 2);
     float* o = out + (n - n0) * w.k;
-    for (int64_t g = 0; g < groups; ++g) {
-      const __m256 s = _mm256_set1_ps(w.scale[n * groups + g]);
-      const __m256 b = _mm256_set1_ps(w.offset != nullptr ? w.offset[n * groups + g] : 0.f);
-      for (int64_t c = 0; c < chunks; ++c) {
-        const int64_t k0 = (g * chunks + c) * 32;
-        __m256 wv[4];
-        Decode32<kAffine>(row + k0 / 2, lut_lo, lut_hi, wv);
-        for (int i = 0; i < 4; ++i) _mm256_storeu_ps(o + k0 + 8 * i, _mm256_fmadd_ps(wv[i], s, b));
+    for (int64_t c = 0; c < kp / kLut4Chunk; ++c) {
+      __m256i cv[4];
+      DecodeCodes(row + c * (kLut4Chunk / 2), cv);
+      for (int p = 0; p < 4; ++p) {
+        const int64_t k0 = c * kLut4Chunk + 16 * p;
+        if (k0 >= w.k) break;
+        const int64_t g = k0 / w.group_size;
+        const __m256 s = _mm256_set1_ps(w.scale[n * groups + g]);
+        const __m256 b = _mm256_set1_ps(w.offset != nullptr ? w.offset[n * groups + g] : 0.f);
+        const __m256i half[2] = {_mm256_cvtepu16_epi32(_mm256_castsi256_si128(cv[p])),
+                                 _mm256_cvtepu16_epi32(_mm256_extracti128_si256(cv[p], 1))};
+        for (int h = 0; h < 2; ++h) {
+          const __m256 v = kAffine ? _mm256_cvtepi32_ps(half[h])
+                                   : LookupFloat(half[h], lut_lo, lut_hi);
+          _mm256_storeu_ps(o + k0 + 8 * h, _mm256_fmadd_ps(v, s, b));
+        }
       }
     }
   }
 }
 
 template <int R>
-void Int8GemvRows(const int8_t* codes, const float* scale, int64_t k, const float* x, int64_t ldx,
-                  float* y, int64_t ldy, int64_t n0, int64_t n1) {
-  constexpr int NA = R == 1 ? 4 : 2;
-  const int64_t k32 = k / 32 * 32;
+void Int8Q16Rows(const int8_t* codes, const float* scale, int64_t k, const Q16Rows& x, float* y,
+                 int64_t ldy, int64_t n0, int64_t n1) {
+  const int64_t full = k / kQ16Block;
+  const int64_t nb = x.kp / kQ16Block;
   for (int64_t n = n0; n < n1; ++n) {
     const int8_t* row = codes + n * k;
-    __m256 acc[R][NA];
-    for (int r = 0; r < R; ++r) {
-      for (int a = 0; a < NA; ++a) acc[r][a] = _mm256_setzero_ps();
-    }
-    for (int64_t k0 = 0; k0 < k32; k0 += 32) {
-      __m256 wv[4];
-      for (int i = 0; i < 4; ++i) {
-        const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + k0 + 8 * i));
-        wv[i] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
-      }
+    __m256 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < full; ++b) {
+      const int8_t* wb = row + b * kQ16Block;
+      const __m256i w0 =
+          _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wb)));
+      const __m256i w1 =
+          _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wb + 16)));
       for (int r = 0; r < R; ++r) {
-        const float* xr = x + r * ldx + k0;
-        for (int i = 0; i < 4; ++i) {
-          acc[r][i % NA] = _mm256_fmadd_ps(wv[i], _mm256_loadu_ps(xr + 8 * i), acc[r][i % NA]);
-        }
+        const int16_t* q = x.q + r * x.kp + b * kQ16Block;
+        const __m256i p = _mm256_add_epi32(_mm256_madd_epi16(w0, LoadQ(q)),
+                                           _mm256_madd_epi16(w1, LoadQ(q + 16)));
+        acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(x.d + r * nb + b),
+                                 acc[r]);
       }
     }
     for (int r = 0; r < R; ++r) {
-      __m256 a = acc[r][0];
-      for (int i = 1; i < NA; ++i) a = _mm256_add_ps(a, acc[r][i]);
-      float sum = Hsum(a);
-      const float* xr = x + r * ldx;
-      for (int64_t kk = k32; kk < k; ++kk) sum += xr[kk] * static_cast<float>(row[kk]);
+      float sum = Hsum(acc[r]);
+      if (full * kQ16Block < k) {  // a last, partial block
+        const int16_t* q = x.q + r * x.kp;
+        int32_t t = 0;
+        for (int64_t i = full * kQ16Block; i < k; ++i) t += row[i] * q[i];
+        sum += static_cast<float>(t) * x.d[r * nb + full];
+      }
       y[r * ldy + n] = sum * scale[n];
     }
   }
@@ -182,12 +244,57 @@ void Int8GemvRows(const int8_t* codes, const float* scale, int64_t k, const floa
 
 }  // namespace
 
-void Lut4GemvAvx2(const Lut4Layout& w, const float* x, int64_t ldx, const float* xsum,
-                  int64_t rows, float* y, int64_t ldy, int64_t n0, int64_t n1) {
+void QuantizeQ16Avx2(const float* x, int64_t ldx, int64_t rows, int64_t k, int64_t kp,
+                     int16_t* q, float* d, float* bsum) {
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+  const int64_t nb = kp / kQ16Block;
+  alignas(32) float tail[kQ16Block];
+  for (int64_t m = 0; m < rows; ++m) {
+    const float* xr = x + m * ldx;
+    int16_t* qr = q + m * kp;
+    for (int64_t b = 0; b < nb; ++b) {
+      const int64_t k0 = b * kQ16Block;
+      const int64_t cols = std::clamp<int64_t>(k - k0, 0, kQ16Block);
+      const float* src = xr + k0;
+      if (cols < kQ16Block) {  // the last partial block, or padding: zeros past K
+        std::memset(tail, 0, sizeof(tail));
+        if (cols > 0) std::memcpy(tail, src, cols * sizeof(float));
+        src = tail;
+      }
+      __m256 amax = _mm256_setzero_ps();
+      for (int i = 0; i < 4; ++i) {
+        amax = _mm256_max_ps(amax, _mm256_and_ps(_mm256_loadu_ps(src + 8 * i), abs_mask));
+      }
+      const float mx = Hmax(amax);
+      const float inv = mx > 0.f ? 32767.f / mx : 0.f;
+      const __m256 vinv = _mm256_set1_ps(inv);
+      __m256i isum = _mm256_setzero_si256();
+      const __m256i q0 = Round16(src, vinv, &isum);
+      const __m256i q1 = Round16(src + 16, vinv, &isum);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(qr + k0), q0);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(qr + k0 + 16), q1);
+      const float scale = mx / 32767.f;
+      d[m * nb + b] = scale;
+      bsum[m * nb + b] = scale * static_cast<float>(HsumI32(isum));
+    }
+  }
+}
+
+void Lut4Q16Avx2(const Lut4Layout& w, const Q16Rows& x, const float* xg, int64_t rows, float* y,
+                 int64_t ldy, int64_t n0, int64_t n1) {
+  const bool same = w.group_size % kLut4Chunk == 0;
   if (w.affine) {
-    Lut4GemvAll<true>(w, x, ldx, xsum, rows, y, ldy, n0, n1);
+    if (same) {
+      Lut4Q16All<true, true>(w, x, xg, rows, y, ldy, n0, n1);
+    } else {
+      Lut4Q16All<true, false>(w, x, xg, rows, y, ldy, n0, n1);
+    }
   } else {
-    Lut4GemvAll<false>(w, x, ldx, xsum, rows, y, ldy, n0, n1);
+    if (same) {
+      Lut4Q16All<false, true>(w, x, xg, rows, y, ldy, n0, n1);
+    } else {
+      Lut4Q16All<false, false>(w, x, xg, rows, y, ldy, n0, n1);
+    }
   }
 }
 
@@ -199,30 +306,31 @@ void Lut4DequantAvx2(const Lut4Layout& w, int64_t n0, int64_t n1, float* out) {
   }
 }
 
-void Int8GemvAvx2(const int8_t* codes, const float* scale, int64_t k, const float* x, int64_t ldx,
-                  int64_t rows, float* y, int64_t ldy, int64_t n0, int64_t n1) {
-  // As Lut4GemvAll: blocks of output rows stay in cache across the groups of 4 input rows.
+void Int8Q16Avx2(const int8_t* codes, const float* scale, int64_t k, const Q16Rows& x,
+                 int64_t rows, float* y, int64_t ldy, int64_t n0, int64_t n1) {
+  // As Lut4Q16All: blocks of output rows stay in cache across the groups of 4 input rows.
   const int64_t block = rows > 4 ? kRowBlock / 2 : n1 - n0;
   for (int64_t b0 = n0; b0 < n1; b0 += block) {
     const int64_t b1 = std::min(n1, b0 + block);
-    int64_t m = 0;
-    for (; m + 4 <= rows; m += 4) {
-      Int8GemvRows<4>(codes, scale, k, x + m * ldx, ldx, y + m * ldy, ldy, b0, b1);
-    }
-    const float* xm = x + m * ldx;
-    float* ym = y + m * ldy;
-    switch (rows - m) {
-      case 3:
-        Int8GemvRows<3>(codes, scale, k, xm, ldx, ym, ldy, b0, b1);
-        break;
-      case 2:
-        Int8GemvRows<2>(codes, scale, k, xm, ldx, ym, ldy, b0, b1);
-        break;
-      case 1:
-        Int8GemvRows<1>(codes, scale, k, xm, ldx, ym, ldy, b0, b1);
-        break;
-      default:
-        break;
+    for (int64_t m = 0; m < rows; m += 4) {
+      Q16Rows xm = x;
+      xm.q += m * x.kp;
+      xm.d += m * (x.kp / kQ16Block);
+      float* ym = y + m * ldy;
+      switch (std::min<int64_t>(4, rows - m)) {
+        case 4:
+          Int8Q16Rows<4>(codes, scale, k, xm, ym, ldy, b0, b1);
+          break;
+        case 3:
+          Int8Q16Rows<3>(codes, scale, k, xm, ym, ldy, b0, b1);
+          break;
+        case 2:
+          Int8Q16Rows<2>(codes, scale, k, xm, ym, ldy, b0, b1);
+          break;
+        default:
+          Int8Q16Rows<1>(codes, scale, k, xm, ym, ldy, b0, b1);
+          break;
+      }
     }
   }
 }

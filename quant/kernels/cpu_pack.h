@@ -2,11 +2,13 @@
 // Internal: PackLut4 / PackInt8Rowwise on CPU with an explicit kernel choice, for tests and the
 // micro-benchmark (kernels/packed_weight.cc calls them with kAuto).
 
+#include <array>
 #include <memory>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "quant/kernels/cpu_kernels.h"
 #include "quant/kernels/packed_weight.h"
 
 namespace quantserve::quant::kernels::internal {
@@ -14,15 +16,15 @@ namespace quantserve::quant::kernels::internal {
 // Kernel choice for tests and the micro-benchmark; production code uses kAuto.
 enum class CpuKernel {
   kAuto,    // the default choice for this CPU and shape
-  kScalar,  // our portable kernel (lut4_gemv_scalar / int8_gemv_scalar)
-  kAvx2,    // our AVX2 kernel; falls back to kScalar on a CPU without AVX2
+  kScalar,  // our portable integer kernel (lut4_q16_scalar / int8_q16_scalar)
+  kAvx2,    // our AVX2 integer kernel; falls back to kScalar on a CPU without AVX2
   kAten,    // LibTorch's packed kernel (_weight_int8pack_mm / _weight_int4pack_mm_for_cpu)
 };
 
 struct CpuPackOptions {
   CpuKernel kernel = CpuKernel::kAuto;
-  // Inputs with at most this many rows take the gemv path; more rows dequantize blocks of
-  // the weight and call at::mm.
+  // Inputs with at most this many rows take the integer kernel; more rows dequantize tiles
+  // of the weight and call at::mm per tile.
   // 16 covers a continuous batch of 16 decoding streams (blocked so the weights are read
   // once per step); prefill chunks are longer and take the GEMM.
   int64_t max_gemv_rows = 16;
@@ -37,6 +39,22 @@ absl::StatusOr<std::unique_ptr<PackedWeight>> PackLut4Cpu(const Lut4Weight& w,
 absl::StatusOr<std::unique_ptr<PackedWeight>> PackInt8RowwiseCpu(const Int8RowwiseWeight& w,
                                                                  const CpuPackOptions& options);
 
+
+// A matmul input quantized to q16 (see cpu_kernels.h), owning its buffers.
+struct Q16Input {
+  at::Tensor q;     // int16 [M, KP]
+  at::Tensor d;     // float32 [M, KP / 32]
+  at::Tensor bsum;  // float32 [M, KP / 32]
+  Q16Rows rows() const;
+};
+// x: float32 contiguous [M, K] on the CPU. `avx2` picks QuantizeQ16Avx2 (the caller checked
+// HasAvx2Fma) or the scalar twin; both give the same codes.
+Q16Input QuantizeQ16(const at::Tensor& x, bool avx2);
+// Oracle side of q16: the float rows [M, K] the integer kernels multiply (q * d).
+at::Tensor DequantizeQ16(const Q16Input& q, int64_t k);
+// The integer kernels multiply by round(lut * s) / s with s = Q16TableScale(lut): 1 for the
+// affine table 0..15 (exact), else 16383 / max |lut| (NF4: within 3.1e-5 of each value).
+float Q16TableScale(const std::array<float, 16>& lut);
 
 // Shape and dtype checks shared by every Pack* (INVALID_ARGUMENT naming the field).
 absl::Status ValidateLut4(const Lut4Weight& w);

@@ -1,8 +1,10 @@
-// CPU kernels for Int8RowwiseWeight: our gemv (AVX2 or scalar) and LibTorch's
-// _weight_int8pack_mm, whichever kernels_bench measured faster for the activation dtype.
+// CPU kernels for Int8RowwiseWeight: our integer kernel (AVX2 or scalar) over the module's own
+// codes, and LibTorch's _weight_int8pack_mm (chosen only on CPUs without AVX2, or by tests and
+// the micro-benchmark).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -12,14 +14,21 @@
 
 namespace quantserve::quant::kernels::internal {
 
-void Int8GemvScalar(const int8_t* codes, const float* scale, int64_t k, const float* x,
-                    int64_t ldx, int64_t rows, float* y, int64_t ldy, int64_t n0, int64_t n1) {
+void Int8Q16Scalar(const int8_t* codes, const float* scale, int64_t k, const Q16Rows& x,
+                   int64_t rows, float* y, int64_t ldy, int64_t n0, int64_t n1) {
+  const int64_t nb = x.kp / kQ16Block;
   for (int64_t n = n0; n < n1; ++n) {
     const int8_t* row = codes + n * k;
     for (int64_t m = 0; m < rows; ++m) {
-      const float* xm = x + m * ldx;
+      const int16_t* q = x.q + m * x.kp;
       float acc = 0.f;
-      for (int64_t i = 0; i < k; ++i) acc += xm[i] * static_cast<float>(row[i]);
+      for (int64_t b = 0; b * kQ16Block < k; ++b) {
+        int32_t dot = 0;
+        for (int64_t i = b * kQ16Block; i < std::min(k, (b + 1) * kQ16Block); ++i) {
+          dot += row[i] * q[i];
+        }
+        acc += static_cast<float>(dot) * x.d[m * nb + b];
+      }
       y[m * ldy + n] = acc * scale[n];
     }
   }
@@ -32,8 +41,8 @@ class Int8Cpu final : public PackedWeight {
   // `kernel` is kScalar, kAvx2 or kAten (resolved by the caller).
   Int8Cpu(const Int8RowwiseWeight& w, CpuKernel kernel, int64_t max_gemv_rows)
       : name_(kernel == CpuKernel::kAten   ? "aten_weight_int8pack_mm"
-              : kernel == CpuKernel::kAvx2 ? "int8_gemv_avx2"
-                                           : "int8_gemv_scalar"),
+              : kernel == CpuKernel::kAvx2 ? "int8_q16_avx2"
+                                           : "int8_q16_scalar"),
         kernel_(kernel),
         max_gemv_rows_(max_gemv_rows),
         n_(w.codes.size(0)),
@@ -57,9 +66,18 @@ class Int8Cpu final : public PackedWeight {
     const int64_t m = x2.size(0);
     if (m == 0) return at::empty(out_shape, x.options());
     if (m > max_gemv_rows_) {
-      // Prefill: one GEMM against the float weight, like the dequantize path.
-      const at::Tensor w = codes_.to(at::kFloat) * scale_.unsqueeze(1);
-      return at::mm(x2.to(at::kFloat), w.t()).to(x.scalar_type()).view(out_shape);
+      // Prefill: tiles of the float weight in a per-task buffer, one GEMM per tile.
+      const at::Tensor xf = x2.to(at::kFloat).contiguous();
+      at::Tensor y = at::empty({m, n_}, xf.options());
+      at::parallel_for(0, n_, kDequantTile, [&](int64_t n0, int64_t n1) {
+        for (int64_t t0 = n0; t0 < n1; t0 += kDequantTile) {
+          const int64_t t1 = std::min(n1, t0 + kDequantTile);
+          const at::Tensor wt =
+              codes_.narrow(0, t0, t1 - t0).to(at::kFloat) * scale_.narrow(0, t0, t1 - t0).unsqueeze(1);
+          y.narrow(1, t0, t1 - t0).copy_(at::mm(xf, wt.t()));
+        }
+      });
+      return y.to(x.scalar_type()).view(out_shape);
     }
     if (kernel_ == CpuKernel::kAten) {
       const at::Tensor& sc = x.scalar_type() == at::kBFloat16 ? scale_bf16_
@@ -67,18 +85,19 @@ class Int8Cpu final : public PackedWeight {
                                                               : scale_;
       return at::_weight_int8pack_mm(x2.contiguous(), codes_, sc).view(out_shape);
     }
-    const at::Tensor xf = x2.to(at::kFloat).contiguous();
-    at::Tensor y = at::empty({m, n_}, xf.options());
-    const float* xp = xf.data_ptr<float>();
+    const bool avx2 = kernel_ == CpuKernel::kAvx2;
+    const Q16Input q = QuantizeQ16(x2.to(at::kFloat).contiguous(), avx2);
+    const Q16Rows rows = q.rows();
+    at::Tensor y = at::empty({m, n_}, at::kFloat);
     float* yp = y.data_ptr<float>();
     const int8_t* cp = codes_.data_ptr<int8_t>();
     const float* sp = scale_.data_ptr<float>();
     const int64_t grain = std::max<int64_t>(16, 64 * 1024 / k_);
     at::parallel_for(0, n_, grain, [&](int64_t n0, int64_t n1) {
-      if (kernel_ == CpuKernel::kAvx2) {
-        Int8GemvAvx2(cp, sp, k_, xp, k_, m, yp, n_, n0, n1);
+      if (avx2) {
+        Int8Q16Avx2(cp, sp, k_, rows, m, yp, n_, n0, n1);
       } else {
-        Int8GemvScalar(cp, sp, k_, xp, k_, m, yp, n_, n0, n1);
+        Int8Q16Scalar(cp, sp, k_, rows, m, yp, n_, n0, n1);
       }
     });
     return y.to(x.scalar_type()).view(out_shape);
@@ -93,6 +112,9 @@ class Int8Cpu final : public PackedWeight {
   }
 
  private:
+  // Weight rows per dequantized prefill tile.
+  static constexpr int64_t kDequantTile = 64;
+
   const std::string name_;
   const CpuKernel kernel_;
   const int64_t max_gemv_rows_;
@@ -114,11 +136,13 @@ absl::StatusOr<std::unique_ptr<PackedWeight>> PackInt8RowwiseCpu(const Int8Rowwi
     return absl::InvalidArgumentError(absl::StrCat(
         "aten_weight_int8pack_mm needs in_features % 8 == 0, got ", w.codes.size(1)));
   }
-  // bench/kernels_bench: for bf16/fp16 activations _weight_int8pack_mm is 1.6-2.9x dense bf16
-  // and ours 0.5-0.9x; for float32 activations LibTorch's is 0.1-0.2x and ours the faster.
+  // bench/kernels_bench (bench/RESULTS.md): our integer kernel beats _weight_int8pack_mm for
+  // every activation dtype on AVX2; without AVX2, LibTorch's is the faster for 16-bit ones.
   if (kernel == CpuKernel::kAuto) {
     const bool half = w.compute_dtype == at::kBFloat16 || w.compute_dtype == at::kHalf;
-    kernel = half && w.codes.size(1) % 8 == 0 ? CpuKernel::kAten : CpuKernel::kAvx2;
+    kernel = HasAvx2Fma()                        ? CpuKernel::kAvx2
+             : half && w.codes.size(1) % 8 == 0 ? CpuKernel::kAten
+                                                 : CpuKernel::kScalar;
   }
   if (kernel == CpuKernel::kAvx2 && !HasAvx2Fma()) kernel = CpuKernel::kScalar;
   std::unique_ptr<PackedWeight> out;

@@ -1,8 +1,12 @@
-// CPU kernels for Lut4Weight: our gemv over the chunk layout (AVX2 or scalar), LibTorch's
-// _weight_int4pack_mm_for_cpu for affine tables, and the portable scalar kernels.
+// CPU kernels for Lut4Weight: our integer kernel over the word layout (AVX2 or scalar), with
+// dequantized tiles for prefill, and LibTorch's _weight_int4pack_mm_for_cpu for affine tables
+// (chosen only on CPUs without AVX2, or by tests and the micro-benchmark).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
+#include <array>
+#include <cmath>
 #include <cstring>
 #include <optional>
 #include <utility>
@@ -22,24 +26,112 @@ bool HasAvx2Fma() {
   return has;
 }
 
-void Lut4GemvScalar(const Lut4Layout& w, const float* x, int64_t ldx, const float* xsum,
-                    int64_t rows, float* y, int64_t ldy, int64_t n0, int64_t n1) {
+Q16Rows Q16Input::rows() const {
+  Q16Rows r;
+  r.q = q.data_ptr<int16_t>();
+  r.d = d.data_ptr<float>();
+  r.bsum = bsum.data_ptr<float>();
+  r.kp = q.size(1);
+  return r;
+}
+
+float Q16TableScale(const std::array<float, 16>& lut) {
+  // Largest int16 table value: four products of it with a q16 code (|q| <= 32767) fit an
+  // int32 lane, which is what one 64-column chunk adds up per lane before converting to float.
+  constexpr float kTableMax = 16383.f;
+  bool affine = true;
+  float amax = 0.f;
+  for (int i = 0; i < 16; ++i) {
+    affine = affine && lut[i] == static_cast<float>(i);
+    amax = std::max(amax, std::fabs(lut[i]));
+  }
+  return affine || amax == 0.f ? 1.f : kTableMax / amax;
+}
+
+at::Tensor DequantizeQ16(const Q16Input& q, int64_t k) {
+  const int64_t m = q.q.size(0);
+  const at::Tensor x = q.q.to(at::kFloat).view({m, -1, kQ16Block}) * q.d.unsqueeze(-1);
+  return x.view({m, -1}).narrow(1, 0, k).contiguous();
+}
+
+Q16Input QuantizeQ16(const at::Tensor& x, bool avx2) {
+  const int64_t m = x.size(0);
+  const int64_t k = x.size(1);
+  const int64_t kp = RoundUp(k, kLut4Chunk);
+  Q16Input out;
+  out.q = at::empty({m, kp}, at::kShort);
+  out.d = at::empty({m, kp / kQ16Block}, at::kFloat);
+  out.bsum = at::empty({m, kp / kQ16Block}, at::kFloat);
+  const float* xp = x.data_ptr<float>();
+  auto* qp = out.q.data_ptr<int16_t>();
+  float* dp = out.d.data_ptr<float>();
+  float* sp = out.bsum.data_ptr<float>();
+  if (avx2) {
+    QuantizeQ16Avx2(xp, k, m, k, kp, qp, dp, sp);
+  } else {
+    QuantizeQ16Scalar(xp, k, m, k, kp, qp, dp, sp);
+  }
+  return out;
+}
+
+void QuantizeQ16Scalar(const float* x, int64_t ldx, int64_t rows, int64_t k, int64_t kp,
+                       int16_t* q, float* d, float* bsum) {
+  const int64_t nb = kp / kQ16Block;
+  for (int64_t m = 0; m < rows; ++m) {
+    const float* xr = x + m * ldx;
+    for (int64_t b = 0; b < nb; ++b) {
+      const int64_t k0 = b * kQ16Block;
+      const int64_t k1 = std::min(k, k0 + kQ16Block);
+      float mx = 0.f;
+      for (int64_t i = k0; i < k1; ++i) mx = std::max(mx, std::fabs(xr[i]));
+      const float inv = mx > 0.f ? 32767.f / mx : 0.f;
+      int32_t isum = 0;
+      for (int64_t i = k0; i < k0 + kQ16Block; ++i) {
+        // nearbyint rounds half to even, as the AVX2 conversion does.
+        const int16_t v = i < k1 ? static_cast<int16_t>(std::nearbyint(xr[i] * inv)) : 0;
+        q[m * kp + i] = v;
+        isum += v;
+      }
+      const float scale = mx / 32767.f;
+      d[m * nb + b] = scale;
+      bsum[m * nb + b] = scale * static_cast<float>(isum);
+    }
+  }
+}
+
+namespace {
+
+// The code of column j of a chunk in the word layout (see cpu_kernels.h).
+inline int Lut4Code(const uint8_t* chunk, int j) {
+  const int word = j % 16;
+  const int nibble = j / 16;
+  const uint16_t v = static_cast<uint16_t>(chunk[2 * word] | (chunk[2 * word + 1] << 8));
+  return (v >> (4 * nibble)) & 0x0F;
+}
+
+}  // namespace
+
+void Lut4Q16Scalar(const Lut4Layout& w, const Q16Rows& x, const float* xg, int64_t rows,
+                   float* y, int64_t ldy, int64_t n0, int64_t n1) {
   const int64_t groups = w.k / w.group_size;
+  const int64_t nb = x.kp / kQ16Block;
   for (int64_t n = n0; n < n1; ++n) {
-    const uint8_t* row = w.packed + n * (w.k / 2);
+    const uint8_t* row = w.packed + n * (x.kp / 2);
     for (int64_t m = 0; m < rows; ++m) {
-      const float* xm = x + m * ldx;
+      const int16_t* q = x.q + m * x.kp;
       float total = 0.f;
-      for (int64_t g = 0; g < groups; ++g) {
-        float acc = 0.f;
-        for (int64_t k = g * w.group_size; k < (g + 1) * w.group_size; k += 32) {
-          const uint8_t* p = row + k / 2;
-          for (int j = 0; j < 16; ++j) {
-            acc += w.lut[p[j] & 0x0F] * xm[k + j] + w.lut[p[j] >> 4] * xm[k + 16 + j];
-          }
+      for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* chunk = row + (b / 2) * (kLut4Chunk / 2);
+        int64_t dot = 0;  // NF4's table reaches 16383: 32 products can pass 2^31
+        for (int j = 0; j < kQ16Block; ++j) {
+          const int col = static_cast<int>((b % 2) * kQ16Block + j);
+          dot += w.table[Lut4Code(chunk, col)] * q[b * kQ16Block + j];
         }
-        total += w.scale[n * groups + g] * acc;
-        if (w.offset != nullptr) total += w.offset[n * groups + g] * xsum[m * groups + g];
+        const int64_t g = std::min(b * kQ16Block / w.group_size, groups - 1);
+        total += static_cast<float>(dot) * x.d[m * nb + b] * w.scale[n * groups + g];
+      }
+      if (w.offset != nullptr) {
+        for (int64_t g = 0; g < groups; ++g) total += w.offset[n * groups + g] * xg[m * groups + g];
       }
       y[m * ldy + n] = total;
     }
@@ -47,19 +139,16 @@ void Lut4GemvScalar(const Lut4Layout& w, const float* x, int64_t ldx, const floa
 }
 
 void Lut4DequantScalar(const Lut4Layout& w, int64_t n0, int64_t n1, float* out) {
+  const int64_t kp = RoundUp(w.k, kLut4Chunk);
   const int64_t groups = w.k / w.group_size;
   for (int64_t n = n0; n < n1; ++n) {
-    const uint8_t* row = w.packed + n * (w.k / 2);
+    const uint8_t* row = w.packed + n * (kp / 2);
     float* o = out + (n - n0) * w.k;
-    for (int64_t k = 0; k < w.k; k += 32) {
+    for (int64_t k = 0; k < w.k; ++k) {
       const int64_t g = k / w.group_size;
       const float s = w.scale[n * groups + g];
       const float b = w.offset != nullptr ? w.offset[n * groups + g] : 0.f;
-      const uint8_t* p = row + k / 2;
-      for (int j = 0; j < 16; ++j) {
-        o[k + j] = w.lut[p[j] & 0x0F] * s + b;
-        o[k + 16 + j] = w.lut[p[j] >> 4] * s + b;
-      }
+      o[k] = w.lut[Lut4Code(row + (k / kLut4Chunk) * (kLut4Chunk / 2), k % kLut4Chunk)] * s + b;
     }
   }
 }
@@ -71,30 +160,38 @@ int64_t GrainRows(int64_t bytes_per_row) {
   return std::max<int64_t>(16, (64 * 1024) / std::max<int64_t>(1, bytes_per_row));
 }
 
-// Our kernel over the chunk layout (see cpu_kernels.h).
+// Our integer kernel over the word layout (see cpu_kernels.h).
 class Lut4Cpu final : public PackedWeight {
  public:
   Lut4Cpu(const Lut4Weight& w, bool avx2, int64_t max_gemv_rows)
-      : name_(avx2 ? "lut4_gemv_avx2" : "lut4_gemv_scalar"),
+      : name_(avx2 ? "lut4_q16_avx2" : "lut4_q16_scalar"),
         avx2_(avx2),
         max_gemv_rows_(max_gemv_rows),
         n_(w.codes.size(0)),
         k_(w.codes.size(1)),
+        kp_(RoundUp(k_, kLut4Chunk)),
         group_size_(w.group_size),
-        lut_(w.lut),
-        scale_(w.scale.to(at::kFloat).contiguous().clone()),
         offset_(w.offset.defined() ? w.offset.to(at::kFloat).contiguous().clone() : at::Tensor()),
         perm_(w.input_permutation.defined() ? w.input_permutation.contiguous().clone()
                                             : at::Tensor()) {
     affine_ = true;
-    for (int i = 0; i < 16; ++i) affine_ = affine_ && lut_[i] == static_cast<float>(i);
-    // Chunk layout: byte j of chunk c = code[32c + j] | code[32c + 16 + j] << 4.
-    const at::Tensor codes = w.codes.contiguous().view({n_, k_ / 32, 2, 16});
-    const at::Tensor lo = codes.select(2, 0);
-    const at::Tensor hi = codes.select(2, 1);
-    packed_ = at::bitwise_or(at::bitwise_and(lo, 0x0F), at::bitwise_left_shift(at::bitwise_and(hi, 0x0F), 4))
-                  .to(at::kByte)
-                  .reshape({n_, k_ / 2})
+    for (int i = 0; i < 16; ++i) affine_ = affine_ && w.lut[i] == static_cast<float>(i);
+    // The int16 table is the float one times table_scale; the group scales absorb 1/table_scale.
+    const float table_scale = Q16TableScale(w.lut);
+    for (int i = 0; i < 16; ++i) {
+      lut_[i] = w.lut[i] * table_scale;
+      table_[i] = static_cast<int16_t>(std::nearbyint(lut_[i]));
+    }
+    scale_ = (w.scale.to(at::kFloat) / table_scale).contiguous();
+    // Word layout: byte 2j of a chunk = code[j] | code[16 + j] << 4, byte 2j + 1 =
+    // code[32 + j] | code[48 + j] << 4.
+    at::Tensor codes = at::bitwise_and(w.codes.contiguous(), 0x0F);
+    if (kp_ != k_) codes = at::constant_pad_nd(codes, {0, kp_ - k_}, 0);
+    const at::Tensor c = codes.view({n_, kp_ / kLut4Chunk, 4, 16});
+    auto nibbles = [&](int lo, int hi) {
+      return at::bitwise_or(c.select(2, lo), at::bitwise_left_shift(c.select(2, hi), 4));
+    };
+    packed_ = at::stack({nibbles(0, 1), nibbles(2, 3)}, -1).to(at::kByte).reshape({n_, kp_ / 2})
                   .contiguous();
   }
 
@@ -109,51 +206,64 @@ class Lut4Cpu final : public PackedWeight {
     out_shape.back() = n_;
     if (m == 0) return at::empty(out_shape, x.options());
     const Lut4Layout layout = Layout();
-    at::Tensor y;
+    at::Tensor y = at::empty({m, n_}, xf.options());
+    float* yp = y.data_ptr<float>();
     if (m <= max_gemv_rows_) {
-      y = at::empty({m, n_}, xf.options());
-      at::Tensor xsum;
-      if (offset_.defined()) xsum = xf.view({m, k_ / group_size_, group_size_}).sum(-1).contiguous();
-      const float* xp = xf.data_ptr<float>();
-      const float* sp = xsum.defined() ? xsum.data_ptr<float>() : nullptr;
-      float* yp = y.data_ptr<float>();
-      at::parallel_for(0, n_, GrainRows(k_ / 2), [&](int64_t n0, int64_t n1) {
+      const Q16Input q = QuantizeQ16(xf, avx2_);
+      at::Tensor xg;  // per-group sums of the quantized rows, for the offsets
+      if (offset_.defined()) {
+        xg = q.bsum.narrow(1, 0, k_ / kQ16Block)
+                 .view({m, k_ / group_size_, group_size_ / kQ16Block})
+                 .sum(-1)
+                 .contiguous();
+      }
+      const Q16Rows rows = q.rows();
+      const float* xgp = xg.defined() ? xg.data_ptr<float>() : nullptr;
+      at::parallel_for(0, n_, GrainRows(kp_ / 2), [&](int64_t n0, int64_t n1) {
         if (avx2_) {
-          Lut4GemvAvx2(layout, xp, k_, sp, m, yp, n_, n0, n1);
+          Lut4Q16Avx2(layout, rows, xgp, m, yp, n_, n0, n1);
         } else {
-          Lut4GemvScalar(layout, xp, k_, sp, m, yp, n_, n0, n1);
+          Lut4Q16Scalar(layout, rows, xgp, m, yp, n_, n0, n1);
         }
       });
     } else {
-      // Prefill: the float weight once per call (as the dequantize path did), then one GEMM.
-      at::Tensor w = at::empty({n_, k_}, xf.options());
-      float* wp = w.data_ptr<float>();
-      at::parallel_for(0, n_, GrainRows(k_ * 4), [&](int64_t n0, int64_t n1) {
-        if (avx2_) {
-          Lut4DequantAvx2(layout, n0, n1, wp + n0 * k_);
-        } else {
-          Lut4DequantScalar(layout, n0, n1, wp + n0 * k_);
+      // Prefill: tiles of the weight are dequantized into a per-task buffer and multiplied
+      // there, so no float copy of the whole layer is ever made.
+      at::parallel_for(0, n_, kDequantTile, [&](int64_t n0, int64_t n1) {
+        std::vector<float> tile(kDequantTile * k_);
+        for (int64_t t0 = n0; t0 < n1; t0 += kDequantTile) {
+          const int64_t t1 = std::min(n1, t0 + kDequantTile);
+          if (avx2_) {
+            Lut4DequantAvx2(layout, t0, t1, tile.data());
+          } else {
+            Lut4DequantScalar(layout, t0, t1, tile.data());
+          }
+          const at::Tensor wt = at::from_blob(tile.data(), {t1 - t0, k_});
+          y.narrow(1, t0, t1 - t0).copy_(at::mm(xf, wt.t()));
         }
       });
-      y = at::mm(xf, w.t());
     }
     return y.to(x.scalar_type()).view(out_shape);
   }
 
   const std::string& name() const override { return name_; }
   int64_t bytes() const override {
-    int64_t b = packed_.nbytes() + scale_.nbytes() + sizeof(lut_);
+    int64_t b = packed_.nbytes() + scale_.nbytes() + sizeof(lut_) + sizeof(table_);
     if (offset_.defined()) b += offset_.nbytes();
     if (perm_.defined()) b += perm_.nbytes();
     return b;
   }
 
  private:
+  // Weight rows per dequantized prefill tile (64 x K floats stay in L2 for K <= 4096).
+  static constexpr int64_t kDequantTile = 64;
+
   Lut4Layout Layout() const {
     Lut4Layout l;
     l.packed = packed_.data_ptr<uint8_t>();
     l.scale = scale_.data_ptr<float>();
     l.offset = offset_.defined() ? offset_.data_ptr<float>() : nullptr;
+    l.table = table_.data();
     l.lut = lut_.data();
     l.affine = affine_;
     l.k = k_;
@@ -164,8 +274,9 @@ class Lut4Cpu final : public PackedWeight {
   const std::string name_;
   const bool avx2_;
   const int64_t max_gemv_rows_;
-  const int64_t n_, k_, group_size_;
-  const std::array<float, 16> lut_;
+  const int64_t n_, k_, kp_, group_size_;
+  std::array<float, 16> lut_{};
+  std::array<int16_t, 16> table_{};
   bool affine_ = false;
   at::Tensor packed_, scale_, offset_, perm_;
 };
@@ -230,12 +341,13 @@ absl::StatusOr<std::unique_ptr<PackedWeight>> PackLut4Cpu(const Lut4Weight& w,
   }
   std::unique_ptr<PackedWeight> out;
   absl::Status s = common::TorchCall("lut4 pack", [&]() -> absl::Status {
-    // Measured by bench/kernels_bench (bench/RESULTS.md): for bf16/fp16 activations LibTorch's
-    // int4 kernel is 1.9-2.8x dense bf16 and ours 0.6-0.8x; for float32 activations LibTorch's
-    // is 0.1x and ours the faster. Tables other than 0..15 (NF4/FP4) only run on ours.
+    // bench/kernels_bench (bench/RESULTS.md): our integer kernel beats LibTorch's int4 kernel
+    // for every activation dtype on AVX2; without AVX2, LibTorch's is the faster for 16-bit
+    // activations. Tables other than 0..15 (NF4/FP4) only run on ours.
     const bool half = w.compute_dtype == at::kBFloat16 || w.compute_dtype == at::kHalf;
-    const bool aten = options.kernel == CpuKernel::kAten ||
-                      (options.kernel == CpuKernel::kAuto && half && AtenInt4Fits(w));
+    const bool aten =
+        options.kernel == CpuKernel::kAten ||
+        (options.kernel == CpuKernel::kAuto && !HasAvx2Fma() && half && AtenInt4Fits(w));
     if (aten) {
       if (!AtenInt4Fits(w)) {
         return absl::InvalidArgumentError(

@@ -5,6 +5,9 @@
 
 #include <cmath>
 #include <map>
+#include <numeric>
+#include <set>
+#include <vector>
 
 namespace quantserve::engine {
 namespace {
@@ -130,6 +133,90 @@ TEST(SamplerTest, TopKWithTiesIsDeterministicById) {
   for (int i = 0; i < 200; ++i) {
     int id = s.Sample(at::tensor({-5.0f, 1.0f, 1.0f, 1.0f}), {}).token_id;
     EXPECT_TRUE(id == 1 || id == 2) << id;
+  }
+}
+
+}  // namespace
+}  // namespace quantserve::engine
+
+namespace quantserve::engine {
+namespace {
+
+// The set a top-k/top-p draw may return, by the plain formula: sort the whole vocabulary
+// (ties by id), keep k, then the smallest prefix whose normalized mass reaches p.
+std::vector<int32_t> AllowedRef(const std::vector<float>& logits, float temperature, int32_t k,
+                                float p) {
+  std::vector<int32_t> order(logits.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+  if (k > 0 && static_cast<size_t>(k) < order.size()) order.resize(k);
+  std::vector<double> w;
+  double total = 0;
+  for (int32_t id : order) {
+    w.push_back(std::exp((logits[id] - logits[order[0]]) / static_cast<double>(temperature)));
+    total += w.back();
+  }
+  double mass = 0;
+  for (size_t i = 0; i < order.size(); ++i) {
+    mass += w[i] / total;
+    if (mass >= p) {
+      order.resize(i + 1);
+      break;
+    }
+  }
+  return order;
+}
+
+// top-p alone over a 32000-entry vocabulary (the growing partial sorts), top-k + top-p and
+// plain sampling: every draw is in the formula's allowed set, and over many draws every id of a
+// small nucleus shows up.
+TEST(SamplerTest, TopPAndTopKMatchTheSortedFormulaOnALargeVocabulary) {
+  at::manual_seed(21);
+  struct Case {
+    float temperature;
+    int32_t top_k;
+    float top_p;
+  };
+  for (const Case& c : {Case{1.0f, 0, 0.9f}, Case{0.7f, 0, 0.5f}, Case{1.3f, 0, 0.999f},
+                        Case{1.0f, 50, 0.8f}, Case{1.0f, 2000, 0.95f}, Case{1.0f, 40, 1.0f}}) {
+    SCOPED_TRACE(::testing::Message() << "T=" << c.temperature << " k=" << c.top_k
+                                      << " p=" << c.top_p);
+    // A peaked head over a long flat tail, as a language model's logits look.
+    at::Tensor t = at::randn({32000}) * 2;
+    t.narrow(0, 100, 20) += 6;
+    const std::vector<float> logits(t.data_ptr<float>(), t.data_ptr<float>() + t.numel());
+    const std::vector<int32_t> allowed = AllowedRef(logits, c.temperature, c.top_k, c.top_p);
+    const std::set<int32_t> allowed_set(allowed.begin(), allowed.end());
+    SamplingParams p;
+    p.temperature = c.temperature;
+    p.top_k = c.top_k;
+    p.top_p = c.top_p;
+    p.seed = 17;
+    Sampler s(p, 1);
+    std::set<int32_t> seen;
+    for (int i = 0; i < 400; ++i) {
+      const int32_t id = s.Sample(t, {}).token_id;
+      EXPECT_EQ(allowed_set.count(id), 1u) << id;
+      seen.insert(id);
+    }
+    if (allowed.size() <= 20) EXPECT_GE(seen.size(), allowed.size() / 2);
+  }
+}
+
+TEST(SamplerTest, LogprobEqualsLogSoftmaxOnALargeVocabulary) {
+  at::manual_seed(22);
+  const at::Tensor t = at::randn({50000}) * 3;
+  const at::Tensor lp = at::log_softmax(t, 0);
+  Sampler s(SamplingParams{}, 5);
+  const SampledToken tok = s.Sample(t, {});
+  EXPECT_EQ(tok.token_id, t.argmax().item<int64_t>());
+  EXPECT_NEAR(tok.logprob, lp[tok.token_id].item<float>(), 1e-5);
+  auto [values, indices] = at::topk(lp, 5);
+  ASSERT_EQ(tok.top_logprobs.size(), 5u);
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(tok.top_logprobs[i].token_id, indices[i].item<int64_t>());
+    EXPECT_NEAR(tok.top_logprobs[i].logprob, values[i].item<float>(), 1e-5);
   }
 }
 

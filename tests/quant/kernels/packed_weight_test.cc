@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -45,25 +46,30 @@ Lut4Weight RandomLut4(const Shape& s, bool nf4, bool offset, bool perm) {
 }
 
 // Max |got - want| over the output scale (fp32), or the worst excess over a bf16-rounding
-// budget (one bf16 ulp of the value plus 1e-5 of the scale); <= 1 passes for bf16.
-double Error(const at::Tensor& got, const at::Tensor& want, bool bf16) {
+// budget (one bf16 ulp of the value plus `floor` of the scale); <= 1 passes for bf16.
+// The integer kernels get floor 2e-4: q16 rounding (~4e-5 of the scale, more with NF4's int16
+// table) is seen by outputs near zero too.
+constexpr double kQ16Floor = 2e-4;
+double Error(const at::Tensor& got, const at::Tensor& want, bool bf16, double floor = 1e-5) {
   const at::Tensor g = got.to(at::kFloat);
   const at::Tensor w = want.to(at::kFloat);
   const double scale = std::max(1e-6, w.abs().max().item<double>());
   const at::Tensor diff = (g - w).abs();
   if (!bf16) return diff.max().item<double>() / scale;
-  const at::Tensor budget = w.abs() * (1.0 / 128) + 1e-5 * scale;
+  const at::Tensor budget = w.abs() * (1.0 / 128) + floor * scale;
   return (diff / budget).max().item<double>();
 }
 
 std::string ExpectedLut4Name(const Shape& s, CpuKernel kernel) {
   if (s.k % 32 != 0 || s.group % 32 != 0) return "lut4_dequant_linear";
-  if (kernel == CpuKernel::kScalar || !internal::HasAvx2Fma()) return "lut4_gemv_scalar";
-  return "lut4_gemv_avx2";
+  if (kernel == CpuKernel::kScalar || !internal::HasAvx2Fma()) return "lut4_q16_scalar";
+  return "lut4_q16_avx2";
 }
 
 const std::vector<Shape> kShapes = {
-    {5, 32, 32},      // K = 32 edge
+    {5, 32, 32},      // K = 32 edge (one padded 64-column chunk)
+    {7, 96, 32},      // K % 64 == 32: the last chunk is half padding
+    {7, 192, 96},     // a group that is an odd multiple of 32 straddles chunks
     {67, 256, 32},    // groups of 32
     {67, 256, 64},    // groups of 64
     {33, 512, 128},   // groups of 128
@@ -82,17 +88,32 @@ TEST(Lut4Test, CpuKernelLevelSaysAvx2OnThisMachine) {
             __builtin_cpu_supports("avx2") != 0 && __builtin_cpu_supports("fma") != 0);
 }
 
-// Every kernel variant, table, offset/permutation and dtype against Lut4MatmulRef.
+// The reference for the integer kernels: Lut4MatmulRef on the inputs they see, x rounded to
+// q16 and the table rounded to int16 (see Q16TableScale).
+at::Tensor Lut4Q16Ref(const Lut4Weight& w, const at::Tensor& x) {
+  at::Tensor x2 = x.reshape({-1, w.codes.size(1)}).to(at::kFloat);
+  if (w.input_permutation.defined()) x2 = x2.index_select(1, w.input_permutation);
+  const internal::Q16Input q = internal::QuantizeQ16(x2.contiguous(), /*avx2=*/false);
+  Lut4Weight rounded = w;
+  rounded.input_permutation = at::Tensor();
+  const float s = internal::Q16TableScale(w.lut);
+  for (float& v : rounded.lut) v = std::nearbyint(v * s) / s;
+  return Lut4MatmulRef(rounded, internal::DequantizeQ16(q, w.codes.size(1)));
+}
+
+// Every kernel variant, table, offset/permutation and dtype: within float rounding of the q16
+// oracle, and within the q16 rounding of Lut4MatmulRef (the float formula).
 TEST(Lut4Test, MatchesReference) {
   at::manual_seed(1);
   struct Variant {
     CpuKernel kernel;
     int64_t max_gemv_rows;
   };
-  // Default choice; scalar and AVX2 with the gemv path forced for every M (row tiles of 4 + rest).
+  // Default choice (rows above 4 take the dequantized tiles); scalar and AVX2 with the integer
+  // kernel forced for every M (row tiles of 4 + rest).
   const std::vector<Variant> variants = {
       {CpuKernel::kAuto, 4}, {CpuKernel::kScalar, 1000}, {CpuKernel::kAvx2, 1000}};
-  double worst_f32 = 0, worst_bf16 = 0;
+  double worst_f32 = 0, worst_q16 = 0, worst_bf16 = 0;
   for (const Shape& s : kShapes) {
     for (bool nf4 : {false, true}) {
       for (bool offset : {false, true}) {
@@ -104,8 +125,10 @@ TEST(Lut4Test, MatchesReference) {
                                       " kernel=", static_cast<int>(v.kernel)));
             auto packed = internal::PackLut4Cpu(w, CpuPackOptions{v.kernel, v.max_gemv_rows});
             ASSERT_TRUE(packed.ok()) << packed.status();
-            EXPECT_EQ((*packed)->name(), ExpectedLut4Name(s, v.kernel));
+            const std::string name = ExpectedLut4Name(s, v.kernel);
+            EXPECT_EQ((*packed)->name(), name);
             EXPECT_GT((*packed)->bytes(), 0);
+            const bool q16 = name != "lut4_dequant_linear";
             for (int64_t m : kRows) {
               for (bool bf16 : {false, true}) {
                 SCOPED_TRACE(absl::StrCat("M=", m, " bf16=", bf16));
@@ -113,14 +136,23 @@ TEST(Lut4Test, MatchesReference) {
                 const at::Tensor y = (*packed)->Matmul(x);
                 ASSERT_EQ(y.scalar_type(), x.scalar_type());
                 ASSERT_EQ(y.sizes(), at::IntArrayRef({m, s.n}));
-                const double err = Error(y, Lut4MatmulRef(w, x), bf16);
+                const bool int_kernel = q16 && m <= v.max_gemv_rows;
+                const double err =
+                    Error(y, Lut4MatmulRef(w, x), bf16, int_kernel ? kQ16Floor : 1e-5);
                 if (bf16) {
                   EXPECT_LE(err, 1.0);
                   worst_bf16 = std::max(worst_bf16, err);
+                  continue;
+                }
+                if (int_kernel) {
+                  const double err_q16 = Error(y, Lut4Q16Ref(w, x), false);
+                  EXPECT_LE(err_q16, 2e-6);
+                  worst_q16 = std::max(worst_q16, err_q16);
+                  EXPECT_LE(err, kQ16Floor);
                 } else {
                   EXPECT_LE(err, 1e-5);
-                  worst_f32 = std::max(worst_f32, err);
                 }
+                worst_f32 = std::max(worst_f32, err);
               }
             }
           }
@@ -128,8 +160,49 @@ TEST(Lut4Test, MatchesReference) {
       }
     }
   }
-  std::cout << "worst fp32 error / output scale: " << worst_f32
-            << "; worst bf16 error / budget: " << worst_bf16 << "\n";
+  std::cout << "worst fp32 error / output scale: vs float formula " << worst_f32
+            << ", vs q16 oracle " << worst_q16 << "; worst bf16 error / budget: " << worst_bf16
+            << "\n";
+}
+
+// Per row, the integer kernels compute the same sums whatever the batch and the thread split:
+// a row alone equals the same row inside a batch, bit for bit.
+TEST(Lut4Test, RowResultDoesNotDependOnBatch) {
+  at::manual_seed(11);
+  for (bool nf4 : {false, true}) {
+    const Lut4Weight w = RandomLut4({130, 512, 64}, nf4, /*offset=*/!nf4, /*perm=*/false);
+    auto packed = internal::PackLut4Cpu(w, CpuPackOptions{CpuKernel::kAuto, 16});
+    ASSERT_TRUE(packed.ok()) << packed.status();
+    const at::Tensor x = at::randn({7, 512});
+    const at::Tensor batch = (*packed)->Matmul(x);
+    for (int64_t i = 0; i < 7; ++i) {
+      EXPECT_TRUE(at::equal((*packed)->Matmul(x.narrow(0, i, 1)), batch.narrow(0, i, 1)))
+          << "row " << i << " nf4=" << nf4;
+    }
+  }
+}
+
+// The quantizer's codes: |q| <= 32767, the block maximum maps to +-32767, padding is zero, and
+// the AVX2 and scalar quantizers agree exactly.
+TEST(Q16Test, QuantizerMatchesScalarTwinAndBounds) {
+  at::manual_seed(12);
+  for (int64_t k : {32, 40, 64, 100, 2048}) {
+    at::Tensor x = at::randn({3, k}) * 10;
+    x[1].zero_();  // an all-zero row: d = 0, codes 0
+    const internal::Q16Input s = internal::QuantizeQ16(x, /*avx2=*/false);
+    ASSERT_EQ(s.q.size(1) % 64, 0);
+    EXPECT_EQ(s.q.abs().max().item<int>(), 32767);
+    EXPECT_EQ(s.q[1].abs().max().item<int>(), 0);
+    EXPECT_EQ(s.q.narrow(1, k, s.q.size(1) - k).abs().sum().item<int64_t>(), 0);
+    EXPECT_LE((internal::DequantizeQ16(s, k) - x).abs().max().item<double>(),
+              x.abs().max().item<double>() / 65534 * 1.001);
+    if (internal::HasAvx2Fma()) {
+      const internal::Q16Input a = internal::QuantizeQ16(x, /*avx2=*/true);
+      EXPECT_TRUE(at::equal(a.q, s.q)) << "K=" << k;
+      EXPECT_TRUE(at::equal(a.d, s.d)) << "K=" << k;
+      EXPECT_TRUE(at::allclose(a.bsum, s.bsum, 1e-6, 1e-6)) << "K=" << k;
+    }
+  }
 }
 
 TEST(Lut4Test, PublicPackPicksTheFastKernelAndKeepsBatchShape) {
@@ -138,13 +211,13 @@ TEST(Lut4Test, PublicPackPicksTheFastKernelAndKeepsBatchShape) {
   const Lut4Weight w = RandomLut4(s, /*nf4=*/true, /*offset=*/false, /*perm=*/false);
   auto packed = PackLut4(w, c10::Device(c10::kCPU));
   ASSERT_TRUE(packed.ok()) << packed.status();
-  EXPECT_EQ((*packed)->name(), internal::HasAvx2Fma() ? "lut4_gemv_avx2" : "lut4_gemv_scalar");
+  EXPECT_EQ((*packed)->name(), internal::HasAvx2Fma() ? "lut4_q16_avx2" : "lut4_q16_scalar");
   // Packed codes are 4 bits: well under the one-byte-per-code input.
   EXPECT_LT((*packed)->bytes(), w.codes.nbytes());
   const at::Tensor x = at::randn({2, 3, s.k});  // [batch, seq, K]
   const at::Tensor y = (*packed)->Matmul(x);
   ASSERT_EQ(y.sizes(), at::IntArrayRef({2, 3, s.n}));
-  EXPECT_LE(Error(y, Lut4MatmulRef(w, x), false), 1e-5);
+  EXPECT_LE(Error(y, Lut4MatmulRef(w, x), false), kQ16Floor);
   // float16 activations too.
   const at::Tensor xh = x.to(at::kHalf);
   EXPECT_EQ((*packed)->Matmul(xh).scalar_type(), at::kHalf);
@@ -212,7 +285,7 @@ TEST(Lut4Test, BadShapesAreInvalidArgument) {
 
 TEST(Int8RowwiseTest, MatchesReference) {
   at::manual_seed(4);
-  const std::vector<std::pair<int64_t, int64_t>> shapes = {{5, 32}, {37, 100}, {100, 4096}};
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {{5, 32}, {37, 100}, {9, 17}, {100, 4096}};
   for (auto [n, k] : shapes) {
     Int8RowwiseWeight w;
     w.codes = at::randint(-128, 128, {n, k}, at::kChar);
@@ -229,13 +302,11 @@ TEST(Int8RowwiseTest, MatchesReference) {
         // Contiguous codes are shared with the module, not copied: only the scales count.
         EXPECT_LT((*packed)->bytes(), n * k);
         EXPECT_GE((*packed)->bytes(), n * 4);
-        if (kernel == CpuKernel::kScalar || !internal::HasAvx2Fma()) {
-          EXPECT_EQ((*packed)->name(), kernel == CpuKernel::kAten ? "aten_weight_int8pack_mm"
-                                                                  : "int8_gemv_scalar");
-        } else {
-          EXPECT_EQ((*packed)->name(), kernel == CpuKernel::kAten ? "aten_weight_int8pack_mm"
-                                                                  : "int8_gemv_avx2");
-        }
+        const std::string want_name =
+            kernel == CpuKernel::kAten ? "aten_weight_int8pack_mm"
+            : kernel == CpuKernel::kScalar || !internal::HasAvx2Fma() ? "int8_q16_scalar"
+                                                                      : "int8_q16_avx2";
+        EXPECT_EQ((*packed)->name(), want_name);
         for (int64_t m : kRows) {
           for (bool bf16 : {false, true}) {
             SCOPED_TRACE(absl::StrCat("N=", n, " K=", k, " kernel=", static_cast<int>(kernel),
@@ -243,7 +314,16 @@ TEST(Int8RowwiseTest, MatchesReference) {
             const at::Tensor x = at::randn({m, k}).to(bf16 ? at::kBFloat16 : at::kFloat);
             const at::Tensor y = (*packed)->Matmul(x);
             ASSERT_EQ(y.scalar_type(), x.scalar_type());
-            const double err = Error(y, Int8RowwiseMatmulRef(w, x), bf16);
+            const bool q16 = want_name != "aten_weight_int8pack_mm" && m <= max_rows;
+            const double err = Error(y, Int8RowwiseMatmulRef(w, x), bf16, q16 ? kQ16Floor : 1e-5);
+            if (q16 && !bf16) {
+              // Within float rounding of the q16 oracle, within q16 rounding of the formula.
+              const internal::Q16Input q = internal::QuantizeQ16(x.contiguous(), false);
+              const at::Tensor want = Int8RowwiseMatmulRef(w, internal::DequantizeQ16(q, k));
+              EXPECT_LE(Error(y, want, false), 2e-6);
+              EXPECT_LE(err, kQ16Floor);
+              continue;
+            }
             // LibTorch's kernel takes the scale in bf16 for bf16 input: 2^-9 more relative error.
             const bool bf16_scale = bf16 && kernel == CpuKernel::kAten && m <= max_rows;
             EXPECT_LE(err, bf16 ? (bf16_scale ? 1.5 : 1.0) : 1e-5);

@@ -128,8 +128,8 @@ TEST(EetqLinearTest, QuantizesTheWeightInTheComputeDtype) {
 // On the CPU the module runs the packed int8 kernel; it matches x @ Dequantize()^T.
 TEST(EetqLinearTest, CpuForwardRunsThePackedInt8Kernel) {
   at::manual_seed(7);
-  const std::string fast = kernels::CpuKernelLevel() == "scalar" ? "int8_gemv_scalar"
-                                                                 : "int8_gemv_avx2";
+  const std::string fast = kernels::CpuKernelLevel() == "scalar" ? "int8_q16_scalar"
+                                                                 : "int8_q16_avx2";
   EetqLinear lin(models::LinearOptions{128, 192, true, at::kFloat});
   ASSERT_TRUE(lin.QuantizeWeight(at::randn({192, 128}), LoadTarget{}).ok());
   lin.bias = at::randn({192}).to(at::kHalf);
@@ -142,7 +142,8 @@ TEST(EetqLinearTest, CpuForwardRunsThePackedInt8Kernel) {
     const at::Tensor x = at::randn({rows, 128});
     const at::Tensor want = at::linear(x, deq, lin.bias.to(at::kFloat));
     const at::Tensor y = lin.Forward(x);
-    EXPECT_LE((y - want).abs().max().item<float>(), 1e-5f * want.abs().max().item<float>());
+    // x is rounded to int16 per 32 values (kernels/cpu_kernels.h): 2e-4 of the output scale.
+    EXPECT_LE((y - want).abs().max().item<float>(), 2e-4f * want.abs().max().item<float>());
   }
 }
 
