@@ -41,6 +41,10 @@ struct GenerationScheduler::Sequence {
   std::optional<Detokenizer> detokenizer;
   std::vector<int32_t> history;
   int32_t next_token = -1;  // to feed on the next step; -1 = prefill pending
+  // Prompt tokens already in the cache: a prompt longer than max_prefill_tokens is prefilled
+  // in chunks of that size over several steps, so running streams keep getting tokens.
+  int64_t prefilled = 0;
+  std::vector<at::Tensor> score_hidden;  // Score: hidden rows of the chunks prefilled so far
   GenerateFinish finish;
   bool done = false;
 };
@@ -261,13 +265,15 @@ void GenerationScheduler::Admit() {
         const Sequence& head = *queue_.front();
         const int64_t n = static_cast<int64_t>(head.prompt.size());
         const bool batch_full = static_cast<int32_t>(running_.size()) >= options_.max_batch_size;
-        const bool prefill_full = prefill_tokens > 0 && prefill_tokens + n > options_.max_prefill_tokens;
+        const int64_t chunk = std::min(n, options_.max_prefill_tokens);
+        const bool prefill_full =
+            prefill_tokens > 0 && prefill_tokens + chunk > options_.max_prefill_tokens;
         const bool kv_full = kv_used_.load() + head.kv_bytes > kv_budget_;
         // First come, first served: a request that does not fit waits, and so do later ones.
         if (batch_full || prefill_full || kv_full) return;
         seq = std::move(queue_.front());
         queue_.pop_front();
-        prefill_tokens += n;
+        prefill_tokens += chunk;
       }
     }
     if (seq->cancelled.load()) {
@@ -321,10 +327,15 @@ void GenerationScheduler::Step() {
   std::vector<int64_t> ids;
   std::vector<models::SequenceSpan> spans;
   spans.reserve(running_.size());
+  // The chunk of each prefilling sequence depends only on its own prompt, so a sequence's rows
+  // (and, in deterministic mode, its results) do not depend on what else runs.
   for (auto& seq : running_) {
     if (seq->next_token < 0) {
-      ids.insert(ids.end(), seq->prompt.begin(), seq->prompt.end());
-      spans.push_back({&*seq->cache, static_cast<int64_t>(seq->prompt.size())});
+      const int64_t n = static_cast<int64_t>(seq->prompt.size());
+      const int64_t chunk = std::min(n - seq->prefilled, options_.max_prefill_tokens);
+      ids.insert(ids.end(), seq->prompt.begin() + seq->prefilled,
+                 seq->prompt.begin() + seq->prefilled + chunk);
+      spans.push_back({&*seq->cache, chunk});
     } else {
       ids.push_back(seq->next_token);
       spans.push_back({&*seq->cache, 1});
@@ -332,7 +343,6 @@ void GenerationScheduler::Step() {
   }
   const auto device = model.model->embed_tokens->weight.device();
   at::Tensor logits;   // [sequences, vocab] float32: each sequence's last row
-  std::vector<at::Tensor> score_hidden(running_.size());
   absl::Status status = common::TorchCall("generate", [&] {
     c10::InferenceMode inference;
     at::Tensor input = at::tensor(ids, at::kLong).to(device);
@@ -352,7 +362,9 @@ void GenerationScheduler::Step() {
     for (size_t i = 0; i < spans.size(); ++i) {
       row += spans[i].tokens;
       last_rows.push_back(row - 1);
-      if (running_[i]->score) score_hidden[i] = hidden.narrow(0, row - spans[i].tokens, spans[i].tokens);
+      if (running_[i]->score) {
+        running_[i]->score_hidden.push_back(hidden.narrow(0, row - spans[i].tokens, spans[i].tokens));
+      }
     }
     at::Tensor last = hidden.index_select(0, at::tensor(last_rows, at::kLong).to(device));
     if (options_.deterministic) {
@@ -374,6 +386,11 @@ void GenerationScheduler::Step() {
   // 4. Sample, stream, retire.
   for (size_t i = 0; i < running_.size(); ++i) {
     Sequence& seq = *running_[i];
+    if (seq.next_token < 0) {
+      seq.prefilled += spans[i].tokens;
+      // More of the prompt to prefill: no token yet (this row's logits are not used).
+      if (seq.prefilled < static_cast<int64_t>(seq.prompt.size())) continue;
+    }
     if (seq.score) {
       absl::StatusOr<ScoreResult> result;
       absl::Status s = common::TorchCall("score", [&] {
@@ -381,6 +398,8 @@ void GenerationScheduler::Step() {
         ScoreResult out;
         out.token_ids = seq.prompt;
         const int64_t n = static_cast<int64_t>(seq.prompt.size());
+        const at::Tensor hidden_rows =
+            seq.score_hidden.size() == 1 ? seq.score_hidden[0] : at::cat(seq.score_hidden, 0);
         at::Tensor targets = at::tensor(std::vector<int64_t>(seq.prompt.begin() + 1, seq.prompt.end()),
                                         at::kLong).to(device).unsqueeze(1);
         // The output layer in row chunks: [n, vocab] float logits for a long text would be
@@ -389,7 +408,7 @@ void GenerationScheduler::Step() {
         out.logprobs.reserve(n - 1);
         for (int64_t r = 0; r < n - 1; r += kRows) {
           const int64_t rows = std::min(kRows, n - 1 - r);
-          at::Tensor lg = model.lm_head->Forward(score_hidden[i].narrow(0, r, rows)).to(at::kFloat);
+          at::Tensor lg = model.lm_head->Forward(hidden_rows.narrow(0, r, rows)).to(at::kFloat);
           at::Tensor lp = at::log_softmax(lg, -1).gather(1, targets.narrow(0, r, rows)).squeeze(1).to(at::kCPU);
           out.logprobs.insert(out.logprobs.end(), lp.const_data_ptr<float>(),
                               lp.const_data_ptr<float>() + rows);

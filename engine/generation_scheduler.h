@@ -8,7 +8,9 @@
 //      (Options::max_batch_size sequences, Options::max_prefill_tokens prompt tokens this
 //      step) and the KV budget covers their whole cache (prompt + max_new_tokens);
 //   3. runs ONE packed forward over every running sequence: a token each for those decoding,
-//      the whole prompt for those just admitted (and the text for Score requests). The
+//      the next chunk of the prompt (at most Options::max_prefill_tokens tokens) for those
+//      prefilling, Score texts included; a prompt's chunks depend only on its length, so
+//      chunking never makes a sequence's results depend on the batch. The
 //      linear layers read their weights once for all rows, which is what makes many streams
 //      cheap; attention runs per sequence on its own cache;
 //   4. samples each sequence's next token with its own parameters and sampler, streams the
@@ -52,7 +54,8 @@ class GenerationScheduler {
     int64_t context_length = 2048;       // max_position_embeddings
     int32_t max_queued = 256;            // waiting requests beyond this: RESOURCE_EXHAUSTED
     int32_t max_batch_size = 32;         // sequences in one step
-    int64_t max_prefill_tokens = 2048;   // prompt tokens admitted per step (at least one prompt)
+    int64_t max_prefill_tokens = 2048;   // prompt tokens prefilled per step; longer prompts
+                                         // are prefilled in chunks of this size
     int64_t kv_cache_bytes = 0;          // KV budget over all running sequences; 0 = enough
                                          // for max_batch_size full-context sequences
     bool deterministic = false;          // see the header comment

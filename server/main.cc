@@ -64,9 +64,10 @@ ABSL_FLAG(int, max_batch_size, 32,
           "Continuous batching: most sequences of one model decoded together in a step; "
           "requests beyond it wait in the model's queue.");
 ABSL_FLAG(int, max_prefill_tokens, 2048,
-          "Most prompt tokens a model prefills in one step (a longer prompt still runs, alone), "
-          "which bounds how long a step stalls the streams already decoding; also the padded "
-          "token budget of one Embed batch.");
+          "Most prompt tokens a model prefills in one step: a longer prompt is prefilled in "
+          "chunks of this size over several steps, so a step never stalls the streams already "
+          "decoding for longer than this many prompt tokens take; also the padded token "
+          "budget of one Embed batch.");
 ABSL_FLAG(std::string, kv_cache_memory, "auto",
           "KV cache budget per model, e.g. 2GiB or 512MB; 'auto' = enough for --max_batch_size "
           "sequences at the model's full context. Requests wait while the budget is in use; one "

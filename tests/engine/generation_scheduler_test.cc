@@ -296,6 +296,53 @@ TEST(GenerationSchedulerTest, ScoreRunsInTheBatchAndMatchesASoloScore) {
   EXPECT_EQ(model->Score(one).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// A prompt longer than max_prefill_tokens is prefilled in chunks over several steps: its
+// tokens and logprobs equal an unchunked run's, a stream already decoding gets a token in
+// every one of those steps, and a Score over chunks equals an unchunked Score.
+TEST(GenerationSchedulerTest, LongPromptsPrefillInChunksWithoutStallingOthers) {
+  auto whole = Load();
+  ASSERT_NE(whole, nullptr);
+  LoadOptions options;
+  options.max_prefill_tokens = 8;
+  auto chunked = Load(options);
+  ASSERT_NE(chunked, nullptr);
+  GenerateParams long_prompt = Requests(5, 12)[4];  // "And it came to pass in those days, ..."
+  long_prompt.prompt = long_prompt.prompt + ", that all the world should be taxed.";
+  const auto ref = RunAlone(*whole, long_prompt);
+  const auto solo = RunAlone(*chunked, long_prompt);
+  ASSERT_TRUE(ref->finish.ok() && solo->finish.ok());
+  ASSERT_GT(ref->finish->prompt_tokens, 16);  // at least three chunks of 8
+  EXPECT_EQ(solo->ids, ref->ids);
+  EXPECT_LE(MaxAbsDiff(solo->logprobs, ref->logprobs), 1e-4f);
+
+  // A stream decoding while the long prompt arrives keeps getting one token per step.
+  GenerateParams runner = Requests(1, 40)[0];
+  auto runner_c = std::make_shared<Collector>();
+  auto runner_h = chunked->Generate(runner, runner_c);
+  while (runner_c->tokens() < 3) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const ServingStats before = chunked->Stats();
+  auto late = RunAlone(*chunked, long_prompt);
+  const ServingStats after = chunked->Stats();
+  runner_c->Wait();
+  ASSERT_TRUE(late->finish.ok() && runner_c->finish.ok());
+  EXPECT_EQ(late->ids, ref->ids);
+  // Every step of the late request ran at most one 8-token chunk next to the runner's row.
+  const int64_t steps = after.steps - before.steps;
+  const int64_t chunks = (late->finish->prompt_tokens + 7) / 8;
+  EXPECT_GE(steps, chunks + 11);
+  EXPECT_LE(after.step_rows - before.step_rows, late->finish->prompt_tokens + 11 + 2 * steps);
+
+  ScoreParams sp;
+  sp.text = long_prompt.prompt;
+  auto score_ref = whole->Score(sp);
+  auto score = chunked->Score(sp);
+  ASSERT_TRUE(score_ref.ok() && score.ok());
+  EXPECT_EQ(score->token_ids, score_ref->token_ids);
+  EXPECT_LE(MaxAbsDiff(score->logprobs, score_ref->logprobs), 1e-4f);
+  EXPECT_NEAR(score->perplexity, score_ref->perplexity, 1e-4 * score_ref->perplexity);
+  EXPECT_EQ(chunked->Stats().kv_cache_used_bytes, 0);
+}
+
 TEST(GenerationSchedulerTest, ShutdownFinishesRunningWorkThenRefuses) {
   auto model = Load();
   ASSERT_NE(model, nullptr);
