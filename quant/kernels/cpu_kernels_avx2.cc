@@ -122,13 +122,19 @@ void Lut4Q16Rows(const Lut4Layout& w, const Q16Rows& x, const float* xg, float* 
       }
     }
     for (int r = 0; r < R; ++r) {
-      float off = 0.f;
-      if (w.offset != nullptr) {
+      if (w.offset != nullptr) {  // + sum_g offset[n, g] * (sum of x over group g)
         const float* o = w.offset + n * groups;
         const float* g = xg + r * groups;
-        for (int64_t i = 0; i < groups; ++i) off += o[i] * g[i];
+        int64_t i = 0;
+        for (; i + 8 <= groups; i += 8) {
+          acc[r] = _mm256_fmadd_ps(_mm256_loadu_ps(o + i), _mm256_loadu_ps(g + i), acc[r]);
+        }
+        float tail = 0.f;
+        for (; i < groups; ++i) tail += o[i] * g[i];
+        y[r * ldy + n] = Hsum(acc[r]) + tail;
+      } else {
+        y[r * ldy + n] = Hsum(acc[r]);
       }
-      y[r * ldy + n] = Hsum(acc[r]) + off;
     }
   }
 }

@@ -210,15 +210,19 @@ class Lut4Cpu final : public PackedWeight {
     float* yp = y.data_ptr<float>();
     if (m <= max_gemv_rows_) {
       const Q16Input q = QuantizeQ16(xf, avx2_);
-      at::Tensor xg;  // per-group sums of the quantized rows, for the offsets
-      if (offset_.defined()) {
-        xg = q.bsum.narrow(1, 0, k_ / kQ16Block)
-                 .view({m, k_ / group_size_, group_size_ / kQ16Block})
-                 .sum(-1)
-                 .contiguous();
-      }
       const Q16Rows rows = q.rows();
-      const float* xgp = xg.defined() ? xg.data_ptr<float>() : nullptr;
+      // Per-group sums of the quantized rows, for the offsets: the sum each zero point meets.
+      std::vector<float> xg;
+      if (offset_.defined()) {
+        const int64_t groups = k_ / group_size_;
+        const int64_t blocks = group_size_ / kQ16Block;
+        xg.assign(m * groups, 0.f);
+        for (int64_t r = 0; r < m; ++r) {
+          const float* bsum = rows.bsum + r * (kp_ / kQ16Block);
+          for (int64_t b = 0; b < k_ / kQ16Block; ++b) xg[r * groups + b / blocks] += bsum[b];
+        }
+      }
+      const float* xgp = xg.empty() ? nullptr : xg.data();
       at::parallel_for(0, n_, GrainRows(kp_ / 2), [&](int64_t n0, int64_t n1) {
         if (avx2_) {
           Lut4Q16Avx2(layout, rows, xgp, m, yp, n_, n0, n1);
