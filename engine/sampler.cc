@@ -18,9 +18,11 @@ SampledToken Sampler::Sample(const at::Tensor& logits_in, const std::vector<int3
   const int64_t vocab = raw.numel();
   const float* logits = raw.const_data_ptr<float>();
 
-  // Processed scores: a reused buffer, so the reported logprobs stay those of the model.
-  scores_.assign(logits, logits + vocab);
+  // Processed scores: the raw logits unless a penalty changes some, then a reused copy, so the
+  // reported logprobs stay those of the model.
+  const float* scores = logits;
   if (params_.repetition_penalty != 1.0f) {
+    scores_.assign(logits, logits + vocab);
     for (int32_t id : history) {
       if (id < 0 || id >= vocab) continue;
       // Each id once, however often it repeats: the raw logit decides the direction.
@@ -28,28 +30,25 @@ SampledToken Sampler::Sample(const at::Tensor& logits_in, const std::vector<int3
       scores_[id] = raw_score < 0 ? raw_score * params_.repetition_penalty
                                   : raw_score / params_.repetition_penalty;
     }
+    scores = scores_.data();
   }
 
-  int32_t chosen = 0;
+  SampledToken out;
   // Below this temperature the distribution is a point mass in float arithmetic; dividing by
   // it would overflow to inf and turn the weights into NaN.
   constexpr float kGreedyBelow = 1e-5f;
   if (params_.temperature < kGreedyBelow) {
     // Greedy: first maximum, as torch.argmax.
-    chosen = static_cast<int32_t>(std::max_element(scores_.begin(), scores_.end()) -
-                                  scores_.begin());
+    out.token_id = static_cast<int32_t>(std::max_element(scores, scores + vocab) - scores);
   } else {
-    chosen = SampleFromScores();
+    out.token_id = SampleFrom(scores, vocab);
   }
+  if (top_n_ <= 0) return out;  // no logprobs asked for: no log-softmax
 
-  SampledToken out;
-  out.token_id = chosen;
-  // log p(chosen) = logit - logsumexp(logits): one pass, no log_softmax tensor.
-  const float max_logit = *std::max_element(logits, logits + vocab);
-  double sum = 0;
-  for (int64_t i = 0; i < vocab; ++i) sum += std::exp(static_cast<double>(logits[i] - max_logit));
-  const double lse = max_logit + std::log(sum);
-  out.logprob = static_cast<float>(logits[chosen] - lse);
+  // The model's raw distribution: one fused, vectorized log-softmax.
+  const at::Tensor logprobs = at::log_softmax(raw, 0);
+  const float* lp = logprobs.const_data_ptr<float>();
+  out.logprob = lp[out.token_id];
   if (top_n_ > 1) {
     const int64_t k = std::min<int64_t>(top_n_, vocab);
     order_.resize(vocab);
@@ -57,61 +56,75 @@ SampledToken Sampler::Sample(const at::Tensor& logits_in, const std::vector<int3
     auto better = [&](int32_t a, int32_t b) {
       return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
     };
-    std::partial_sort(order_.begin(), order_.begin() + k, order_.end(), better);
+    std::nth_element(order_.begin(), order_.begin() + (k - 1), order_.end(), better);
+    std::sort(order_.begin(), order_.begin() + k, better);
     out.top_logprobs.reserve(k);
-    for (int64_t i = 0; i < k; ++i) {
-      out.top_logprobs.push_back({order_[i], static_cast<float>(logits[order_[i]] - lse)});
-    }
+    for (int64_t i = 0; i < k; ++i) out.top_logprobs.push_back({order_[i], lp[order_[i]]});
   }
   return out;
 }
 
-int32_t Sampler::SampleFromScores() {
-  const int64_t vocab = static_cast<int64_t>(scores_.size());
-  const float max_score = *std::max_element(scores_.begin(), scores_.end());
-  // Unnormalized probabilities exp((s - max) / T), by id.
-  weights_.resize(vocab);
-  for (int64_t i = 0; i < vocab; ++i) {
-    weights_[i] = std::exp((static_cast<double>(scores_[i]) - max_score) / params_.temperature);
-  }
+int32_t Sampler::SampleFrom(const float* scores, int64_t vocab) {
   // Ties break by id, so the order (and the sampled token) does not depend on the algorithm.
   auto better = [&](int32_t a, int32_t b) {
-    return scores_[a] > scores_[b] || (scores_[a] == scores_[b] && a < b);
+    return scores[a] > scores[b] || (scores[a] == scores[b] && a < b);
   };
   order_.resize(vocab);
   std::iota(order_.begin(), order_.end(), 0);
   size_t keep = order_.size();
-  size_t sorted = 0;  // order_[0, sorted) is the best `sorted` ids, best first
+  // Unnormalized probabilities exp((s - max) / T), by id: for the k kept ids under top-k,
+  // else for every id with ATen's vectorized exp.
+  weights_.resize(vocab);
+  bool ordered = false;  // order_[0, keep) is sorted best first
   if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < keep) {
     // top-k: select the k best in O(V), then order only them.
     keep = params_.top_k;
-    std::nth_element(order_.begin(), order_.begin() + keep, order_.end(), better);
+    ordered = true;
+    std::nth_element(order_.begin(), order_.begin() + (keep - 1), order_.end(), better);
     std::sort(order_.begin(), order_.begin() + keep, better);
-    sorted = keep;
+    const double max_score = scores[order_[0]];
+    for (size_t i = 0; i < keep; ++i) {
+      weights_[order_[i]] = static_cast<float>(
+          std::exp((static_cast<double>(scores[order_[i]]) - max_score) / params_.temperature));
+    }
+  } else {
+    const float max_score = *std::max_element(scores, scores + vocab);
+    std::copy(scores, scores + vocab, weights_.begin());
+    at::from_blob(weights_.data(), {vocab}, at::kFloat)
+        .sub_(max_score)
+        .div_(params_.temperature)
+        .exp_();
   }
   double total = 0;
   for (size_t i = 0; i < keep; ++i) total += weights_[order_[i]];
 
   if (params_.top_p < 1.0f) {
-    // Smallest prefix whose mass reaches top_p (always at least one token). Without top-k the
-    // prefix comes from partial sorts of a growing size (64, 256, ...), so a peaked
-    // distribution never sorts the whole vocabulary.
+    // Smallest prefix (by score) whose mass reaches top_p; always at least one token. Without
+    // top-k, the best `want` ids are selected in O(V) (nth_element) for want = 64, 256, ...
+    // until they hold the mass; only that prefix is sorted.
+    const double need = params_.top_p * total;
+    size_t selected = 0;  // order_[0, selected) are the best `selected` ids (unordered)
     double mass = 0;
-    size_t cut = keep;
-    size_t i = 0;
-    for (size_t want = std::min<size_t>(64, keep); cut == keep && i < keep;
-         want = std::min(keep, want * 4)) {
-      if (sorted < want) {
-        std::partial_sort(order_.begin() + sorted, order_.begin() + want, order_.begin() + keep,
-                          better);
-        sorted = want;
-      }
-      for (; i < sorted; ++i) {
-        mass += weights_[order_[i]] / total;
-        if (mass >= params_.top_p) {
-          cut = i + 1;
-          break;
+    size_t want = keep;
+    if (!ordered) {
+      for (want = std::min<size_t>(64, keep);; want = std::min(keep, want * 4)) {
+        if (want < keep) {
+          std::nth_element(order_.begin() + selected, order_.begin() + (want - 1),
+                           order_.begin() + keep, better);
         }
+        for (size_t i = selected; i < want; ++i) mass += weights_[order_[i]];
+        selected = want;
+        if (mass >= need || want == keep) break;
+      }
+      std::sort(order_.begin(), order_.begin() + want, better);
+    }
+    double prefix = 0;
+    size_t cut = want;
+    for (size_t i = 0; i < want; ++i) {
+      prefix += weights_[order_[i]];
+      if (prefix / total >= params_.top_p) {
+        cut = i + 1;
+        break;
       }
     }
     keep = cut;

@@ -7,9 +7,9 @@
 // a seed reproduces the same tokens regardless of what else runs. One sampler per sequence.
 //
 // Cost per token is O(V) plus O(k log k) for top-k and O(p log p) for a top-p prefix of p
-// tokens: greedy is an argmax, top-k an nth_element, top-p alone grows partial sorts until the
-// prefix holds the mass, and the buffers are reused across tokens (no per-token allocation
-// beyond the returned top logprobs).
+// tokens: greedy is an argmax, top-k an nth_element, top-p alone selects growing prefixes
+// (64, 256, ...) until they hold the mass and sorts only that one; the log-softmax runs only
+// when logprobs are asked for (top_n > 0), and the buffers are reused across tokens.
 
 #include <ATen/core/Tensor.h>
 
@@ -23,7 +23,7 @@ namespace quantserve::engine {
 
 struct SampledToken {
   int32_t token_id = 0;
-  float logprob = 0;                      // under the raw distribution
+  float logprob = 0;                      // under the raw distribution (0 when top_n == 0)
   std::vector<TokenLogprob> top_logprobs;  // best `top_n` under the raw distribution
 };
 
@@ -36,15 +36,15 @@ class Sampler {
   SampledToken Sample(const at::Tensor& logits, const std::vector<int32_t>& history);
 
  private:
-  // Temperature, top-k, top-p and the draw over scores_ (already penalized).
-  int32_t SampleFromScores();
+  // Temperature, top-k, top-p and the draw over `scores` (already penalized).
+  int32_t SampleFrom(const float* scores, int64_t vocab);
 
   SamplingParams params_;
   int32_t top_n_;
   std::mt19937_64 rng_;
   // Per-token scratch, kept to avoid allocations.
   std::vector<float> scores_;
-  std::vector<double> weights_;
+  std::vector<float> weights_;
   std::vector<int32_t> order_;
 };
 
