@@ -66,6 +66,9 @@ inline __m256i LoadQ(const int16_t* q) {
   return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q));
 }
 
+// How far ahead of the current chunk the weight stream is prefetched.
+constexpr int64_t kPrefetchBytes = 2048;
+
 // R activation rows against weight rows [n0, n1). Each row's arithmetic is the same whatever
 // R is, so a row's result does not depend on the batch it runs in. kSameGroup: both 32-column
 // blocks of every chunk share a weight group (group_size % 64 == 0), so the block sums are
@@ -93,6 +96,10 @@ void Lut4Q16Rows(const Lut4Layout& w, const Q16Rows& x, const float* xg, float* 
     __m256 acc[R];
     for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
     for (int64_t c = 0; c < chunks; ++c) {
+      // Ahead of the hardware prefetcher, which stops at page boundaries: the rows of one
+      // task are contiguous, so this runs into the next row too.
+      _mm_prefetch(reinterpret_cast<const char*>(row + c * (kLut4Chunk / 2) + kPrefetchBytes),
+                   _MM_HINT_T0);
       __m256i cv[4];
       DecodeCodes(row + c * (kLut4Chunk / 2), cv);
       if constexpr (!kAffine) {
@@ -226,6 +233,7 @@ void Int8Q16Rows(const int8_t* codes, const float* scale, int64_t k, const Q16Ro
     int64_t b = 0;
     for (; b + 2 <= full; b += 2) {
       const int8_t* wb = row + b * kQ16Block;
+      _mm_prefetch(reinterpret_cast<const char*>(wb + kPrefetchBytes), _MM_HINT_T0);
       __m256i w[4];
       for (int i = 0; i < 4; ++i) {
         w[i] = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wb + 16 * i)));

@@ -56,6 +56,10 @@ at::Tensor DequantizeQ16(const Q16Input& q, int64_t k);
 // affine table 0..15 (exact), else 16383 / max |lut| (NF4: within 3.1e-5 of each value).
 float Q16TableScale(const std::array<float, 16>& lut);
 
+// How many distinct threads an at::parallel_for over `tasks` one-item tasks ran on, from this
+// library (tests: at::parallel_for only parallelizes where it is compiled with OpenMP).
+int ParallelForThreads(int64_t tasks);
+
 // Shape and dtype checks shared by every Pack* (INVALID_ARGUMENT naming the field).
 absl::Status ValidateLut4(const Lut4Weight& w);
 absl::Status ValidateInt8(const Int8RowwiseWeight& w);

@@ -3,6 +3,7 @@
 // the micro-benchmark).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 
 #include <algorithm>
 #include <utility>
@@ -69,7 +70,11 @@ class Int8Cpu final : public PackedWeight {
       // Prefill: tiles of the float weight in a per-task buffer, one GEMM per tile.
       const at::Tensor xf = x2.to(at::kFloat).contiguous();
       at::Tensor y = at::empty({m, n_}, xf.options());
+      // The tasks run ATen ops on OpenMP's threads: they carry the caller's thread-local state
+      // (InferenceMode above all, or writing into y would be refused).
+      const at::ThreadLocalState state;
       at::parallel_for(0, n_, kDequantTile, [&](int64_t n0, int64_t n1) {
+        const at::ThreadLocalStateGuard guard(state);
         for (int64_t t0 = n0; t0 < n1; t0 += kDequantTile) {
           const int64_t t1 = std::min(n1, t0 + kDequantTile);
           const at::Tensor wt =

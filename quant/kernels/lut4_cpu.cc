@@ -3,12 +3,16 @@
 // (chosen only on CPUs without AVX2, or by tests and the micro-benchmark).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <mutex>
 #include <optional>
+#include <set>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -33,6 +37,21 @@ Q16Rows Q16Input::rows() const {
   r.bsum = bsum.data_ptr<float>();
   r.kp = q.size(1);
   return r;
+}
+
+int ParallelForThreads(int64_t tasks) {
+  std::mutex mu;
+  std::set<std::thread::id> ids;
+  at::parallel_for(0, tasks, 1, [&](int64_t b, int64_t e) {
+    // Enough work per task that one thread cannot take them all before the others start.
+    volatile double sink = 0;
+    for (int64_t i = b; i < e; ++i) {
+      for (int j = 0; j < 2000000; ++j) sink = sink + j;
+    }
+    std::lock_guard<std::mutex> lock(mu);
+    ids.insert(std::this_thread::get_id());
+  });
+  return static_cast<int>(ids.size());
 }
 
 float Q16TableScale(const std::array<float, 16>& lut) {
@@ -233,7 +252,11 @@ class Lut4Cpu final : public PackedWeight {
     } else {
       // Prefill: tiles of the weight are dequantized into a per-task buffer and multiplied
       // there, so no float copy of the whole layer is ever made.
+      // The tasks run ATen ops on OpenMP's threads: they carry the caller's thread-local state
+      // (InferenceMode above all, or writing into y would be refused).
+      const at::ThreadLocalState state;
       at::parallel_for(0, n_, kDequantTile, [&](int64_t n0, int64_t n1) {
+        const at::ThreadLocalStateGuard guard(state);
         std::vector<float> tile(kDequantTile * k_);
         for (int64_t t0 = n0; t0 < n1; t0 += kDequantTile) {
           const int64_t t1 = std::min(n1, t0 + kDequantTile);

@@ -101,6 +101,31 @@ at::Tensor Lut4Q16Ref(const Lut4Weight& w, const at::Tensor& x) {
   return Lut4MatmulRef(rounded, internal::DequantizeQ16(q, w.codes.size(1)));
 }
 
+// The kernels' at::parallel_for really uses the intra-op threads (it silently runs on one
+// thread in a translation unit built without OpenMP).
+TEST(KernelThreadsTest, ParallelForUsesEveryIntraOpThread) {
+  const int threads = at::get_num_threads();
+  if (threads < 2) GTEST_SKIP() << "one intra-op thread on this machine: nothing to check";
+  EXPECT_EQ(internal::ParallelForThreads(threads), threads);
+}
+
+// Regression: prefill tiles run ATen ops on OpenMP's threads, which must carry the caller's
+// InferenceMode (the server's forward runs in it; writing into its output was refused).
+TEST(KernelThreadsTest, PrefillTilesRunUnderInferenceMode) {
+  at::manual_seed(13);
+  const Lut4Weight w4 = RandomLut4({300, 256, 64}, /*nf4=*/false, /*offset=*/true, false);
+  Int8RowwiseWeight w8;
+  w8.codes = at::randint(-127, 128, {300, 256}, at::kChar);
+  w8.scale = at::rand({300}) * 0.01 + 0.001;
+  auto p4 = PackLut4(w4, c10::Device(c10::kCPU));
+  auto p8 = PackInt8Rowwise(w8, c10::Device(c10::kCPU));
+  ASSERT_TRUE(p4.ok() && p8.ok());
+  const at::Tensor x = at::randn({40, 256});
+  c10::InferenceMode inference;
+  EXPECT_LE(Error((*p4)->Matmul(x), Lut4MatmulRef(w4, x), false), 1e-5);
+  EXPECT_LE(Error((*p8)->Matmul(x), Int8RowwiseMatmulRef(w8, x), false), 1e-5);
+}
+
 // Every kernel variant, table, offset/permutation and dtype: within float rounding of the q16
 // oracle, and within the q16 rounding of Lut4MatmulRef (the float formula).
 TEST(Lut4Test, MatchesReference) {
