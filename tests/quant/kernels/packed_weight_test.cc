@@ -1,6 +1,7 @@
 #include "quant/kernels/packed_weight.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
