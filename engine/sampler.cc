@@ -77,11 +77,16 @@ int32_t Sampler::SampleFrom(const float* scores, int64_t vocab) {
   weights_.resize(vocab);
   bool ordered = false;  // order_[0, keep) is sorted best first
   if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < keep) {
-    // top-k: select the k best in O(V), then order only them.
+    // top-k: the k best in order. A heap (partial_sort) rejects most of a large vocabulary
+    // with one comparison each, which beats nth_element while k is small against V.
     keep = params_.top_k;
     ordered = true;
-    std::nth_element(order_.begin(), order_.begin() + (keep - 1), order_.end(), better);
-    std::sort(order_.begin(), order_.begin() + keep, better);
+    if (keep * 64 <= order_.size()) {
+      std::partial_sort(order_.begin(), order_.begin() + keep, order_.end(), better);
+    } else {
+      std::nth_element(order_.begin(), order_.begin() + (keep - 1), order_.end(), better);
+      std::sort(order_.begin(), order_.begin() + keep, better);
+    }
     const double max_score = scores[order_[0]];
     for (size_t i = 0; i < keep; ++i) {
       weights_[order_[i]] = static_cast<float>(
