@@ -200,7 +200,9 @@ TEST(SamplerTest, TopPAndTopKMatchTheSortedFormulaOnALargeVocabulary) {
       EXPECT_EQ(allowed_set.count(id), 1u) << id;
       seen.insert(id);
     }
-    if (allowed.size() <= 20) EXPECT_GE(seen.size(), allowed.size() / 2);
+    if (allowed.size() <= 20) {
+      EXPECT_GE(seen.size(), allowed.size() / 2);
+    }
   }
 }
 
