@@ -48,9 +48,9 @@ Lut4Weight RandomLut4(const Shape& s, bool nf4, bool offset, bool perm) {
 
 // Max |got - want| over the output scale (fp32), or the worst excess over a bf16-rounding
 // budget (one bf16 ulp of the value plus `floor` of the scale); <= 1 passes for bf16.
-// The integer kernels get floor 2e-4: q16 rounding (~4e-5 of the scale, more with NF4's int16
-// table) is seen by outputs near zero too.
-constexpr double kQ16Floor = 2e-4;
+// The integer kernels get floor kCpuKernelRelativeError: q16 rounding (~4e-5 of the scale,
+// more with NF4's int16 table) is seen by outputs near zero too.
+constexpr double kQ16Floor = kCpuKernelRelativeError;
 double Error(const at::Tensor& got, const at::Tensor& want, bool bf16, double floor = 1e-5) {
   const at::Tensor g = got.to(at::kFloat);
   const at::Tensor w = want.to(at::kFloat);

@@ -137,9 +137,9 @@ std::map<std::string, std::string> Kernels(const std::string& c, const std::stri
     const auto* m = Module(*model, name);
     out[name] = m->kernel_name();
     if (!IsFastKernel(m->kernel_name())) continue;
-    // The kernels evaluate (q - zp)·scale in float32 as q·scale + offset (a few float32 ulps
-    // per weight) and sum in another order.
-    EXPECT_LE(RelativeForwardError(*m), 1e-5) << c << " " << name << " " << m->kernel_name();
+    // The integer kernels round x to int16 per 32 values (measured 1.6e-5..3.1e-5).
+    EXPECT_LE(RelativeForwardError(*m), kernels::kCpuKernelRelativeError)
+        << c << " " << name << " " << m->kernel_name();
   }
   std::cout << c << (request.empty() ? "" : " (request " + request + ")") << ": footprint "
             << model->memory_footprint_bytes << " B, q_proj kernel "
