@@ -420,8 +420,9 @@ void GenerationScheduler::Step() {
       });
       if (!s.ok()) result = s;
       if (result.ok()) {
-        seq.scored.set_value(std::move(result));
+        // Free the cache first: once Score() returns, Stats() must not count it.
         Retire(seq, GenerateFinish{});
+        seq.scored.set_value(std::move(result));
       } else {
         Retire(seq, result.status());
       }
