@@ -22,6 +22,7 @@
 #include "loader/model_saver.h"
 #include "models/tokenizer/tokenizer.h"
 #include "quant/quantizer_registry.h"
+#include "common/json_nesting.h"
 
 namespace quantserve::engine {
 namespace {
@@ -240,6 +241,7 @@ absl::StatusOr<int64_t> EncoderMaxTokens(const std::string& dir, const models::M
   common::Env* env = common::Env::Default();
   if (env->FileExists(st_path)) {
     QS_ASSIGN_OR_RETURN(std::string text, env->ReadFileToString(st_path));
+    QS_RETURN_IF_ERROR(common::CheckJsonNesting(st_path, text));
     auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
     auto it = j.is_object() ? j.find("max_seq_length") : j.end();
     if (j.is_discarded() || (it != j.end() && !it->is_number_integer())) {

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
+#include "common/json_nesting.h"
 
 namespace quantserve::loader {
 namespace {
@@ -47,6 +48,11 @@ absl::StatusOr<Json> ParseIndexJson(absl::string_view index_path, std::string_vi
   // nlohmann stops at a NUL as if the input ended there; valid JSON never has a raw NUL.
   if (size_t nul = text.find('\0'); nul != std::string_view::npos) {
     return CorruptIndex(index_path, absl::StrCat("not valid JSON: NUL byte at offset ", nul));
+  }
+  if (const int depth = common::JsonNesting(text); depth > common::kMaxJsonNesting) {
+    return CorruptIndex(index_path, absl::StrCat("not valid JSON: it nests ", depth,
+                                                 " levels deep (at most ",
+                                                 common::kMaxJsonNesting, ")"));
   }
   std::vector<std::set<std::string>> keys;
   std::string duplicate;

@@ -25,6 +25,7 @@
 #include "loader/checkpoint.h"
 #include "quant/quantized_linear.h"
 #include "loader/dtype.h"
+#include "common/json_nesting.h"
 
 namespace quantserve::loader {
 
@@ -172,6 +173,7 @@ absl::Status CheckFits(int64_t estimate, const c10::Device& device,
 absl::StatusOr<std::map<std::string, int64_t>> ParseMaxMemory(const std::string& json_text) {
   std::map<std::string, int64_t> out;
   if (json_text.find_first_not_of(" \t\r\n") == std::string::npos) return out;
+  QS_RETURN_IF_ERROR(common::CheckJsonNesting("max_memory", json_text));
   nlohmann::json j = nlohmann::json::parse(json_text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) {
     return absl::InvalidArgumentError("max_memory must be a JSON object like {\"cpu\": \"8GiB\"}");
@@ -342,6 +344,9 @@ absl::StatusOr<LoadedModel> RunLoadPipeline(
   const std::string qmap_path = options.model_dir + "/quanto_qmap.json";
   if (checkpoint_quantization.empty() && env->FileExists(qmap_path)) {
     QS_ASSIGN_OR_RETURN(std::string qmap_text, env->ReadFileToString(qmap_path));
+    if (absl::Status s = common::CheckJsonNesting(qmap_path, qmap_text); !s.ok()) {
+      return absl::DataLossError(s.message());
+    }
     nlohmann::json qmap = nlohmann::json::parse(qmap_text, nullptr, /*allow_exceptions=*/false);
     if (qmap.is_discarded() || !qmap.is_object()) {
       return absl::DataLossError(absl::StrCat(qmap_path, " is not a JSON object"));

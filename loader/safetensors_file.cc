@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
+#include "common/json_nesting.h"
 
 namespace quantserve::loader {
 namespace {
@@ -79,6 +80,10 @@ absl::StatusOr<Json> ParseHeaderJson(absl::string_view path, std::string_view te
   // unseen. Valid JSON has no raw NUL anywhere (inside strings it must be escaped).
   if (size_t nul = text.find('\0'); nul != std::string_view::npos) {
     return Corrupt(path, absl::StrCat("header is not valid JSON: NUL byte at header offset ", nul));
+  }
+  if (const int depth = common::JsonNesting(text); depth > common::kMaxJsonNesting) {
+    return Corrupt(path, absl::StrCat("header is not valid JSON: it nests ", depth,
+                                      " levels deep (at most ", common::kMaxJsonNesting, ")"));
   }
   struct Frame {
     std::set<std::string> keys;

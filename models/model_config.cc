@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/json_nesting.h"
 
 namespace quantserve::models {
 namespace {
@@ -133,6 +134,7 @@ absl::Status ParseRopeScaling(const json& j, ModelConfig& c) {
 
 absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& config_json,
                                              const std::string& generation_config_json) {
+  if (auto s = common::CheckJsonNesting("config.json", config_json); !s.ok()) return s;
   json j = json::parse(config_json, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) {
     return absl::InvalidArgumentError("config.json is not a JSON object");
@@ -240,6 +242,10 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& config_json,
   if (auto s = GetIdList(j, "eos_token_id", &c.eos_token_ids); !s.ok()) return s;
   if (auto s = GetOptionalId(j, "pad_token_id", &c.pad_token_id); !s.ok()) return s;
   if (!generation_config_json.empty()) {
+    if (auto s = common::CheckJsonNesting("generation_config.json", generation_config_json);
+        !s.ok()) {
+      return s;
+    }
     json g = json::parse(generation_config_json, nullptr, false);
     if (g.is_discarded() || !g.is_object()) {
       return absl::InvalidArgumentError("generation_config.json is not a JSON object");

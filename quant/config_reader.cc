@@ -4,6 +4,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "common/json_nesting.h"
 
 namespace quantserve::quant {
 
@@ -16,6 +17,7 @@ std::string QuotedList(const std::vector<std::string>& values) {
 }
 
 absl::StatusOr<ConfigReader> ConfigReader::Parse(const std::string& text) {
+  if (absl::Status s = common::CheckJsonNesting("quantization_config", text); !s.ok()) return s;
   Json j = Json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) {
     return absl::InvalidArgumentError("quantization_config is not a JSON object");

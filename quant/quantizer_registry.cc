@@ -38,6 +38,7 @@
 #endif
 #ifdef QS_QUANT_METHOD_COMPRESSED_TENSORS
 #include "quant/methods/compressed_tensors/compressed_tensors_quantizer.h"
+#include "common/json_nesting.h"
 #endif
 
 namespace quantserve::quant {
@@ -46,6 +47,7 @@ namespace {
 using json = nlohmann::json;
 
 absl::StatusOr<std::string> MethodOf(const std::string& text, const char* where) {
+  QS_RETURN_IF_ERROR(common::CheckJsonNesting(absl::StrCat(where, ": quantization_config"), text));
   json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(where, ": quantization_config is not a JSON object"));

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "nlohmann/json.hpp"
+#include "common/json_nesting.h"
 
 namespace quantserve::server {
 namespace {
@@ -25,6 +26,9 @@ absl::Status FieldError(absl::string_view field, absl::string_view message) {
 absl::Status CheckJsonObject(absl::string_view field, absl::string_view text) {
   if (text.empty()) {
     return absl::OkStatus();
+  }
+  if (absl::Status s = common::CheckJsonNesting(field, text); !s.ok()) {
+    return s;
   }
   json parsed = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (parsed.is_discarded()) {
@@ -119,7 +123,8 @@ absl::Status ValidateLoadRequest(const LoadRequest& request) {
 }
 
 std::string RequestedQuantMethod(absl::string_view quantization_config_json) {
-  if (quantization_config_json.empty()) {
+  if (quantization_config_json.empty() ||
+      common::JsonNesting(quantization_config_json) > common::kMaxJsonNesting) {
     return "";
   }
   json parsed = json::parse(quantization_config_json, nullptr, /*allow_exceptions=*/false);
@@ -206,6 +211,9 @@ absl::StatusOr<std::string> ResolveNewModelPath(absl::string_view model_root,
 }
 
 absl::StatusOr<std::vector<LoadRequest>> ParseStartupConfig(absl::string_view json_text) {
+  if (absl::Status s = common::CheckJsonNesting("startup config", json_text); !s.ok()) {
+    return s;
+  }
   json config = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
   if (config.is_discarded()) {
     return absl::InvalidArgumentError("startup config: not valid JSON");

@@ -20,6 +20,7 @@
 #include "models/tokenizer/post_processor.h"
 #include "models/tokenizer/pre_tokenizer.h"
 #include "models/tokenizer/unicode.h"
+#include "common/json_nesting.h"
 
 namespace quantserve::models {
 namespace {
@@ -98,6 +99,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromFile(
 }
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(std::string_view json_text) {
+  if (absl::Status s = common::CheckJsonNesting("tokenizer.json", json_text); !s.ok()) return s;
   const Json root =
       Json::parse(json_text.begin(), json_text.end(), /*cb=*/nullptr, /*allow_exceptions=*/false);
   if (root.is_discarded()) {

@@ -14,6 +14,14 @@ constexpr char kLlama[] = R"({
   "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                    "high_freq_factor": 4.0, "original_max_position_embeddings": 64}})";
 
+TEST(ModelConfigTest, DeepNestingIsRefusedBeforeParsing) {
+  const std::string deep = "{\"a\": " + std::string(100000, '[') + std::string(100000, ']') + "}";
+  auto c = ParseModelConfig(deep, "");
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(c.status().message(), "config.json: JSON nests 100001 levels deep (at most 64)");
+}
+
 TEST(ModelConfigTest, ParsesLlama) {
   auto c = ParseModelConfig(kLlama);
   ASSERT_TRUE(c.ok()) << c.status();

@@ -46,6 +46,16 @@ TEST(ValidateLoadRequestTest, NamesTheBadField) {
       {{.name = "m", .path = "p", .device_map = "{bad"}, "device_map: "},
       {{.name = "m", .path = "p", .max_memory_json = "3"}, "max_memory: "},
       {{.name = "m", .path = "p", .num_threads = -1}, "num_threads: "},
+      // One request nesting 100k levels used to crash the server (copying the parsed value
+      // recursed once per level).
+      {{.name = "m",
+        .path = "p",
+        .quantization_config_json = std::string(100000, '{') + std::string(100000, '}')},
+       "quantization_config: JSON nests 100000 levels deep"},
+      {{.name = "m", .path = "p", .device_map = std::string(100, '{') + std::string(100, '}')},
+       "device_map: JSON nests"},
+      {{.name = "m", .path = "p", .max_memory_json = std::string(65, '[') + std::string(65, ']')},
+       "max_memory: JSON nests"},
   };
   for (const Case& c : kCases) {
     absl::Status s = ValidateLoadRequest(c.request);
@@ -150,6 +160,10 @@ TEST(ParseStartupConfigTest, CalibrationTextsAreAListOfStrings) {
 TEST(ParseStartupConfigTest, ErrorsNameTheEntryAndField) {
   EXPECT_THAT(std::string(ParseStartupConfig("nope").status().message()),
               HasSubstr("not valid JSON"));
+  EXPECT_EQ(ParseStartupConfig(std::string(100000, '[') + std::string(100000, ']'))
+                .status()
+                .message(),
+            "startup config: JSON nests 100000 levels deep (at most 64)");
   EXPECT_THAT(std::string(ParseStartupConfig(R"({"models": [{"path": "x"}]})").status().message()),
               HasSubstr("models[0].name"));
   EXPECT_THAT(

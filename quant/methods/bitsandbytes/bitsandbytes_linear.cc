@@ -16,6 +16,7 @@
 #include "common/status_macros.h"
 #include "common/torch_status.h"
 #include "quant/methods/bitsandbytes/bitsandbytes_config.h"
+#include "common/json_nesting.h"
 
 namespace quantserve::quant {
 namespace bnb {
@@ -254,6 +255,9 @@ at::Tensor DequantizeBlockwise(const at::Tensor& q, const at::Tensor& absmax,
 absl::StatusOr<QuantStateJson> ParseQuantStateJson(const at::Tensor& bytes) {
   at::Tensor b = bytes.to(at::kCPU).contiguous();
   const auto* p = reinterpret_cast<const char*>(b.data_ptr<uint8_t>());
+  if (common::JsonNesting(p, static_cast<size_t>(b.numel())) > common::kMaxJsonNesting) {
+    return absl::DataLossError("it nests deeper than any quant state (bnb writes a flat object)");
+  }
   const nlohmann::json j = nlohmann::json::parse(p, p + b.numel(), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) {
     return absl::DataLossError("it is not a JSON object (bnb writes json.dumps of the quant state)");

@@ -10,6 +10,7 @@
 #include "common/status_macros.h"
 #include "quant/methods/torchao/torchao_linear.h"
 #include "quant/module_match.h"
+#include "common/json_nesting.h"
 
 namespace quantserve::quant {
 namespace {
@@ -89,7 +90,8 @@ bool TorchAoQuantizer::ShouldConvert(const std::string& name,
   if (prequantized()) {
     // What the checkpoint holds decides: a weight saved as a plain tensor stays float.
     auto it = checkpoint_metadata_.find(name + ".weight");
-    if (it != checkpoint_metadata_.end()) {
+    if (it != checkpoint_metadata_.end() &&
+        common::JsonNesting(it->second) <= common::kMaxJsonNesting) {
       auto j = nlohmann::json::parse(it->second, nullptr, /*allow_exceptions=*/false);
       if (j.is_object() && j.value("_type", "") == "Tensor") return false;
     }
@@ -138,6 +140,11 @@ absl::Status TorchAoQuantizer::CheckMetadata(const std::string& name,
                                              const TorchAoLinearBase& module) const {
   auto it = checkpoint_metadata_.find(name + ".weight");
   if (it == checkpoint_metadata_.end()) return absl::OkStatus();  // tensors alone decide
+  if (absl::Status s = common::CheckJsonNesting(
+          absl::StrCat("safetensors metadata entry '", name, ".weight'"), it->second);
+      !s.ok()) {
+    return absl::DataLossError(s.message());
+  }
   auto j = nlohmann::json::parse(it->second, nullptr, /*allow_exceptions=*/false);
   if (!j.is_object()) {
     return absl::DataLossError(absl::StrCat("safetensors metadata entry '", name,
