@@ -22,6 +22,13 @@ def main() -> None:
     from conversion import base  # noqa: E402
 
     base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "gpt-2"
+
+    # Llama's set_vocab tries SentencePiece first and only a missing tokenizer.model sends it
+    # on to the BPE paths; without the sentencepiece package it fails on the import instead.
+    def no_sentencepiece(self):
+        raise FileNotFoundError("no tokenizer.model (byte-level BPE tokenizer)")
+
+    base.TextModel._set_vocab_sentencepiece = no_sentencepiece
     sys.argv = ["convert_hf_to_gguf.py", model_dir, "--outfile", out, "--outtype", "bf16"]
     convert.main()
 
