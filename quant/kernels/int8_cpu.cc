@@ -67,8 +67,11 @@ class Int8Cpu final : public PackedWeight {
     const int64_t m = x2.size(0);
     if (m == 0) return at::empty(out_shape, x.options());
     if (m > max_gemv_rows_) {
-      // Prefill: tiles of the float weight in a per-task buffer, one GEMM per tile.
-      const at::Tensor xf = x2.to(at::kFloat).contiguous();
+      // Prefill: tiles of the float weight in a per-task buffer, one GEMM per tile. bf16
+      // activations on a CPU with native bf16 multiply bf16 tiles (see Lut4Cpu).
+      const bool bf16_gemm = x.scalar_type() == at::kBFloat16 && HasNativeBf16();
+      const c10::ScalarType tile_type = bf16_gemm ? at::kBFloat16 : at::kFloat;
+      const at::Tensor xf = x2.to(tile_type).contiguous();
       at::Tensor y = at::empty({m, n_}, xf.options());
       // The tasks run ATen ops on OpenMP's threads: they carry the caller's thread-local state
       // (InferenceMode above all, or writing into y would be refused).
@@ -77,8 +80,9 @@ class Int8Cpu final : public PackedWeight {
         const at::ThreadLocalStateGuard guard(state);
         for (int64_t t0 = n0; t0 < n1; t0 += kDequantTile) {
           const int64_t t1 = std::min(n1, t0 + kDequantTile);
-          const at::Tensor wt =
-              codes_.narrow(0, t0, t1 - t0).to(at::kFloat) * scale_.narrow(0, t0, t1 - t0).unsqueeze(1);
+          const at::Tensor wt = (codes_.narrow(0, t0, t1 - t0).to(at::kFloat) *
+                                 scale_.narrow(0, t0, t1 - t0).unsqueeze(1))
+                                    .to(tile_type);
           y.narrow(1, t0, t1 - t0).copy_(at::mm(xf, wt.t()));
         }
       });

@@ -30,6 +30,14 @@ bool HasAvx2Fma() {
   return has;
 }
 
+bool HasNativeBf16() {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512bf16") != 0;
+  }();
+  return has;
+}
+
 Q16Rows Q16Input::rows() const {
   Q16Rows r;
   r.q = q.data_ptr<int16_t>();
@@ -251,7 +259,11 @@ class Lut4Cpu final : public PackedWeight {
       });
     } else {
       // Prefill: tiles of the weight are dequantized into a per-task buffer and multiplied
-      // there, so no float copy of the whole layer is ever made.
+      // there, so no float copy of the whole layer is ever made. With bf16 activations on a
+      // CPU with native bf16 the tiles are rounded to bf16 and multiplied in bf16, as the bf16
+      // model and transformers (dequantize to the compute dtype, F.linear) do; else float32.
+      const bool bf16_gemm = x.scalar_type() == at::kBFloat16 && HasNativeBf16();
+      const at::Tensor xt = bf16_gemm ? x2.contiguous() : xf;
       // The tasks run ATen ops on OpenMP's threads: they carry the caller's thread-local state
       // (InferenceMode above all, or writing into y would be refused).
       const at::ThreadLocalState state;
@@ -265,8 +277,9 @@ class Lut4Cpu final : public PackedWeight {
           } else {
             Lut4DequantScalar(layout, t0, t1, tile.data());
           }
-          const at::Tensor wt = at::from_blob(tile.data(), {t1 - t0, k_});
-          y.narrow(1, t0, t1 - t0).copy_(at::mm(xf, wt.t()));
+          at::Tensor wt = at::from_blob(tile.data(), {t1 - t0, k_});
+          if (bf16_gemm) wt = wt.to(at::kBFloat16);
+          y.narrow(1, t0, t1 - t0).copy_(at::mm(xt, wt.t()));
         }
       });
     }

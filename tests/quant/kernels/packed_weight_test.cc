@@ -61,6 +61,13 @@ double Error(const at::Tensor& got, const at::Tensor& want, bool bf16, double fl
   return (diff / budget).max().item<double>();
 }
 
+// Prefill tiles with bf16 activations on a CPU with native bf16: x @ W^T with W rounded to
+// bf16 and multiplied in bf16 (as transformers does), W given as float [N, K].
+bool Bf16Tiles(bool bf16, bool tiles) { return bf16 && tiles && internal::HasNativeBf16(); }
+at::Tensor Bf16TileRef(const at::Tensor& w, const at::Tensor& x) {
+  return at::mm(x.to(at::kBFloat16), w.to(at::kBFloat16).t());
+}
+
 std::string ExpectedLut4Name(const Shape& s, CpuKernel kernel) {
   if (s.k % 32 != 0 || s.group % 32 != 0) return "lut4_dequant_linear";
   if (kernel == CpuKernel::kScalar || !internal::HasAvx2Fma()) return "lut4_q16_scalar";
@@ -163,6 +170,12 @@ TEST(Lut4Test, MatchesReference) {
                 ASSERT_EQ(y.scalar_type(), x.scalar_type());
                 ASSERT_EQ(y.sizes(), at::IntArrayRef({m, s.n}));
                 const bool int_kernel = q16 && m <= v.max_gemv_rows;
+                if (Bf16Tiles(bf16, q16 && !int_kernel)) {
+                  // The float weight in input-column order: the formula applied to I.
+                  const at::Tensor wf = Lut4MatmulRef(w, at::eye(s.k)).t();
+                  EXPECT_LE(Error(y, Bf16TileRef(wf, x), true, 1e-4), 1.0);
+                  continue;
+                }
                 const double err =
                     Error(y, Lut4MatmulRef(w, x), bf16, int_kernel ? kQ16Floor : 1e-5);
                 if (bf16) {
@@ -341,6 +354,11 @@ TEST(Int8RowwiseTest, MatchesReference) {
             const at::Tensor y = (*packed)->Matmul(x);
             ASSERT_EQ(y.scalar_type(), x.scalar_type());
             const bool q16 = want_name != "aten_weight_int8pack_mm" && m <= max_rows;
+            if (Bf16Tiles(bf16, m > max_rows)) {
+              const at::Tensor wf = w.codes.to(at::kFloat) * w.scale.unsqueeze(1);
+              EXPECT_LE(Error(y, Bf16TileRef(wf, x), true, 1e-4), 1.0);
+              continue;
+            }
             const double err = Error(y, Int8RowwiseMatmulRef(w, x), bf16, q16 ? kQ16Floor : 1e-5);
             if (q16 && !bf16) {
               // Within float rounding of the q16 oracle, within q16 rounding of the formula.
