@@ -462,17 +462,26 @@ TEST(SafetensorsFileTest, DuplicateMetadataIsCorrupt) {
 }
 
 TEST(SafetensorsFileTest, DeeplyNestedHeaderIsRefusedWithoutCrashing) {
+  // Refused from the text before it is parsed (common::CheckJsonNesting): copying or dumping a
+  // parsed value this deep would recurse once per level.
   constexpr int kDepth = 200000;
   const std::string nested = std::string(kDepth, '[') + std::string(kDepth, ']');
   ExpectCorrupt(Entry("w", R"({"dtype":"F32","shape":[)" + nested + R"(],"data_offsets":[0,4]})"),
-                std::string(4, '\0'), {"tensor \"w\"", "shape[0]", "got array"});
-  ExpectCorrupt(Entry("w", nested), "", {"tensor \"w\"", "not a JSON object"});
+                std::string(4, '\0'),
+                {"header is not valid JSON", "nests 200003 levels deep (at most 64)"});
+  ExpectCorrupt(Entry("w", nested), "",
+                {"header is not valid JSON", "nests 200001 levels deep (at most 64)"});
   std::string objects;
   for (int i = 0; i < kDepth; ++i) {
     objects += "{\"a\":";
   }
   objects += "1" + std::string(kDepth, '}');
-  ExpectCorrupt(Entry("w", objects), "", {"tensor \"w\"", "unexpected key \"a\""});
+  ExpectCorrupt(Entry("w", objects), "",
+                {"header is not valid JSON", "nests 200001 levels deep (at most 64)"});
+  // 64 levels still parse and meet the ordinary checks.
+  const std::string deep_ok = std::string(61, '[') + std::string(61, ']');
+  ExpectCorrupt(Entry("w", R"({"dtype":"F32","shape":[)" + deep_ok + R"(],"data_offsets":[0,4]})"),
+                std::string(4, '\0'), {"tensor \"w\"", "shape[0]", "got array"});
 }
 
 // ---------------------------------------------------------------------------------------
