@@ -227,13 +227,17 @@ class Lut4Cpu final : public PackedWeight {
     TORCH_CHECK(s.ok(), std::string(s.message()));
     at::Tensor x2 = x.reshape({-1, k_});
     if (perm_.defined()) x2 = x2.index_select(1, perm_);
-    const at::Tensor xf = x2.to(at::kFloat).contiguous();
-    const int64_t m = xf.size(0);
+    const int64_t m = x2.size(0);
     std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
     out_shape.back() = n_;
     if (m == 0) return at::empty(out_shape, x.options());
+    // Prefill with bf16 activations on a CPU with native bf16 multiplies bf16 tiles (below);
+    // everything else reads the input in float32.
+    const bool bf16_gemm =
+        m > max_gemv_rows_ && x.scalar_type() == at::kBFloat16 && HasNativeBf16();
+    const at::Tensor xf = bf16_gemm ? x2.contiguous() : x2.to(at::kFloat).contiguous();
     const Lut4Layout layout = Layout();
-    at::Tensor y = at::empty({m, n_}, xf.options());
+    at::Tensor y = at::empty({m, n_}, x2.options().dtype(at::kFloat));
     float* yp = y.data_ptr<float>();
     if (m <= max_gemv_rows_) {
       const Q16Input q = QuantizeQ16(xf, avx2_);
@@ -262,8 +266,6 @@ class Lut4Cpu final : public PackedWeight {
       // there, so no float copy of the whole layer is ever made. With bf16 activations on a
       // CPU with native bf16 the tiles are rounded to bf16 and multiplied in bf16, as the bf16
       // model and transformers (dequantize to the compute dtype, F.linear) do; else float32.
-      const bool bf16_gemm = x.scalar_type() == at::kBFloat16 && HasNativeBf16();
-      const at::Tensor xt = bf16_gemm ? x2.contiguous() : xf;
       // The tasks run ATen ops on OpenMP's threads: they carry the caller's thread-local state
       // (InferenceMode above all, or writing into y would be refused).
       const at::ThreadLocalState state;
@@ -279,7 +281,7 @@ class Lut4Cpu final : public PackedWeight {
           }
           at::Tensor wt = at::from_blob(tile.data(), {t1 - t0, k_});
           if (bf16_gemm) wt = wt.to(at::kBFloat16);
-          y.narrow(1, t0, t1 - t0).copy_(at::mm(xt, wt.t()));
+          y.narrow(1, t0, t1 - t0).copy_(at::mm(xf, wt.t()));
         }
       });
     }
