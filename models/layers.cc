@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include "quant/kernels/dense.h"
+
 namespace quantserve::models {
 
 at::Tensor MetaTensor(const std::vector<int64_t>& shape, c10::ScalarType dtype) {
@@ -18,8 +20,10 @@ DenseLinear::DenseLinear(const LinearOptions& options) : Linear(options) {
 }
 
 at::Tensor DenseLinear::Forward(const at::Tensor& x) const {
-  return at::linear(x, weight, bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt);
+  return quant::kernels::DenseLinear(x, weight, bias);
 }
+
+std::string DenseLinear::kernel_name() const { return quant::kernels::DenseKernelName(weight); }
 
 int64_t DenseLinear::memory_footprint_bytes() const {
   int64_t n = weight.numel() * weight.element_size();

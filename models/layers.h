@@ -40,12 +40,15 @@ class Linear : public Module {
   LinearOptions options_;
 };
 
-// The unquantized nn.Linear: `weight` [out, in] and optional `bias` [out].
+// The unquantized nn.Linear: `weight` [out, in] and optional `bias` [out]. Decode-sized bf16
+// inputs on CPU run our bf16 GEMV (quant/kernels/dense.h), the rest at::linear.
 class DenseLinear final : public Linear {
  public:
   explicit DenseLinear(const LinearOptions& options);
   at::Tensor Forward(const at::Tensor& x) const override;
-  std::string kernel_name() const override { return "aten_linear"; }
+  // "bf16_gemv_avx512"/"bf16_gemv_avx2" for bf16 weights on such a CPU, else "aten_linear"
+  // (see quant/kernels/dense.h).
+  std::string kernel_name() const override;
   int64_t memory_footprint_bytes() const override;
   const char* type_name() const override { return "Linear"; }
 

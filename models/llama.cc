@@ -5,6 +5,8 @@
 #include <cmath>
 #include <string>
 
+#include "quant/kernels/attention.h"
+
 namespace quantserve::models {
 namespace {
 
@@ -49,6 +51,7 @@ LlamaAttention::LlamaAttention(const ModelConfig& c, c10::ScalarType dtype)
     : n_heads_(c.num_attention_heads),
       n_kv_heads_(c.num_key_value_heads),
       head_dim_(c.head_dim),
+      scale_(1.0 / std::sqrt(static_cast<double>(c.head_dim))),
       sliding_window_(c.sliding_window) {
   q_proj = MakeLinear(c.hidden_size, n_heads_ * head_dim_, c.attention_bias, dtype);
   k_proj = MakeLinear(c.hidden_size, n_kv_heads_ * head_dim_, c.attention_bias, dtype);
@@ -73,8 +76,8 @@ at::Tensor LlamaAttention::Forward(const at::Tensor& x, const at::Tensor& cos,
   q = q * c + RotateHalf(q) * s;
   k = k * c + RotateHalf(k) * s;
 
-  std::vector<at::Tensor> outs;
-  outs.reserve(spans.size());
+  // Every span's attention output lands in its rows of one [T, H*d] tensor.
+  at::Tensor attn = at::empty({rows, n_heads_ * head_dim_}, q.options());
   int64_t row = 0;
   for (const SequenceSpan& span : spans) {
     const int64_t t = span.tokens;
@@ -83,10 +86,22 @@ at::Tensor LlamaAttention::Forward(const at::Tensor& x, const at::Tensor& cos,
     const auto heads = [&](const at::Tensor& a) { return a.narrow(0, row, t).transpose(0, 1).unsqueeze(0); };
     auto [keys, values] = span.cache->Update(layer, start, heads(k), heads(v));
     const int64_t kv_len = keys.size(2);
+    const bool windowed = sliding_window_.has_value() && kv_len > *sliding_window_;
+
+    if (t == 1) {
+      // A decode step: one query against the cache, without SDPA's per-call dispatch. The
+      // query at position kv_len - 1 sees the last `window` keys when windowed.
+      const at::Tensor query = q[row];  // [H, d]
+      if (quant::kernels::DecodeAttentionFits(query, keys, values)) {
+        const int64_t lo = windowed ? kv_len - *sliding_window_ : 0;
+        attn[row].copy_(quant::kernels::DecodeAttention(query, keys, values, lo, scale_).view(-1));
+        row += t;
+        continue;
+      }
+    }
 
     std::optional<at::Tensor> mask;
     bool is_causal = false;
-    const bool windowed = sliding_window_.has_value() && kv_len > *sliding_window_;
     if (t > 1 && start == 0 && !windowed) {
       is_causal = true;
     } else if (t > 1 || windowed) {
@@ -99,10 +114,10 @@ at::Tensor LlamaAttention::Forward(const at::Tensor& x, const at::Tensor& cos,
     }
     at::Tensor out = at::scaled_dot_product_attention(heads(q), keys, values, mask, 0.0, is_causal,
                                                       std::nullopt, n_heads_ != n_kv_heads_);
-    outs.push_back(out.squeeze(0).transpose(0, 1).reshape({t, n_heads_ * head_dim_}));
+    attn.narrow(0, row, t).copy_(out.squeeze(0).transpose(0, 1).reshape({t, n_heads_ * head_dim_}));
     row += t;
   }
-  return o_proj->Forward(outs.size() == 1 ? outs[0] : at::cat(outs, 0));
+  return o_proj->Forward(attn);
 }
 
 LlamaMlp::LlamaMlp(const ModelConfig& c, c10::ScalarType dtype) {

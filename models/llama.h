@@ -39,6 +39,7 @@ class LlamaAttention final : public Module {
 
  private:
   int64_t n_heads_, n_kv_heads_, head_dim_;
+  double scale_;  // 1 / sqrt(head_dim), SDPA's default
   std::optional<int64_t> sliding_window_;
 };
 

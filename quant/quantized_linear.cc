@@ -2,12 +2,11 @@
 
 #include <ATen/ATen.h>
 
-#include <cstdlib>
-#include <cstring>
 #include <unordered_set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "quant/kernels/packed_weight.h"
 
 namespace quantserve::quant {
 
@@ -17,13 +16,7 @@ void QuantizedLinear::RegisterBias() {
   RegisterParameter("bias", &bias);
 }
 
-bool QuantizedLinear::KernelsEnabled() {
-  static const bool enabled = [] {
-    const char* v = std::getenv("QS_KERNELS");
-    return v == nullptr || std::strcmp(v, "ref") != 0;
-  }();
-  return enabled;
-}
+bool QuantizedLinear::KernelsEnabled() { return kernels::KernelsEnabled(); }
 
 std::string QuantizedLinear::kernel_name() const {
   return packed_ != nullptr ? packed_->name() : "dequantize_linear_ref";

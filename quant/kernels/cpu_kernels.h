@@ -78,6 +78,46 @@ void Int8Q16Avx2(const int8_t* codes, const float* scale, int64_t k, const Q16Ro
 void Int8Q16Scalar(const int8_t* codes, const float* scale, int64_t k, const Q16Rows& x,
                    int64_t rows, float* y, int64_t ldy, int64_t n0, int64_t n1);
 
+// Dense bf16 weights (the module's own tensor, no copy): y[m, n] = sum_k x[m, k] * w[n, k] for
+// m < rows, n in [n0, n1); w holds bf16 bit patterns with row stride ldw, y has row stride ldy.
+// Each (m, n) sum runs in the same order whatever `rows` and [n0, n1) are, so a row's result
+// does not depend on its batch or the thread split.
+// AVX512-BF16 (cpu_kernels_avx512.cc): x as bf16 rows (row stride ldx), vdpbf16ps; the
+// products are exact and summed in float32. Requires HasNativeBf16().
+void Bf16GemvAvx512(const uint16_t* w, int64_t ldw, int64_t k, const uint16_t* x, int64_t ldx,
+                    int64_t rows, float* y, int64_t ldy, int64_t n0, int64_t n1);
+// AVX2 + FMA and portable twins: x as float32 rows (row stride ldx).
+void Bf16GemvAvx2(const uint16_t* w, int64_t ldw, int64_t k, const float* x, int64_t ldx,
+                  int64_t rows, float* y, int64_t ldy, int64_t n0, int64_t n1);
+void Bf16GemvScalar(const uint16_t* w, int64_t ldw, int64_t k, const float* x, int64_t ldx,
+                    int64_t rows, float* y, int64_t ldy, int64_t n0, int64_t n1);
+
+// Single-query attention over one sequence's cache (a decode step), for the KV heads
+// [g0, g1): query head h reads KV head h / (n_heads / n_kv). scores = q.k * scale over the
+// positions [lo, hi), probabilities p = exp(score - max) summed in float32, then
+// out[h] = sum_j p'[j] v[j] / sum p, where p' is p rounded to bf16 when round_probs (as LibTorch's
+// flash attention does before its P.V product with bf16 inputs) and p otherwise.
+struct DecodeAttentionArgs {
+  const float* q = nullptr;      // [n_heads, d]
+  const void* k = nullptr;       // KV head g, position j at k + g * head_stride + j * d
+  const void* v = nullptr;       // the same layout as k
+  bool bf16 = false;             // cache elements are bf16 bit patterns (else float32)
+  int64_t n_heads = 0, n_kv = 0, d = 0;
+  int64_t head_stride = 0;       // elements between KV heads (the cache's capacity * d)
+  int64_t lo = 0, hi = 0;        // positions attended, lo < hi
+  float scale = 1.f;
+  bool round_probs = false;
+  float* out = nullptr;          // [n_heads, d]
+  float* scratch = nullptr;      // DecodeAttentionScratch(*this) floats, one buffer per thread
+};
+inline int64_t DecodeAttentionScratch(const DecodeAttentionArgs& a) {
+  const int64_t group = a.n_heads / a.n_kv;
+  return group * (a.hi - a.lo) + group * a.d + a.d + group;
+}
+// The AVX2 variant needs d % 8 == 0.
+void DecodeAttentionAvx2(const DecodeAttentionArgs& a, int64_t g0, int64_t g1);
+void DecodeAttentionScalar(const DecodeAttentionArgs& a, int64_t g0, int64_t g1);
+
 // True when the CPU runs AVX2 and FMA (cached).
 bool HasAvx2Fma();
 // True when the CPU has native bf16 dot products (AVX512-BF16; cached). LibTorch's bf16 GEMM

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cmath>
 #include <cstring>
 
 #include "quant/kernels/cpu_kernels.h"
@@ -367,6 +368,216 @@ void Int8Q16Avx2(const int8_t* codes, const float* scale, int64_t k, const Q16Ro
           break;
       }
     }
+  }
+}
+
+namespace {
+
+// 16 bf16 values as two vectors of 8 floats (a bf16 is the top half of a float32).
+inline void Bf16ToFloat(const uint16_t* p, __m256* lo, __m256* hi) {
+  const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  *lo = _mm256_castsi256_ps(
+      _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(v)), 16));
+  *hi = _mm256_castsi256_ps(
+      _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(v, 1)), 16));
+}
+
+inline float Bf16Value(uint16_t b) {
+  const uint32_t u = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+// NB weight rows from n against R activation rows (R <= 4: 8 accumulators and the weights in
+// the 16 registers). Per (row, weight row) the order is fixed: 16-column steps, the lanes
+// reduced, then the tail added in column order.
+template <int NB, int R>
+inline void Bf16BlockAvx2(const uint16_t* w, int64_t ldw, int64_t k, const float* x,
+                          int64_t ldx, float* y, int64_t ldy, int64_t n) {
+  __m256 acc[NB][R];
+  for (int j = 0; j < NB; ++j) {
+    for (int r = 0; r < R; ++r) acc[j][r] = _mm256_setzero_ps();
+  }
+  const int64_t full = k / 16 * 16;
+  for (int64_t kk = 0; kk < full; kk += 16) {
+    for (int j = 0; j < NB; ++j) {
+      __m256 lo, hi;
+      Bf16ToFloat(w + (n + j) * ldw + kk, &lo, &hi);
+      for (int r = 0; r < R; ++r) {
+        acc[j][r] = _mm256_fmadd_ps(lo, _mm256_loadu_ps(x + r * ldx + kk), acc[j][r]);
+        acc[j][r] = _mm256_fmadd_ps(hi, _mm256_loadu_ps(x + r * ldx + kk + 8), acc[j][r]);
+      }
+    }
+  }
+  for (int j = 0; j < NB; ++j) {
+    const uint16_t* wr = w + (n + j) * ldw;
+    for (int r = 0; r < R; ++r) {
+      float sum = Hsum(acc[j][r]);
+      for (int64_t i = full; i < k; ++i) sum += Bf16Value(wr[i]) * x[r * ldx + i];
+      y[r * ldy + n + j] = sum;
+    }
+  }
+}
+
+template <int R>
+void Bf16RowsAvx2(const uint16_t* w, int64_t ldw, int64_t k, const float* x, int64_t ldx,
+                  float* y, int64_t ldy, int64_t n0, int64_t n1) {
+  int64_t n = n0;
+  for (; n + 2 <= n1; n += 2) Bf16BlockAvx2<2, R>(w, ldw, k, x, ldx, y, ldy, n);
+  for (; n < n1; ++n) Bf16BlockAvx2<1, R>(w, ldw, k, x, ldx, y, ldy, n);
+}
+
+}  // namespace
+
+void Bf16GemvAvx2(const uint16_t* w, int64_t ldw, int64_t k, const float* x, int64_t ldx,
+                  int64_t rows, float* y, int64_t ldy, int64_t n0, int64_t n1) {
+  // Blocks of 16 weight rows stay in cache across the groups of 4 input rows.
+  constexpr int64_t kCacheRows = 16;
+  for (int64_t c0 = n0; c0 < n1; c0 += kCacheRows) {
+    const int64_t c1 = std::min(n1, c0 + kCacheRows);
+    for (int64_t m = 0; m < rows; m += 4) {
+      const float* xm = x + m * ldx;
+      float* ym = y + m * ldy;
+      switch (std::min<int64_t>(4, rows - m)) {
+        case 1: Bf16RowsAvx2<1>(w, ldw, k, xm, ldx, ym, ldy, c0, c1); break;
+        case 2: Bf16RowsAvx2<2>(w, ldw, k, xm, ldx, ym, ldy, c0, c1); break;
+        case 3: Bf16RowsAvx2<3>(w, ldw, k, xm, ldx, ym, ldy, c0, c1); break;
+        default: Bf16RowsAvx2<4>(w, ldw, k, xm, ldx, ym, ldy, c0, c1); break;
+      }
+    }
+  }
+}
+
+namespace {
+
+// exp(x) for x <= 0, within 2 ulp of expf (Cephes' polynomial on x - n ln2); inputs below -87
+// give exp(-87) ~ 1.6e-38 instead of denormals, which no probability sum can see.
+inline __m256 ExpNonPositive(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  const __m256 y = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.f)));
+  const __m256i e = _mm256_slli_epi32(
+      _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+// Rounds 8 floats to the nearest bf16 (ties to even), kept as floats.
+inline __m256 RoundToBf16(__m256 x) {
+  const __m256i b = _mm256_castps_si256(x);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(b, 16), _mm256_set1_epi32(1));
+  const __m256i r = _mm256_add_epi32(b, _mm256_add_epi32(_mm256_set1_epi32(0x7FFF), lsb));
+  return _mm256_castsi256_ps(_mm256_and_si256(r, _mm256_set1_epi32(static_cast<int>(0xFFFF0000u))));
+}
+
+// One cache row of d values (d % 8 == 0) as float32 into out.
+template <bool kBf16>
+inline void CacheRow(const void* base, int64_t offset, int64_t d, float* out) {
+  if constexpr (kBf16) {
+    const uint16_t* p = static_cast<const uint16_t*>(base) + offset;
+    for (int64_t c = 0; c < d; c += 8) {
+      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + c));
+      _mm256_storeu_ps(out + c, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16)));
+    }
+  } else {
+    std::memcpy(out, static_cast<const float*>(base) + offset, d * sizeof(float));
+  }
+}
+
+template <bool kBf16>
+void DecodeAttentionT(const DecodeAttentionArgs& a, int64_t g0, int64_t g1) {
+  const int64_t group = a.n_heads / a.n_kv;
+  const int64_t len = a.hi - a.lo;
+  const int64_t d = a.d;
+  float* probs = a.scratch;         // [group, len]
+  float* acc = probs + group * len;  // [group, d]
+  float* row = acc + group * d;      // [d]
+  float* sums = row + d;             // [group]
+  for (int64_t g = g0; g < g1; ++g) {
+    const float* q = a.q + g * group * d;
+    const int64_t head = g * a.head_stride;
+    // Scores: each key row is converted once and met by every query head of its group.
+    for (int64_t j = 0; j < len; ++j) {
+      CacheRow<kBf16>(a.k, head + (a.lo + j) * d, d, row);
+      for (int64_t h = 0; h < group; ++h) {
+        __m256 s = _mm256_setzero_ps();
+        for (int64_t c = 0; c < d; c += 8) {
+          s = _mm256_fmadd_ps(_mm256_loadu_ps(row + c), _mm256_loadu_ps(q + h * d + c), s);
+        }
+        probs[h * len + j] = Hsum(s) * a.scale;
+      }
+    }
+    // Softmax numerators and their float32 sums; the numerators rounded to bf16 if asked.
+    for (int64_t h = 0; h < group; ++h) {
+      float* p = probs + h * len;
+      __m256 vmax = _mm256_set1_ps(-INFINITY);
+      int64_t j = 0;
+      for (; j + 8 <= len; j += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(p + j));
+      float max = Hmax(vmax);
+      for (; j < len; ++j) max = std::max(max, p[j]);
+      const __m256 vm = _mm256_set1_ps(max);
+      __m256 vsum = _mm256_setzero_ps();
+      for (j = 0; j + 8 <= len; j += 8) {
+        const __m256 e = ExpNonPositive(_mm256_sub_ps(_mm256_loadu_ps(p + j), vm));
+        vsum = _mm256_add_ps(vsum, e);
+        _mm256_storeu_ps(p + j, a.round_probs ? RoundToBf16(e) : e);
+      }
+      float sum = Hsum(vsum);
+      if (j < len) {
+        // The tail through the same vector exp, padded with -inf's neighbour -87 (unused).
+        alignas(32) float t[8];
+        for (int64_t i = 0; i < 8; ++i) t[i] = j + i < len ? p[j + i] - max : -87.f;
+        __m256 e = ExpNonPositive(_mm256_load_ps(t));
+        const __m256 er = a.round_probs ? RoundToBf16(e) : e;
+        alignas(32) float te[8], tr[8];
+        _mm256_store_ps(te, e);
+        _mm256_store_ps(tr, er);
+        for (int64_t i = 0; j + i < len; ++i) {
+          sum += te[i];
+          p[j + i] = tr[i];
+        }
+      }
+      sums[h] = sum;
+    }
+    // P.V: each value row converted once, accumulated into every head of the group.
+    for (int64_t i = 0; i < group * d; ++i) acc[i] = 0.f;
+    for (int64_t j = 0; j < len; ++j) {
+      CacheRow<kBf16>(a.v, head + (a.lo + j) * d, d, row);
+      for (int64_t h = 0; h < group; ++h) {
+        const __m256 w = _mm256_set1_ps(probs[h * len + j]);
+        float* o = acc + h * d;
+        for (int64_t c = 0; c < d; c += 8) {
+          _mm256_storeu_ps(o + c, _mm256_fmadd_ps(w, _mm256_loadu_ps(row + c),
+                                                  _mm256_loadu_ps(o + c)));
+        }
+      }
+    }
+    for (int64_t h = 0; h < group; ++h) {
+      const __m256 inv = _mm256_set1_ps(1.f / sums[h]);
+      float* out = a.out + (g * group + h) * d;
+      for (int64_t c = 0; c < d; c += 8) {
+        _mm256_storeu_ps(out + c, _mm256_mul_ps(_mm256_loadu_ps(acc + h * d + c), inv));
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void DecodeAttentionAvx2(const DecodeAttentionArgs& a, int64_t g0, int64_t g1) {
+  if (a.bf16) {
+    DecodeAttentionT<true>(a, g0, g1);
+  } else {
+    DecodeAttentionT<false>(a, g0, g1);
   }
 }
 

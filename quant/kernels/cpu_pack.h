@@ -4,6 +4,7 @@
 
 #include <array>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -71,5 +72,22 @@ absl::StatusOr<std::unique_ptr<PackedWeight>> NewLut4DequantLinear(const Lut4Wei
                                                                    const c10::Device& device);
 absl::StatusOr<std::unique_ptr<PackedWeight>> NewInt8DequantLinear(const Int8RowwiseWeight& w,
                                                                    const c10::Device& device);
+
+// The dense bf16 GEMV behind DenseLinear with an explicit kernel (tests, micro-benchmark).
+enum class Bf16Kernel { kAvx512, kAvx2, kScalar };
+// The best of Bf16Kernel this CPU runs, or nullopt when DenseLinear uses at::linear here.
+std::optional<Bf16Kernel> ChooseBf16Kernel();
+// x bf16 [M, K] (any M), weight bf16 [N, K] with unit column stride, bias float32-convertible
+// [N] or undefined, all on the CPU; kernel must run on this CPU. Returns bf16 [M, N].
+at::Tensor Bf16Gemv(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                    Bf16Kernel kernel);
+
+// DecodeAttention's layout check (without the QS_KERNELS switch) and the kernel with an
+// explicit variant: avx2 picks DecodeAttentionAvx2 where d % 8 == 0 (the caller checked
+// HasAvx2Fma), else the scalar twin.
+bool DecodeAttentionLayoutOk(const at::Tensor& q, const at::Tensor& keys,
+                             const at::Tensor& values);
+at::Tensor DecodeAttentionCpu(const at::Tensor& q, const at::Tensor& keys,
+                              const at::Tensor& values, int64_t lo, double scale, bool avx2);
 
 }  // namespace quantserve::quant::kernels::internal

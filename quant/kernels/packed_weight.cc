@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include <cstdlib>
+#include <cstring>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -189,9 +191,17 @@ at::Tensor Int8RowwiseMatmulRef(const Int8RowwiseWeight& w, const at::Tensor& x)
 }
 
 std::string CpuKernelLevel() {
-  // No AVX-512 kernels yet: such a CPU runs the AVX2 ones.
-  if (internal::HasAvx2Fma()) return "avx2";
+  // The integer kernels are AVX2; only the dense bf16 GEMV has an AVX-512 (BF16) variant.
+  if (internal::HasAvx2Fma()) return internal::HasNativeBf16() ? "avx2+avx512bf16" : "avx2";
   return "scalar";
+}
+
+bool KernelsEnabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("QS_KERNELS");
+    return v == nullptr || std::strcmp(v, "ref") != 0;
+  }();
+  return enabled;
 }
 
 }  // namespace quantserve::quant::kernels

@@ -80,7 +80,12 @@ at::Tensor Int8RowwiseMatmulRef(const Int8RowwiseWeight& w, const at::Tensor& x)
 // shapes; end-to-end logprobs stay within 1e-5 of the libraries'.
 inline constexpr double kCpuKernelRelativeError = 2e-4;
 
-// Which kernels this process's CPU can run ("avx2", "avx512", "scalar"), for logs.
+// Which kernels this process's CPU can run ("avx2", "avx2+avx512bf16", "scalar"), for logs.
 std::string CpuKernelLevel();
+
+// False when the environment says QS_KERNELS=ref (read once per process): quantized methods
+// then do not pack and dense layers run at::linear, so results can be checked against the
+// reference arithmetic.
+bool KernelsEnabled();
 
 }  // namespace quantserve::quant::kernels

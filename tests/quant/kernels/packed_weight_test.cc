@@ -89,7 +89,9 @@ const std::vector<Shape> kShapes = {
 const std::vector<int64_t> kRows = {1, 2, 3, 5, 17, 64};
 
 TEST(Lut4Test, CpuKernelLevelSaysAvx2OnThisMachine) {
-  EXPECT_EQ(CpuKernelLevel(), internal::HasAvx2Fma() ? "avx2" : "scalar");
+  EXPECT_EQ(CpuKernelLevel(), !internal::HasAvx2Fma()     ? "scalar"
+                            : internal::HasNativeBf16() ? "avx2+avx512bf16"
+                                                        : "avx2");
   // The CI and development machines have AVX2; a scalar answer there means dispatch broke.
   __builtin_cpu_init();
   EXPECT_EQ(internal::HasAvx2Fma(),
