@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "quant/kernels/cpu_pack.h"
+#include "quant/kernels/dense.h"
 #include "quant/kernels/packed_weight.h"
 
 namespace qk = quantserve::quant::kernels;
@@ -73,6 +74,7 @@ int main(int argc, char** argv) {
   at::manual_seed(0);
   std::printf("threads=%d rounds=%d cpu_kernel_level=%s\n", at::get_num_threads(), rounds,
               qk::CpuKernelLevel().c_str());
+  const bool avx512 = qk::internal::HasAvx512Vnni();
   const std::vector<std::pair<int64_t, int64_t>> shapes = {{5632, 2048}, {2048, 5632}};
   for (const auto& [n, k] : shapes) {
     const at::Tensor wf = at::randn({n, k}) * 0.02;
@@ -98,6 +100,8 @@ int main(int argc, char** argv) {
                                 std::to_string(m) + " x=" + c10::toString(dtype);
         std::vector<Candidate> c = {
             {"dense bf16 at::linear", [&] { return at::linear(x.to(at::kBFloat16), wb); }, {}},
+            {"dense bf16 " + qk::DenseKernelName(wb),
+             [&] { return qk::DenseLinear(x.to(at::kBFloat16), wb, at::Tensor()); }, {}},
             {"dense fp32 at::linear", [&] { return at::linear(x.to(at::kFloat), wf); }, {}},
             {"aten_weight_int8pack_mm", [&] { return aten8->Matmul(x); }, {}},
             {"int8_q16_avx2", [&] { return ours8->Matmul(x); }, {}},
@@ -115,11 +119,21 @@ int main(int argc, char** argv) {
           c4.push_back({"aten_int4pack g" + std::to_string(g), [a, &x] { return a->Matmul(x); }, {}});
           c4.push_back({"lut4_q16_avx2 affine g" + std::to_string(g),
                         [o, &x] { return o->Matmul(x); }, {}});
+          if (avx512) {
+            keep.push_back(
+                Must(qk::internal::PackLut4Cpu(w, CpuPackOptions{CpuKernel::kAvx512, 4})));
+            const qk::PackedWeight* v = keep.back().get();
+            c4.push_back({"lut4_q16_avx512 affine g" + std::to_string(g),
+                          [v, &x] { return v->Matmul(x); }, {}});
+          }
         }
         const qk::Lut4Weight nf = lut4(false, 64);
-        keep.push_back(Must(qk::internal::PackLut4Cpu(nf, CpuPackOptions{CpuKernel::kAvx2, 4})));
-        const qk::PackedWeight* o = keep.back().get();
-        c4.push_back({"lut4_q16_avx2 table g64", [o, &x] { return o->Matmul(x); }, {}});
+        for (CpuKernel kernel : {CpuKernel::kAvx2, CpuKernel::kAvx512}) {
+          if (kernel == CpuKernel::kAvx512 && !avx512) continue;
+          keep.push_back(Must(qk::internal::PackLut4Cpu(nf, CpuPackOptions{kernel, 4})));
+          const qk::PackedWeight* o = keep.back().get();
+          c4.push_back({o->name() + " table g64", [o, &x] { return o->Matmul(x); }, {}});
+        }
         Race("4-bit " + tag, c4, rounds);
       }
     }

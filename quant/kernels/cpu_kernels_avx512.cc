@@ -1,5 +1,5 @@
-// AVX-512 (F, BW, BF16) kernels. Like cpu_kernels_avx2.cc, this is the only file built with its
-// flags: it includes no ATen header, and its functions run only after HasNativeBf16() said yes.
+// AVX-512 (F, BW, VNNI, BF16) kernels. Like cpu_kernels_avx2.cc, this is the only file built with its
+// flags: it includes no ATen header, and its functions run only after HasNativeBf16() / HasAvx512Vnni() said yes.
 // GCC 12's AVX-512 headers build undefined vectors as `__m256 __Y = __Y;`, which -Wuninitialized
 // reports wherever such an intrinsic inlines (a known false positive).
 #pragma GCC diagnostic push
@@ -95,6 +95,149 @@ void Bf16GemvAvx512(const uint16_t* w, int64_t ldw, int64_t k, const uint16_t* x
         default: Bf16Rows<4>(w, ldw, k, xm, ldx, ym, ldy, c0, c1); break;
       }
     }
+  }
+}
+
+namespace {
+
+// How far ahead of the current pair of chunks the weight stream is prefetched.
+constexpr int64_t kPrefetch512 = 2048;
+
+inline float ScaleOfBlock(const Lut4Layout& w, const float* scale, int64_t block, int64_t groups) {
+  // Padding blocks past K have d = 0; their group index is clamped to stay in bounds.
+  return scale[std::min(block * kQ16Block / w.group_size, groups - 1)];
+}
+
+// R activation rows against weight rows [n0, n1); per row the arithmetic does not depend on R.
+// kSame128: group_size % 128 == 0, so the four blocks of a chunk pair share one scale.
+template <bool kAffine, bool kSame128, int R>
+void Lut4Q16Rows512(const Lut4Layout& w, const Q16PairRows& x, const float* xg, float* y,
+                    int64_t ldy, int64_t n0, int64_t n1) {
+  const int64_t kp = RoundUp(w.k, kLut4Chunk);
+  const int64_t pairs = kp / kLut4Pair;   // full pairs of chunks
+  const bool tail = (kp / kLut4Chunk) % 2 != 0;
+  const int64_t groups = w.k / w.group_size;
+  const __m512i mask = _mm512_set1_epi16(0x0F);
+  __m512i table = _mm512_setzero_si512();
+  if constexpr (!kAffine) {
+    alignas(64) int16_t t[32];
+    for (int i = 0; i < 32; ++i) t[i] = w.table[i % 16];
+    table = _mm512_load_si512(t);
+  }
+  const __m512i kHalves = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+  const __m512i kBlocks02 = _mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0);
+  const __m512i kBlocks13 = _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1);
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* row = w.packed + n * (kp / 2);
+    const float* scale = w.scale + n * groups;
+    __m512 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+    for (int64_t c = 0; c < pairs + (tail ? 1 : 0); ++c) {
+      const uint8_t* p = row + c * (kLut4Pair / 2);
+      _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetch512), _MM_HINT_T0);
+      // The odd last chunk is loaded alone (the next 32 bytes may be past the buffer); its pair
+      // partner's activations are zero.
+      const __m512i v = c < pairs
+                            ? _mm512_loadu_si512(p)
+                            : _mm512_zextsi256_si512(_mm256_loadu_si256(
+                                  reinterpret_cast<const __m256i*>(p)));
+      __m512i cv[4] = {_mm512_and_si512(v, mask),
+                       _mm512_and_si512(_mm512_srli_epi16(v, 4), mask),
+                       _mm512_and_si512(_mm512_srli_epi16(v, 8), mask),
+                       _mm512_srli_epi16(v, 12)};
+      if constexpr (!kAffine) {
+        for (int i = 0; i < 4; ++i) cv[i] = _mm512_permutexvar_epi16(cv[i], table);
+      }
+      // Lanes 0-7 of the A sums are block 4c, lanes 8-15 block 4c+2; B: 4c+1 and 4c+3.
+      __m512 sa, sb;
+      if constexpr (kSame128) {
+        sa = sb = _mm512_set1_ps(ScaleOfBlock(w, scale, 4 * c, groups));
+      } else if (w.group_size == kLut4Chunk && 2 * c + 1 < groups) {
+        // Groups of 64: chunk 2c's scale in lanes 0-7, chunk 2c+1's in lanes 8-15.
+        const __m512 two = _mm512_castps128_ps512(
+            _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(scale + 2 * c))));
+        sa = sb = _mm512_permutexvar_ps(kHalves, two);
+      } else if (w.group_size == kQ16Block && 4 * c + 3 < groups) {
+        // Groups of 32: blocks 4c, 4c+2 for the A sums; 4c+1, 4c+3 for B.
+        const __m512 four = _mm512_castps128_ps512(_mm_loadu_ps(scale + 4 * c));
+        sa = _mm512_permutexvar_ps(kBlocks02, four);
+        sb = _mm512_permutexvar_ps(kBlocks13, four);
+      } else {
+        sa = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(ScaleOfBlock(w, scale, 4 * c, groups)),
+                                  _mm512_set1_ps(ScaleOfBlock(w, scale, 4 * c + 2, groups)));
+        sb = _mm512_mask_blend_ps(0xFF00,
+                                  _mm512_set1_ps(ScaleOfBlock(w, scale, 4 * c + 1, groups)),
+                                  _mm512_set1_ps(ScaleOfBlock(w, scale, 4 * c + 3, groups)));
+      }
+      for (int r = 0; r < R; ++r) {
+        const int16_t* q = x.q + r * x.kp2 + c * kLut4Pair;
+        const float* dv = x.dv + r * (x.kp2 / 4) + c * 32;
+        __m512i a = _mm512_dpwssd_epi32(_mm512_setzero_si512(), cv[0], _mm512_loadu_si512(q));
+        a = _mm512_dpwssd_epi32(a, cv[1], _mm512_loadu_si512(q + 32));
+        __m512i b = _mm512_dpwssd_epi32(_mm512_setzero_si512(), cv[2], _mm512_loadu_si512(q + 64));
+        b = _mm512_dpwssd_epi32(b, cv[3], _mm512_loadu_si512(q + 96));
+        const __m512 fa = _mm512_mul_ps(_mm512_cvtepi32_ps(a), _mm512_loadu_ps(dv));
+        const __m512 fb = _mm512_mul_ps(_mm512_cvtepi32_ps(b), _mm512_loadu_ps(dv + 16));
+        if constexpr (kSame128) {
+          acc[r] = _mm512_fmadd_ps(_mm512_add_ps(fa, fb), sa, acc[r]);
+        } else {
+          acc[r] = _mm512_fmadd_ps(fb, sb, _mm512_fmadd_ps(fa, sa, acc[r]));
+        }
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      float sum = Hsum(acc[r]);
+      if (w.offset != nullptr) {  // + sum_g offset[n, g] * (sum of x over group g)
+        const float* o = w.offset + n * groups;
+        const float* g = xg + r * groups;
+        for (int64_t i = 0; i < groups; ++i) sum += o[i] * g[i];
+      }
+      y[r * ldy + n] = sum;
+    }
+  }
+}
+
+// As Lut4Q16All (cpu_kernels_avx2.cc): blocks of output rows stay in cache across the groups
+// of 4 input rows.
+template <bool kAffine, bool kSame128>
+void Lut4Q16All512(const Lut4Layout& w, const Q16PairRows& x, const float* xg, int64_t rows,
+                   float* y, int64_t ldy, int64_t n0, int64_t n1) {
+  constexpr int64_t kRowBlock = 64;
+  const int64_t groups = w.k / w.group_size;
+  const int64_t block = rows > 4 ? kRowBlock : n1 - n0;
+  for (int64_t b0 = n0; b0 < n1; b0 += block) {
+    const int64_t b1 = std::min(n1, b0 + block);
+    for (int64_t m = 0; m < rows; m += 4) {
+      Q16PairRows xm = x;
+      xm.q += m * x.kp2;
+      xm.dv += m * (x.kp2 / 4);
+      const float* xgm = xg != nullptr ? xg + m * groups : nullptr;
+      float* ym = y + m * ldy;
+      switch (std::min<int64_t>(4, rows - m)) {
+        case 1: Lut4Q16Rows512<kAffine, kSame128, 1>(w, xm, xgm, ym, ldy, b0, b1); break;
+        case 2: Lut4Q16Rows512<kAffine, kSame128, 2>(w, xm, xgm, ym, ldy, b0, b1); break;
+        case 3: Lut4Q16Rows512<kAffine, kSame128, 3>(w, xm, xgm, ym, ldy, b0, b1); break;
+        default: Lut4Q16Rows512<kAffine, kSame128, 4>(w, xm, xgm, ym, ldy, b0, b1); break;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void Lut4Q16Avx512(const Lut4Layout& w, const Q16PairRows& x, const float* xg, int64_t rows,
+                   float* y, int64_t ldy, int64_t n0, int64_t n1) {
+  const bool same128 = w.group_size % kLut4Pair == 0;
+  if (w.affine) {
+    if (same128) {
+      Lut4Q16All512<true, true>(w, x, xg, rows, y, ldy, n0, n1);
+    } else {
+      Lut4Q16All512<true, false>(w, x, xg, rows, y, ldy, n0, n1);
+    }
+  } else if (same128) {
+    Lut4Q16All512<false, true>(w, x, xg, rows, y, ldy, n0, n1);
+  } else {
+    Lut4Q16All512<false, false>(w, x, xg, rows, y, ldy, n0, n1);
   }
 }
 

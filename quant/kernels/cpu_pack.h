@@ -19,6 +19,7 @@ enum class CpuKernel {
   kAuto,    // the default choice for this CPU and shape
   kScalar,  // our portable integer kernel (lut4_q16_scalar / int8_q16_scalar)
   kAvx2,    // our AVX2 integer kernel; falls back to kScalar on a CPU without AVX2
+  kAvx512,  // our AVX-512 VNNI 4-bit kernel (int8: as kAvx2); falls back to kAvx2 / kScalar
   kAten,    // LibTorch's packed kernel (_weight_int8pack_mm / _weight_int4pack_mm_for_cpu)
 };
 

@@ -153,6 +153,7 @@ absl::StatusOr<std::unique_ptr<PackedWeight>> PackInt8RowwiseCpu(const Int8Rowwi
              : half && w.codes.size(1) % 8 == 0 ? CpuKernel::kAten
                                                  : CpuKernel::kScalar;
   }
+  if (kernel == CpuKernel::kAvx512) kernel = CpuKernel::kAvx2;  // int8 is memory-bound on AVX2
   if (kernel == CpuKernel::kAvx2 && !HasAvx2Fma()) kernel = CpuKernel::kScalar;
   std::unique_ptr<PackedWeight> out;
   absl::Status s = common::TorchCall("int8 rowwise pack", [&] {

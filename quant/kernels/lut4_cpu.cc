@@ -30,6 +30,43 @@ bool HasAvx2Fma() {
   return has;
 }
 
+bool HasAvx512Vnni() {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vnni");
+  }();
+  return has;
+}
+
+void PairQ16Rows(const Q16Rows& x, int64_t rows, int64_t kp2, int16_t* q2, float* dv) {
+  const int64_t nb = x.kp / kQ16Block;
+  for (int64_t m = 0; m < rows; ++m) {
+    const int16_t* q = x.q + m * x.kp;
+    const float* d = x.d + m * nb;
+    int16_t* o = q2 + m * kp2;
+    float* ov = dv + m * (kp2 / 4);
+    for (int64_t c = 0; c < kp2 / kLut4Pair; ++c) {
+      const int64_t base = c * kLut4Pair;
+      for (int p = 0; p < 4; ++p) {
+        for (int i = 0; i < 32; ++i) {
+          const int64_t col = base + (i < 16 ? 16 * p + i : kLut4Chunk + 16 * p + i - 16);
+          o[base + 32 * p + i] = col < x.kp ? q[col] : 0;
+        }
+      }
+      // Blocks 4c..4c+3 (past kp: d = 0, so the padded chunk adds nothing).
+      float blk[4];
+      for (int b = 0; b < 4; ++b) blk[b] = 4 * c + b < nb ? d[4 * c + b] : 0.f;
+      for (int i = 0; i < 8; ++i) {
+        ov[32 * c + i] = blk[0];
+        ov[32 * c + 8 + i] = blk[2];
+        ov[32 * c + 16 + i] = blk[1];
+        ov[32 * c + 24 + i] = blk[3];
+      }
+    }
+  }
+}
+
 bool HasNativeBf16() {
   static const bool has = [] {
     __builtin_cpu_init();
@@ -190,9 +227,14 @@ int64_t GrainRows(int64_t bytes_per_row) {
 // Our integer kernel over the word layout (see cpu_kernels.h).
 class Lut4Cpu final : public PackedWeight {
  public:
-  Lut4Cpu(const Lut4Weight& w, bool avx2, int64_t max_gemv_rows)
-      : name_(avx2 ? "lut4_q16_avx2" : "lut4_q16_scalar"),
-        avx2_(avx2),
+  // `level` is kScalar, kAvx2 or kAvx512 (resolved by the caller; kAvx512 also uses AVX2 for
+  // the activations and the prefill tiles).
+  Lut4Cpu(const Lut4Weight& w, CpuKernel level, int64_t max_gemv_rows)
+      : name_(level == CpuKernel::kAvx512 ? "lut4_q16_avx512"
+              : level == CpuKernel::kAvx2 ? "lut4_q16_avx2"
+                                          : "lut4_q16_scalar"),
+        avx2_(level == CpuKernel::kAvx2 || level == CpuKernel::kAvx512),
+        avx512_(level == CpuKernel::kAvx512),
         max_gemv_rows_(max_gemv_rows),
         n_(w.codes.size(0)),
         k_(w.codes.size(1)),
@@ -254,6 +296,17 @@ class Lut4Cpu final : public PackedWeight {
         }
       }
       const float* xgp = xg.empty() ? nullptr : xg.data();
+      if (avx512_) {
+        const int64_t kp2 = RoundUp(k_, kLut4Pair);
+        std::vector<int16_t> q2(m * kp2);
+        std::vector<float> dv(m * kp2 / 4);
+        PairQ16Rows(rows, m, kp2, q2.data(), dv.data());
+        const Q16PairRows pairs{q2.data(), dv.data(), kp2};
+        at::parallel_for(0, n_, GrainRows(kp_ / 2), [&](int64_t n0, int64_t n1) {
+          Lut4Q16Avx512(layout, pairs, xgp, m, yp, n_, n0, n1);
+        });
+        return y.to(x.scalar_type()).view(out_shape);
+      }
       at::parallel_for(0, n_, GrainRows(kp_ / 2), [&](int64_t n0, int64_t n1) {
         if (avx2_) {
           Lut4Q16Avx2(layout, rows, xgp, m, yp, n_, n0, n1);
@@ -315,6 +368,7 @@ class Lut4Cpu final : public PackedWeight {
 
   const std::string name_;
   const bool avx2_;
+  const bool avx512_;
   const int64_t max_gemv_rows_;
   const int64_t n_, k_, kp_, group_size_;
   std::array<float, 16> lut_{};
@@ -398,8 +452,18 @@ absl::StatusOr<std::unique_ptr<PackedWeight>> PackLut4Cpu(const Lut4Weight& w,
       out = std::make_unique<Lut4AtenInt4>(w);
       return absl::OkStatus();
     }
-    const bool avx2 = options.kernel != CpuKernel::kScalar && HasAvx2Fma();
-    out = std::make_unique<Lut4Cpu>(w, avx2, options.max_gemv_rows);
+    CpuKernel level = CpuKernel::kScalar;
+    if (options.kernel != CpuKernel::kScalar && HasAvx2Fma()) level = CpuKernel::kAvx2;
+    // The AVX-512 kernel wins (bench/kernels_bench on Zen 4: ~10-20%) only where one scale
+    // covers a whole 128-column load; with groups of 64 its scale shuffles, and for tables its
+    // vpermw, cost more than the halved instruction count saves, so those stay on AVX2.
+    const bool avx512_wins = Q16TableScale(w.lut) == 1.f && w.group_size % kLut4Pair == 0;
+    if (HasAvx2Fma() && HasAvx512Vnni() &&
+        (options.kernel == CpuKernel::kAvx512 ||
+         (options.kernel == CpuKernel::kAuto && avx512_wins))) {
+      level = CpuKernel::kAvx512;
+    }
+    out = std::make_unique<Lut4Cpu>(w, level, options.max_gemv_rows);
     return absl::OkStatus();
   });
   if (!s.ok()) return s;

@@ -196,6 +196,13 @@ std::string CpuKernelLevel() {
   return "scalar";
 }
 
+std::string CpuLut4KernelName(bool affine, int64_t group_size) {
+  if (!internal::HasAvx2Fma()) return "lut4_q16_scalar";
+  return internal::HasAvx512Vnni() && affine && group_size % internal::kLut4Pair == 0
+             ? "lut4_q16_avx512"
+             : "lut4_q16_avx2";
+}
+
 bool KernelsEnabled() {
   static const bool enabled = [] {
     const char* v = std::getenv("QS_KERNELS");

@@ -83,6 +83,11 @@ inline constexpr double kCpuKernelRelativeError = 2e-4;
 // Which kernels this process's CPU can run ("avx2", "avx2+avx512bf16", "scalar"), for logs.
 std::string CpuKernelLevel();
 
+// The 4-bit kernel PackLut4 picks on this CPU for the shapes it packs (K and group_size
+// multiples of 32): "lut4_q16_avx512" (affine table, group_size a multiple of 128),
+// "lut4_q16_avx2" or "lut4_q16_scalar".
+std::string CpuLut4KernelName(bool affine, int64_t group_size);
+
 // False when the environment says QS_KERNELS=ref (read once per process): quantized methods
 // then do not pack and dense layers run at::linear, so results can be checked against the
 // reference arithmetic.

@@ -68,9 +68,11 @@ at::Tensor Bf16TileRef(const at::Tensor& w, const at::Tensor& x) {
   return at::mm(x.to(at::kBFloat16), w.to(at::kBFloat16).t());
 }
 
-std::string ExpectedLut4Name(const Shape& s, CpuKernel kernel) {
+std::string ExpectedLut4Name(const Shape& s, CpuKernel kernel, bool nf4) {
   if (s.k % 32 != 0 || s.group % 32 != 0) return "lut4_dequant_linear";
   if (kernel == CpuKernel::kScalar || !internal::HasAvx2Fma()) return "lut4_q16_scalar";
+  if (kernel == CpuKernel::kAvx512 && internal::HasAvx512Vnni()) return "lut4_q16_avx512";
+  if (kernel == CpuKernel::kAuto) return CpuLut4KernelName(!nf4, s.group);
   return "lut4_q16_avx2";
 }
 
@@ -144,10 +146,12 @@ TEST(Lut4Test, MatchesReference) {
     CpuKernel kernel;
     int64_t max_gemv_rows;
   };
-  // Default choice (rows above 4 take the dequantized tiles); scalar and AVX2 with the integer
-  // kernel forced for every M (row tiles of 4 + rest).
-  const std::vector<Variant> variants = {
-      {CpuKernel::kAuto, 4}, {CpuKernel::kScalar, 1000}, {CpuKernel::kAvx2, 1000}};
+  // Default choice (rows above 4 take the dequantized tiles); scalar, AVX2 and AVX-512 with the
+  // integer kernel forced for every M (row tiles of 4 + rest).
+  const std::vector<Variant> variants = {{CpuKernel::kAuto, 4},
+                                         {CpuKernel::kScalar, 1000},
+                                         {CpuKernel::kAvx2, 1000},
+                                         {CpuKernel::kAvx512, 1000}};
   double worst_f32 = 0, worst_q16 = 0, worst_bf16 = 0;
   for (const Shape& s : kShapes) {
     for (bool nf4 : {false, true}) {
@@ -160,7 +164,7 @@ TEST(Lut4Test, MatchesReference) {
                                       " kernel=", static_cast<int>(v.kernel)));
             auto packed = internal::PackLut4Cpu(w, CpuPackOptions{v.kernel, v.max_gemv_rows});
             ASSERT_TRUE(packed.ok()) << packed.status();
-            const std::string name = ExpectedLut4Name(s, v.kernel);
+            const std::string name = ExpectedLut4Name(s, v.kernel, nf4);
             EXPECT_EQ((*packed)->name(), name);
             EXPECT_GT((*packed)->bytes(), 0);
             const bool q16 = name != "lut4_dequant_linear";
@@ -252,7 +256,7 @@ TEST(Lut4Test, PublicPackPicksTheFastKernelAndKeepsBatchShape) {
   const Lut4Weight w = RandomLut4(s, /*nf4=*/true, /*offset=*/false, /*perm=*/false);
   auto packed = PackLut4(w, c10::Device(c10::kCPU));
   ASSERT_TRUE(packed.ok()) << packed.status();
-  EXPECT_EQ((*packed)->name(), internal::HasAvx2Fma() ? "lut4_q16_avx2" : "lut4_q16_scalar");
+  EXPECT_EQ((*packed)->name(), CpuLut4KernelName(/*affine=*/false, 64));
   // Packed codes are 4 bits: well under the one-byte-per-code input.
   EXPECT_LT((*packed)->bytes(), w.codes.nbytes());
   const at::Tensor x = at::randn({2, 3, s.k});  // [batch, seq, K]

@@ -240,7 +240,7 @@ TEST(QuantoLinearTest, WeightOnlyInt8AndInt4RunThePackedKernels) {
   // module runs LibTorch's _weight_int8pack_mm. int4 with 24 output rows never fits
   // LibTorch's int4 packing (N % 16), so it stays on ours everywhere.
   const std::string int8 = scalar ? "int8_q16_scalar" : "int8_q16_avx2";
-  const std::string int4 = scalar ? "lut4_q16_scalar" : "lut4_q16_avx2";
+  const std::string int4 = "lut4";  // resolved per module below: the kernel depends on the group
   const std::vector<Case> cases = {
       {"int8", 96, int8, scalar ? "aten_weight_int8pack_mm" : int8},
       {"int4", 256, int4, int4},
@@ -253,7 +253,12 @@ TEST(QuantoLinearTest, WeightOnlyInt8AndInt4RunThePackedKernels) {
       ASSERT_NE(m, nullptr);
       ASSERT_TRUE(m->QuantizeWeight(at::randn({24, c.k}), LoadTarget{}).ok());
       m->bias = at::randn({24}).to(dtype);
-      EXPECT_EQ(m->kernel_name(), dtype == at::kFloat ? c.kernel : c.kernel_bf16);
+      std::string want = dtype == at::kFloat ? c.kernel : c.kernel_bf16;
+      if (want == int4) {
+        want = kernels::CpuLut4KernelName(/*affine=*/true,
+                                          m->group_size() > 0 ? m->group_size() : c.k);
+      }
+      EXPECT_EQ(m->kernel_name(), want);
       ASSERT_NE(m->packed_weight(), nullptr);
       for (int64_t rows : {1, 5}) {
         const at::Tensor x = at::randn({rows, c.k}).to(dtype);

@@ -203,8 +203,7 @@ TEST(TorchAoQuantizerTest, Int4InFloat32KeepsFloat32Scales) {
   EXPECT_EQ(m->weight_scale.sizes(), at::IntArrayRef({4, 768}));
   EXPECT_EQ(m->weight_qdata.sizes(), at::IntArrayRef({768, 128}));
   // On the CPU Int4 modules run the packed lut4 kernel.
-  EXPECT_EQ(m->kernel_name(),
-            kernels::CpuKernelLevel() == "scalar" ? "lut4_q16_scalar" : "lut4_q16_avx2");
+  EXPECT_EQ(m->kernel_name(), kernels::CpuLut4KernelName(/*affine=*/true, 64));
   // The float32 forward runs (one window) and stays near the float model.
   const nlohmann::json windows = QuantWindows();
   const nlohmann::json first = nlohmann::json::array({windows["windows"][0]});
@@ -412,7 +411,7 @@ TEST(TorchAoFormulaTest, CpuModulesRunThePackedKernels) {
   std::vector<Case> cases(4);
   cases[0].config.scheme = TorchAoScheme::kInt4WeightOnly;
   cases[0].config.group_size = 64;
-  cases[0].kernel = scalar ? "lut4_q16_scalar" : "lut4_q16_avx2";
+  cases[0].kernel = kernels::CpuLut4KernelName(/*affine=*/true, 64);
   cases[1].config.scheme = TorchAoScheme::kInt8WeightOnly;  // per row
   cases[1].kernel = scalar ? "int8_q16_scalar" : "int8_q16_avx2";
   cases[2].config.scheme = TorchAoScheme::kInt8WeightOnly;
