@@ -14,6 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -387,6 +388,98 @@ int RunList(const Context& c) {
   return kOk;
 }
 
+// "variant" cells of a route: model=weight, with "(down)" where the model is not READY.
+std::string VariantCell(const std::string& model, uint32_t weight, bool available) {
+  return absl::StrCat(model, "=", weight, available ? "" : " (down)");
+}
+
+void PrintRoutes(const Context& c, const std::vector<v1::Route>& routes) {
+  std::vector<std::vector<std::string>> rows = {{"ROUTE", "VARIANTS", "MIRROR"}};
+  for (const v1::Route& r : routes) {
+    std::vector<std::string> variants;
+    for (const v1::RouteVariant& v : r.variants()) {
+      variants.push_back(VariantCell(v.model(), v.weight(), v.available()));
+    }
+    const std::string mirror =
+        r.mirror_model().empty()
+            ? "-"
+            : absl::StrCat(r.mirror_model(), " ", r.mirror_percent(), "%",
+                           r.mirror_available() ? "" : " (down)");
+    rows.push_back({r.name(), absl::StrJoin(variants, ", "), mirror});
+  }
+  PrintTable(c.io.out, rows);
+}
+
+int RunRoutes(const Context& c) {
+  auto stub = v1::ModelService::NewStub(c.channel);
+  grpc::ClientContext context;
+  c.Prepare(context);
+  v1::ListRoutesResponse response;
+  grpc::Status status = stub->ListRoutes(&context, v1::ListRoutesRequest(), &response);
+  if (!status.ok()) return c.RpcError(status);
+  if (c.json) {
+    c.PrintJson(response);
+    return kOk;
+  }
+  PrintRoutes(c, {response.routes().begin(), response.routes().end()});
+  return kOk;
+}
+
+// route set NAME MODEL=WEIGHT... | route delete NAME
+int RunRoute(const Context& c) {
+  const std::vector<std::string>& args = c.args.positional();
+  auto stub = v1::ModelService::NewStub(c.channel);
+  grpc::ClientContext context;
+  c.Prepare(context);
+  if (args[1] == "delete") {
+    if (args.size() != 3) return UsageError(c.io, "route delete takes one NAME", "route");
+    v1::DeleteRouteRequest request;
+    request.set_name(args[2]);
+    v1::DeleteRouteResponse response;
+    grpc::Status status = stub->DeleteRoute(&context, request, &response);
+    if (!status.ok()) return c.RpcError(status);
+    if (!c.json) c.io.out << "deleted route " << args[2] << "\n";
+    return kOk;
+  }
+  if (args[1] != "set") {
+    return UsageError(c.io, absl::StrCat("unknown route command '", args[1], "' (set|delete)"),
+                      "route");
+  }
+  if (args.size() < 4) {
+    return UsageError(c.io, "route set takes NAME and at least one MODEL=WEIGHT", "route");
+  }
+  v1::SetRouteRequest request;
+  v1::Route* route = request.mutable_route();
+  route->set_name(args[2]);
+  for (size_t i = 3; i < args.size(); ++i) {
+    const size_t eq = args[i].rfind('=');
+    uint32_t weight = 1;
+    if (eq != std::string::npos && !absl::SimpleAtoi(args[i].substr(eq + 1), &weight)) {
+      return UsageError(c.io, absl::StrCat("'", args[i], "': WEIGHT must be a non-negative integer"),
+                        "route");
+    }
+    v1::RouteVariant* v = route->add_variants();
+    v->set_model(args[i].substr(0, eq));
+    v->set_weight(weight);
+  }
+  route->set_mirror_model(c.args.GetString("mirror"));
+  absl::StatusOr<std::optional<int64_t>> percent = c.args.GetInt("mirror_percent");
+  if (!percent.ok() || percent->value_or(0) < 0 || percent->value_or(0) > 100) {
+    return UsageError(c.io, "--mirror_percent must be an integer in [0, 100]", "route");
+  }
+  route->set_mirror_percent(static_cast<uint32_t>(
+      percent->value_or(route->mirror_model().empty() ? 0 : 100)));
+  v1::Route response;
+  grpc::Status status = stub->SetRoute(&context, request, &response);
+  if (!status.ok()) return c.RpcError(status);
+  if (c.json) {
+    c.PrintJson(response);
+  } else {
+    PrintRoutes(c, {response});
+  }
+  return kOk;
+}
+
 int RunGet(const Context& c) {
   auto stub = v1::ModelService::NewStub(c.channel);
   grpc::ClientContext context;
@@ -662,6 +755,21 @@ const std::vector<Verb>& Verbs() {
        RunSave},
       {"list", "", "list every model with its state, quantization and memory", 1, 1, {}, RunList},
       {"get", "NAME", "show one model in detail", 2, 2, {}, RunGet},
+      {"routes", "", "list the A/B routes with their variants' weights and availability", 1, 1,
+       {}, RunRoutes},
+      {"route",
+       "set NAME MODEL[=WEIGHT]... | delete NAME",
+       "create or replace a route splitting traffic between model variants (weight 1 when "
+       "omitted), or delete one; clients then name the route in place of a model",
+       3,
+       SIZE_MAX,
+       {{.name = "mirror",
+         .value_name = "MODEL",
+         .help = "(set) also run a share of the requests on MODEL, output discarded"},
+        {.name = "mirror_percent",
+         .value_name = "P",
+         .help = "(set) share of requests mirrored, 0..100; 100 when --mirror is given alone"}},
+       RunRoute},
       {"generate",
        "MODEL PROMPT",
        "generate text, printed as it streams (summary on stderr)",

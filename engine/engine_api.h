@@ -76,6 +76,9 @@ struct ModelDescription {
   double load_seconds = 0;
   int64_t peak_load_memory_bytes = 0;    // peak RSS growth of the process during the load
   std::string default_pooling;           // embed models: mean|cls|last
+  // Identifies the tokenizer (a stable hash of tokenizer.json's bytes, hex): models that
+  // agree on it turn the same text into the same token ids, as the variants of a route must.
+  std::string tokenizer_fingerprint;
   // Which kernel each linear layer's forward runs, with how many layers run it
   // ("lut4_gemv_avx2": 154, "aten_linear": 1).
   std::map<std::string, int32_t> kernels;

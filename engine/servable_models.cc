@@ -7,12 +7,15 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <fstream>
+#include <iterator>
 
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "common/env.h"
 #include "common/logging.h"
+#include "common/stable_hash.h"
 #include "common/status_macros.h"
 #include "common/torch_status.h"
 #include "engine/embed_batcher.h"
@@ -342,6 +345,12 @@ absl::StatusOr<std::unique_ptr<ServableModel>> LoadServableModel(
   if (on_progress) on_progress(last);
 
   ModelDescription description = Describe(*loaded);
+  {
+    std::ifstream in(tokenizer_path, std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    description.tokenizer_fingerprint =
+        absl::StrCat(absl::Hex(common::StableHash64({bytes}), absl::kZeroPad16));
+  }
   QS_LOG(INFO) << "model loaded" << common::Kv("model", options.name)
                << common::Kv("architecture", description.architecture)
                << common::Kv("quant_method", description.quant_method)

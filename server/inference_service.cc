@@ -21,6 +21,8 @@ constexpr char kGenerate[] = "Generate";
 constexpr char kEmbed[] = "Embed";
 constexpr char kScore[] = "Score";
 constexpr char kTokenize[] = "Tokenize";
+// Initial metadata naming the model that serves a call (the variant, when routed).
+constexpr char kVariantHeader[] = "x-quantserve-variant";
 
 double SecondsSince(absl::Time start) { return absl::ToDoubleSeconds(absl::Now() - start); }
 
@@ -234,7 +236,106 @@ class GenerateCall final : public engine::GenerateObserver,
   absl::Time last_token_time_ ABSL_GUARDED_BY(mu_);
 };
 
+// A routed Generate's copy on the route's mirror: runs like any request (and is counted in
+// the mirror's metrics) but its output goes nowhere. Holds the mirror's pin until the engine
+// finishes with it; an unload of the mirror cancels it.
+class MirrorGeneration final : public engine::GenerateObserver,
+                               public std::enable_shared_from_this<MirrorGeneration> {
+ public:
+  MirrorGeneration(ServerMetrics& metrics, ModelHandle handle, absl::Time start)
+      : metrics_(metrics), labels_(handle.labels()), start_(start), handle_(std::move(handle)) {}
+
+  void Start(const v1::GenerateRequest& request, const RequestLimits& limits) {
+    std::weak_ptr<MirrorGeneration> weak = weak_from_this();
+    handle_->SetCanceller([weak] {
+      if (auto self = weak.lock()) self->Cancel();
+    });
+    metrics_.RequestQueued(labels_);
+    std::unique_ptr<engine::GenerationHandle> generation =
+        handle_->model().Generate(ToGenerateParams(request, limits), shared_from_this());
+    absl::MutexLock lock(&mu_);
+    generation_ = std::move(generation);
+  }
+
+  void OnChunk(engine::GenerateChunk chunk) override {
+    if (chunk.token_ids.empty()) return;
+    absl::MutexLock lock(&mu_);
+    if (!started_) {
+      started_ = true;
+      metrics_.RecordTimeToFirstToken(labels_, SecondsSince(start_));
+      metrics_.RequestStarted(labels_);
+    }
+  }
+
+  void OnFinish(absl::StatusOr<engine::GenerateFinish> finish) override {
+    bool started;
+    {
+      absl::MutexLock lock(&mu_);
+      started = started_;
+    }
+    metrics_.RequestEnded(labels_, started);
+    if (finish.ok()) {
+      metrics_.RecordGeneration(labels_, finish->prompt_tokens, finish->completion_tokens,
+                                ReasonLabel(finish->reason));
+    } else {
+      metrics_.RecordGeneration(labels_, 0, 0, "error");
+    }
+    metrics_.RecordRequest(kGenerate, labels_, finish.status().code(), SecondsSince(start_));
+    metrics_.RecordMirrorRequest(labels_);
+  }
+
+ private:
+  void Cancel() {
+    absl::MutexLock lock(&mu_);
+    if (generation_ != nullptr) generation_->Cancel();
+  }
+
+  ServerMetrics& metrics_;
+  const ModelLabels labels_;
+  const absl::Time start_;
+  std::optional<ModelHandle> handle_;  // declared before generation_: destroyed after it
+  absl::Mutex mu_;
+  std::unique_ptr<engine::GenerationHandle> generation_ ABSL_GUARDED_BY(mu_);
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
+};
+
 }  // namespace
+
+absl::StatusOr<InferenceService::Target> InferenceService::Resolve(
+    const std::string& name, const std::string& routing_key) {
+  if (options_.routes != nullptr) {
+    const RouteTable::ReadyFn ready = [this](absl::string_view model) {
+      absl::StatusOr<ModelSnapshot> snapshot = options_.registry->Get(model);
+      return snapshot.ok() && snapshot->state == ModelState::kReady;
+    };
+    // A variant can stop being READY between the pick and the pin: pick again (it is then
+    // skipped), a few times at most.
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      std::optional<absl::StatusOr<RouteChoice>> choice =
+          options_.routes->Pick(name, routing_key, ready);
+      if (!choice.has_value()) break;  // not a route: a model name
+      if (!choice->ok()) return choice->status();
+      absl::StatusOr<ModelHandle> handle = options_.registry->Acquire((*choice)->model);
+      if (!handle.ok()) continue;
+      Target target;
+      target.model.emplace(*std::move(handle));
+      if (!(*choice)->mirror.empty()) {
+        absl::StatusOr<ModelHandle> mirror = options_.registry->Acquire((*choice)->mirror);
+        if (mirror.ok()) target.mirror.emplace(*std::move(mirror));
+      }
+      return target;
+    }
+    if (options_.routes->Contains(name)) {
+      return absl::UnavailableError(
+          absl::StrCat("route '", name, "': its variants stopped serving while routing"));
+    }
+  }
+  absl::StatusOr<ModelHandle> handle = options_.registry->Acquire(name);
+  if (!handle.ok()) return handle.status();
+  Target target;
+  target.model.emplace(*std::move(handle));
+  return target;
+}
 
 absl::StatusOr<std::unique_ptr<InferenceService>> InferenceService::Create(Options options) {
   if (options.registry == nullptr || options.metrics == nullptr) {
@@ -285,18 +386,44 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceService::Generate(
     stream->Finish(std::move(s));
     return stream->reactor();
   }
-  absl::StatusOr<ModelHandle> handle = options_.registry->Acquire(request->model());
-  if (!handle.ok()) {
-    stream->Finish(handle.status());
+  absl::StatusOr<Target> target = Resolve(request->model(), request->routing_key());
+  if (!target.ok()) {
+    stream->Finish(target.status());
     return stream->reactor();
   }
-  call->Pin(*std::move(handle));
+  context->AddInitialMetadata(kVariantHeader, target->model->name());
+  if (target->mirror.has_value()) {
+    std::make_shared<MirrorGeneration>(*options_.metrics, *std::move(target->mirror), start)
+        ->Start(*request, options_.limits);
+  }
+  call->Pin(*std::move(target->model));
   call->Start(*request, options_.limits);
   return stream->reactor();
 }
 
+void InferenceService::RunMirror(const char* rpc, ModelHandle mirror, UnaryWork work) {
+  const absl::Time start = absl::Now();
+  const ModelLabels labels = mirror.labels();
+  ServerMetrics* metrics = options_.metrics;
+  auto pin = std::make_shared<std::optional<ModelHandle>>(std::move(mirror));
+  metrics->RequestQueued(labels);
+  const bool queued = request_pool_->TrySchedule([pin, labels, metrics, rpc, start, work] {
+    metrics->RequestStarted(labels);
+    const absl::Status status = work(**pin, /*discard=*/true);
+    pin->reset();
+    metrics->RequestEnded(labels, /*started=*/true);
+    metrics->RecordRequest(rpc, labels, status.code(), SecondsSince(start));
+    metrics->RecordMirrorRequest(labels);
+  });
+  if (!queued) {
+    pin->reset();
+    metrics->RequestEnded(labels, /*started=*/false);  // the pool is full: the copy is dropped
+  }
+}
+
 grpc::ServerUnaryReactor* InferenceService::RunUnary(grpc::CallbackServerContext* context,
                                                      const char* rpc, const std::string& model_name,
+                                                     const std::string& routing_key,
                                                      absl::Status validation, UnaryWork work) {
   const absl::Time start = absl::Now();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
@@ -310,14 +437,16 @@ grpc::ServerUnaryReactor* InferenceService::RunUnary(grpc::CallbackServerContext
     finish(ModelLabels(), validation);
     return reactor;
   }
-  absl::StatusOr<ModelHandle> acquired = options_.registry->Acquire(model_name);
-  if (!acquired.ok()) {
-    finish(ModelLabels(), acquired.status());
+  absl::StatusOr<Target> target = Resolve(model_name, routing_key);
+  if (!target.ok()) {
+    finish(ModelLabels(), target.status());
     return reactor;
   }
-  const ModelLabels labels = acquired->labels();
+  context->AddInitialMetadata(kVariantHeader, target->model->name());
+  if (target->mirror.has_value()) RunMirror(rpc, *std::move(target->mirror), work);
+  const ModelLabels labels = target->model->labels();
   // Shared so the closure stays copyable; reset as soon as the engine call returns.
-  auto pin = std::make_shared<std::optional<ModelHandle>>(*std::move(acquired));
+  auto pin = std::make_shared<std::optional<ModelHandle>>(std::move(target->model));
   metrics->RequestQueued(labels);
   bool queued =
       request_pool_->TrySchedule([context, pin, labels, metrics, finish, work = std::move(work)] {
@@ -329,7 +458,7 @@ grpc::ServerUnaryReactor* InferenceService::RunUnary(grpc::CallbackServerContext
           return;
         }
         metrics->RequestStarted(labels);
-        status = work(**pin);
+        status = work(**pin, /*discard=*/false);
         pin->reset();  // release the model before answering, so a waiting unload proceeds
         metrics->RequestEnded(labels, /*started=*/true);
         finish(labels, status);
@@ -349,8 +478,9 @@ grpc::ServerUnaryReactor* InferenceService::Embed(grpc::CallbackServerContext* c
                                                   v1::EmbedResponse* response) {
   ServerMetrics* metrics = options_.metrics;
   return RunUnary(
-      context, kEmbed, request->model(), ValidateEmbedRequest(*request, options_.limits),
-      [request, response, metrics](const ModelHandle& model) -> absl::Status {
+      context, kEmbed, request->model(), request->routing_key(),
+      ValidateEmbedRequest(*request, options_.limits),
+      [request, response, metrics](const ModelHandle& model, bool discard) -> absl::Status {
         engine::EmbedParams params;
         params.texts.assign(request->texts().begin(), request->texts().end());
         params.pooling = request->pooling();
@@ -364,12 +494,13 @@ grpc::ServerUnaryReactor* InferenceService::Embed(grpc::CallbackServerContext* c
                                                   " embeddings for ", params.texts.size(),
                                                   " texts"));
         }
+        metrics->RecordEmbedTokens(model.labels(), result->prompt_tokens);
+        if (discard) return absl::OkStatus();
         for (const std::vector<float>& embedding : result->embeddings) {
           response->add_embeddings()->mutable_values()->Add(embedding.begin(), embedding.end());
         }
         response->set_served_by(model.name());
         response->set_prompt_tokens(result->prompt_tokens);
-        metrics->RecordEmbedTokens(model.labels(), result->prompt_tokens);
         return absl::OkStatus();
       });
 }
@@ -378,8 +509,8 @@ grpc::ServerUnaryReactor* InferenceService::Score(grpc::CallbackServerContext* c
                                                   const v1::ScoreRequest* request,
                                                   v1::ScoreResponse* response) {
   return RunUnary(
-      context, kScore, request->model(), ValidateScoreRequest(*request),
-      [request, response](const ModelHandle& model) -> absl::Status {
+      context, kScore, request->model(), request->routing_key(), ValidateScoreRequest(*request),
+      [request, response](const ModelHandle& model, bool discard) -> absl::Status {
         engine::ScoreParams params;
         params.text = request->text();
         params.input_ids.assign(request->input_ids().begin(), request->input_ids().end());
@@ -389,6 +520,7 @@ grpc::ServerUnaryReactor* InferenceService::Score(grpc::CallbackServerContext* c
         if (!result.ok()) {
           return result.status();
         }
+        if (discard) return absl::OkStatus();
         response->mutable_token_ids()->Add(result->token_ids.begin(), result->token_ids.end());
         response->mutable_logprobs()->Add(result->logprobs.begin(), result->logprobs.end());
         response->set_perplexity(result->perplexity);
@@ -400,8 +532,11 @@ grpc::ServerUnaryReactor* InferenceService::Score(grpc::CallbackServerContext* c
 grpc::ServerUnaryReactor* InferenceService::Tokenize(grpc::CallbackServerContext* context,
                                                      const v1::TokenizeRequest* request,
                                                      v1::TokenizeResponse* response) {
-  return RunUnary(context, kTokenize, request->model(), ValidateTokenizeRequest(*request),
-                  [request, response](const ModelHandle& model) -> absl::Status {
+  // A route's variants share their tokenizer: no routing key, and a mirror has nothing to add.
+  return RunUnary(context, kTokenize, request->model(), /*routing_key=*/"",
+                  ValidateTokenizeRequest(*request),
+                  [request, response](const ModelHandle& model, bool discard) -> absl::Status {
+                    if (discard) return absl::OkStatus();
                     const bool add_special =
                         request->has_add_special_tokens() ? request->add_special_tokens() : true;
                     absl::StatusOr<engine::TokenizeResult> result =

@@ -14,16 +14,24 @@
 //   pool queue answers RESOURCE_EXHAUSTED, and requests whose deadline passed or whose client
 //   left while queued are not run.
 //
+// Routes: every RPC also accepts a route name (route_table.h). The route picks a READY variant
+// (sticky per routing_key), the response names it in served_by and in the initial metadata
+// `x-quantserve-variant`, and a mirrored request also runs on the route's mirror with its
+// output discarded (Generate, Embed, Score; only the mirror's metrics see it).
+//
 // Lifetime: a request's state is shared between the reactor and the engine's observer; the
 // model handle (the pin) is released only once both are done with it, so a model is never
 // shut down under a running generation.
 
 #include <memory>
+#include <optional>
+#include <string>
 
 #include "absl/status/statusor.h"
 #include "quantserve/v1/inference_service.grpc.pb.h"
 #include "server/model_registry.h"
 #include "server/request_validation.h"
+#include "server/route_table.h"
 #include "server/server_metrics.h"
 #include "server/thread_pool.h"
 
@@ -36,6 +44,8 @@ class InferenceService final : public v1::InferenceService::CallbackService {
     ModelRegistry* registry = nullptr;
     // Where request metrics go. Required; must outlive the service.
     ServerMetrics* metrics = nullptr;
+    // Routes clients may name in place of a model. Optional; must outlive the service.
+    RouteTable* routes = nullptr;
     // Request limits checked before any work is done.
     RequestLimits limits{};
     // Threads running blocking engine calls (Embed, Score, Tokenize); >= 1.
@@ -64,13 +74,25 @@ class InferenceService final : public v1::InferenceService::CallbackService {
  private:
   explicit InferenceService(Options options, std::unique_ptr<ThreadPool> pool);
 
-  // Unless `validation` failed, pins `model_name`, runs `work` (which fills the response from
-  // the pinned model) on the request pool, and finishes the RPC with its status. `rpc` names
-  // the method in metrics.
-  using UnaryWork = std::function<absl::Status(const ModelHandle& model)>;
+  // A request's pinned model, and the mirror's pin when a route mirrors this request.
+  struct Target {
+    std::optional<ModelHandle> model;
+    std::optional<ModelHandle> mirror;
+  };
+  // Pins `name`: a model, or the variant a route picks for `routing_key` (see route_table.h).
+  // Errors: as ModelRegistry::Acquire; UNAVAILABLE when no variant of the route is ready.
+  absl::StatusOr<Target> Resolve(const std::string& name, const std::string& routing_key);
+
+  // Unless `validation` failed, resolves `model_name`, runs `work` (which fills the response
+  // from the pinned model; with discard = true it runs for a mirror and fills nothing) on the
+  // request pool, and finishes the RPC with its status. `rpc` names the method in metrics.
+  using UnaryWork = std::function<absl::Status(const ModelHandle& model, bool discard)>;
   grpc::ServerUnaryReactor* RunUnary(grpc::CallbackServerContext* context, const char* rpc,
-                                     const std::string& model_name, absl::Status validation,
+                                     const std::string& model_name,
+                                     const std::string& routing_key, absl::Status validation,
                                      UnaryWork work);
+  // Runs `work` for a mirror on the request pool (dropped when the pool is full).
+  void RunMirror(const char* rpc, ModelHandle mirror, UnaryWork work);
 
   const Options options_;
   std::unique_ptr<ThreadPool> request_pool_;

@@ -10,6 +10,8 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/byte_size.h"
+#include "common/logging.h"
+#include "server/routes.h"
 #include "server/server_stream.h"
 #include "server/status_conversion.h"
 
@@ -21,6 +23,9 @@ constexpr char kUnloadModel[] = "UnloadModel";
 constexpr char kListModels[] = "ListModels";
 constexpr char kGetModel[] = "GetModel";
 constexpr char kSaveModel[] = "SaveModel";
+constexpr char kSetRoute[] = "SetRoute";
+constexpr char kDeleteRoute[] = "DeleteRoute";
+constexpr char kListRoutes[] = "ListRoutes";
 
 double SecondsSince(absl::Time start) { return absl::ToDoubleSeconds(absl::Now() - start); }
 
@@ -144,6 +149,11 @@ grpc::ServerWriteReactor<v1::LoadModelProgress>* ModelService::LoadModel(
          metrics->RecordRequest(kLoadModel, labels->value, status.code(), SecondsSince(start));
        }});
   LoadRequest load = FromProto(*request);
+  if (options_.routes != nullptr && options_.routes->Contains(load.name)) {
+    stream->Finish(absl::AlreadyExistsError(
+        absl::StrCat("name: '", load.name, "' is the name of a route")));
+    return stream->reactor();
+  }
   const ModelLabels accepted{.model = load.name,
                              .quant_method = RequestedQuantMethod(load.quantization_config_json)};
   absl::Status started = options_.registry->StartLoad(
@@ -301,6 +311,60 @@ grpc::ServerUnaryReactor* ModelService::SaveModel(grpc::CallbackServerContext* c
         FinishUnary(reactor, kSaveModel, start, labels, done.status());
       });
   if (!started.ok()) FinishUnary(reactor, kSaveModel, start, labels, started);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ModelService::SetRoute(grpc::CallbackServerContext* context,
+                                                 const v1::SetRouteRequest* request,
+                                                 v1::Route* response) {
+  const absl::Time start = absl::Now();
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (options_.routes == nullptr) {
+    FinishUnary(reactor, kSetRoute, start, ModelLabels(),
+                absl::UnimplementedError("this server has no route table"));
+    return reactor;
+  }
+  RouteSpec spec = FromProto(request->route());
+  const std::string name = spec.name;
+  absl::Status status =
+      SetCheckedRoute(*options_.routes, *options_.registry, options_.metrics, std::move(spec));
+  if (status.ok()) {
+    absl::StatusOr<RouteSpec> stored = options_.routes->Get(name);
+    if (stored.ok()) *response = ToProto(*stored, *options_.registry);
+    QS_LOG(INFO) << "route set" << common::Kv("route", name)
+                 << common::Kv("variants", response->variants_size());
+  }
+  FinishUnary(reactor, kSetRoute, start, ModelLabels(), status);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ModelService::DeleteRoute(grpc::CallbackServerContext* context,
+                                                    const v1::DeleteRouteRequest* request,
+                                                    v1::DeleteRouteResponse* response) {
+  const absl::Time start = absl::Now();
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::Status status = options_.routes == nullptr
+                            ? absl::UnimplementedError("this server has no route table")
+                            : server::DeleteRoute(*options_.routes, options_.metrics,
+                                                  request->name());
+  if (status.ok()) {
+    QS_LOG(INFO) << "route deleted" << common::Kv("route", request->name());
+  }
+  FinishUnary(reactor, kDeleteRoute, start, ModelLabels(), status);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ModelService::ListRoutes(grpc::CallbackServerContext* context,
+                                                   const v1::ListRoutesRequest* request,
+                                                   v1::ListRoutesResponse* response) {
+  const absl::Time start = absl::Now();
+  if (options_.routes != nullptr) {
+    for (const RouteSpec& spec : options_.routes->List()) {
+      *response->add_routes() = ToProto(spec, *options_.registry);
+    }
+  }
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  FinishUnary(reactor, kListRoutes, start, ModelLabels(), absl::OkStatus());
   return reactor;
 }
 

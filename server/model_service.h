@@ -1,6 +1,6 @@
 #pragma once
-// ModelService: the control plane (LoadModel, UnloadModel, ListModels, GetModel, SaveModel)
-// over gRPC's callback API.
+// ModelService: the control plane (LoadModel, UnloadModel, ListModels, GetModel, SaveModel,
+// and the routes: SetRoute, DeleteRoute, ListRoutes) over gRPC's callback API.
 //
 // A thin edge over ModelRegistry: each RPC validates, calls the registry, converts the final
 // absl::Status once and records metrics. Nothing here blocks a gRPC thread: LoadModel streams
@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "quantserve/v1/model_service.grpc.pb.h"
 #include "server/model_registry.h"
+#include "server/route_table.h"
 #include "server/server_metrics.h"
 
 namespace quantserve::server {
@@ -29,6 +30,9 @@ class ModelService final : public v1::ModelService::CallbackService {
     ModelRegistry* registry = nullptr;
     // Where request metrics go. Required; must outlive the service.
     ServerMetrics* metrics = nullptr;
+    // The routes (SetRoute/DeleteRoute/ListRoutes). Optional (route RPCs are then
+    // UNIMPLEMENTED); must outlive the service.
+    RouteTable* routes = nullptr;
   };
 
   // Errors: INVALID_ARGUMENT when registry or metrics is missing.
@@ -48,6 +52,15 @@ class ModelService final : public v1::ModelService::CallbackService {
   grpc::ServerUnaryReactor* SaveModel(grpc::CallbackServerContext* context,
                                       const v1::SaveModelRequest* request,
                                       v1::SaveModelResponse* response) override;
+  grpc::ServerUnaryReactor* SetRoute(grpc::CallbackServerContext* context,
+                                     const v1::SetRouteRequest* request,
+                                     v1::Route* response) override;
+  grpc::ServerUnaryReactor* DeleteRoute(grpc::CallbackServerContext* context,
+                                        const v1::DeleteRouteRequest* request,
+                                        v1::DeleteRouteResponse* response) override;
+  grpc::ServerUnaryReactor* ListRoutes(grpc::CallbackServerContext* context,
+                                       const v1::ListRoutesRequest* request,
+                                       v1::ListRoutesResponse* response) override;
 
  private:
   explicit ModelService(Options options) : options_(options) {}

@@ -12,6 +12,7 @@
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
 #include "server/load_request.h"
+#include "server/routes.h"
 
 namespace quantserve::server {
 namespace {
@@ -90,10 +91,29 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(Options options) {
       }
       server->startup_models_.push_back(request.name);
     }
+    absl::StatusOr<std::vector<RouteSpec>> routes = ParseStartupRoutes(*text);
+    if (!routes.ok()) {
+      return absl::Status(routes.status().code(),
+                          absl::StrCat(opts.startup_config_path, ": ", routes.status().message()));
+    }
+    for (RouteSpec& route : *routes) {
+      if (std::find(server->startup_models_.begin(), server->startup_models_.end(),
+                    route.name) != server->startup_models_.end()) {
+        return absl::AlreadyExistsError(absl::StrCat(opts.startup_config_path, ": route '",
+                                                     route.name, "' is also a model's name"));
+      }
+      if (absl::Status s = SetCheckedRoute(server->routes_, *server->registry_, opts.metrics,
+                                           std::move(route));
+          !s.ok()) {
+        return absl::Status(s.code(), absl::StrCat(opts.startup_config_path, ": ", s.message()));
+      }
+    }
   }
 
   absl::StatusOr<std::unique_ptr<ModelService>> model_service =
-      ModelService::Create({.registry = server->registry_.get(), .metrics = opts.metrics});
+      ModelService::Create({.registry = server->registry_.get(),
+                            .metrics = opts.metrics,
+                            .routes = &server->routes_});
   if (!model_service.ok()) {
     return model_service.status();
   }
@@ -101,6 +121,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(Options options) {
   absl::StatusOr<std::unique_ptr<InferenceService>> inference_service =
       InferenceService::Create({.registry = server->registry_.get(),
                                 .metrics = opts.metrics,
+                                .routes = &server->routes_,
                                 .limits = opts.limits,
                                 .request_threads = opts.request_threads});
   if (!inference_service.ok()) {

@@ -28,6 +28,7 @@
 #include "grpcpp/server.h"
 #include "server/inference_service.h"
 #include "server/model_registry.h"
+#include "server/route_table.h"
 #include "server/model_service.h"
 #include "server/request_validation.h"
 #include "server/server_metrics.h"
@@ -45,7 +46,8 @@ class Server {
     ModelLoader loader{};
     // Metrics sink. Required; must outlive the server.
     ServerMetrics* metrics = nullptr;
-    // Startup config JSON file ({"models": [...]}, see ParseStartupConfig); "" = none.
+    // Startup config JSON file ({"models": [...], "routes": [...]}, see ParseStartupConfig and
+    // ParseStartupRoutes); "" = none.
     std::string startup_config_path{};
     // Concurrent model loads.
     int load_threads = 2;
@@ -95,6 +97,7 @@ class Server {
   int port_ = 0;
   std::vector<std::string> startup_models_;
   std::unique_ptr<ModelRegistry> registry_;
+  RouteTable routes_;
   std::unique_ptr<ModelService> model_service_;
   std::unique_ptr<InferenceService> inference_service_;
   std::unique_ptr<grpc::Server> grpc_server_;

@@ -93,6 +93,10 @@ ServerMetrics::ServerMetrics(Options options, std::shared_ptr<prometheus::Regist
                                     "(length|stop|eos|cancelled|error).")),
       embed_prompt_tokens_(
           Counter(*registry_, "quantserve_embed_prompt_tokens_total", "Tokens of texts embedded.")),
+      mirror_requests_(Counter(*registry_, "quantserve_mirror_requests_total",
+                               "Requests a route's mirror ran on this model, output discarded.")),
+      route_variant_weight_(Gauge(*registry_, "quantserve_route_variant_weight",
+                                  "Configured traffic weight of each variant of a route.")),
       model_loads_(Counter(*registry_, "quantserve_model_loads_total",
                            "Finished model load attempts by final status code.")),
       model_load_duration_(Gauge(*registry_, "quantserve_model_load_duration_seconds",
@@ -182,6 +186,32 @@ void ServerMetrics::RecordGeneration(const ModelLabels& labels, int64_t prompt_t
 void ServerMetrics::RecordEmbedTokens(const ModelLabels& labels, int64_t prompt_tokens) {
   embed_prompt_tokens_.Add(ModelLabelSet(labels))
       .Increment(static_cast<double>(std::max<int64_t>(prompt_tokens, 0)));
+}
+
+void ServerMetrics::RecordMirrorRequest(const ModelLabels& labels) {
+  mirror_requests_.Add(ModelLabelSet(labels)).Increment();
+}
+
+void ServerMetrics::SetRouteWeights(absl::string_view route,
+                                    const std::vector<std::pair<std::string, uint32_t>>& weights) {
+  absl::MutexLock lock(&models_mu_);
+  std::vector<prometheus::Gauge*>& gauges = routes_[std::string(route)];
+  for (prometheus::Gauge* g : gauges) route_variant_weight_.Remove(g);
+  gauges.clear();
+  for (const auto& [variant, weight] : weights) {
+    prometheus::Gauge& g =
+        route_variant_weight_.Add({{"route", std::string(route)}, {"variant", variant}});
+    g.Set(weight);
+    gauges.push_back(&g);
+  }
+}
+
+void ServerMetrics::RemoveRoute(absl::string_view route) {
+  absl::MutexLock lock(&models_mu_);
+  auto it = routes_.find(route);
+  if (it == routes_.end()) return;
+  for (prometheus::Gauge* g : it->second) route_variant_weight_.Remove(g);
+  routes_.erase(it);
 }
 
 ServerMetrics::ModelGauges& ServerMetrics::GaugesFor(const ModelLabels& labels) {

@@ -109,6 +109,14 @@ class ServerMetrics {
   void RecordGeneration(const ModelLabels& labels, int64_t prompt_tokens, int64_t generated_tokens,
                         absl::string_view finish_reason);
   void RecordEmbedTokens(const ModelLabels& labels, int64_t prompt_tokens);
+  // A route's mirror ran a copy of a request on this model (its output was discarded).
+  void RecordMirrorRequest(const ModelLabels& labels);
+
+  // Routes: quantserve_route_variant_weight{route,variant} per variant; SetRouteWeights
+  // replaces the route's series, RemoveRoute drops them.
+  void SetRouteWeights(absl::string_view route,
+                       const std::vector<std::pair<std::string, uint32_t>>& weights);
+  void RemoveRoute(absl::string_view route);
 
   // Model lifecycle (called by the model registry). SetModelState replaces the entry's state
   // series (its quant_method label may change once the load knows the method).
@@ -153,6 +161,8 @@ class ServerMetrics {
   prometheus::Family<prometheus::Counter>& generated_tokens_;
   prometheus::Family<prometheus::Counter>& generations_finished_;
   prometheus::Family<prometheus::Counter>& embed_prompt_tokens_;
+  prometheus::Family<prometheus::Counter>& mirror_requests_;
+  prometheus::Family<prometheus::Gauge>& route_variant_weight_;
   prometheus::Family<prometheus::Counter>& model_loads_;
   prometheus::Family<prometheus::Gauge>& model_load_duration_;
   prometheus::Family<prometheus::Gauge>& model_memory_footprint_;
@@ -166,6 +176,8 @@ class ServerMetrics {
 
   absl::Mutex models_mu_;
   std::map<std::string, ModelGauges, std::less<>> models_ ABSL_GUARDED_BY(models_mu_);
+  std::map<std::string, std::vector<prometheus::Gauge*>, std::less<>> routes_
+      ABSL_GUARDED_BY(models_mu_);
 };
 
 }  // namespace quantserve::server

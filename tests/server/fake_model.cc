@@ -277,6 +277,7 @@ ModelLoader MakeFakeLoader(std::shared_ptr<FakeStats> stats) {
     d.max_position_embeddings = 2048;
     d.peak_load_memory_bytes = kTensors * kTensorBytes + kTensorBytes;
     d.default_pooling = embed ? "mean" : "";
+    d.tokenizer_fingerprint = embed ? "fake-bert-vocab" : "fake-llama-vocab";
     progress({.phase = "ready", .tensors_done = kTensors, .tensors_total = kTensors});
     return std::make_unique<FakeModel>(std::move(d), stats);
   };

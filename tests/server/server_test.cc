@@ -4,12 +4,14 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
@@ -605,6 +607,153 @@ TEST_F(ServerTest, EmbedScoreAndTokenize) {
   }
   EXPECT_THAT(tokens.token_ids(), ::testing::ElementsAre(1, 'h', 'i'));
   EXPECT_THAT(tokens.tokens(), ::testing::ElementsAre("<s>", "h", "i"));
+}
+
+// Routes: set through the API, then every routed call names its variant.
+class RouteTest : public ServerTest {
+ protected:
+  grpc::Status SetRoute(const std::string& name,
+                        const std::vector<std::pair<std::string, uint32_t>>& variants,
+                        const std::string& mirror = "", uint32_t mirror_percent = 0,
+                        v1::Route* out = nullptr) {
+    v1::SetRouteRequest request;
+    request.mutable_route()->set_name(name);
+    for (const auto& [model, weight] : variants) {
+      v1::RouteVariant* v = request.mutable_route()->add_variants();
+      v->set_model(model);
+      v->set_weight(weight);
+    }
+    request.mutable_route()->set_mirror_model(mirror);
+    request.mutable_route()->set_mirror_percent(mirror_percent);
+    v1::Route response;
+    grpc::ClientContext context;
+    grpc::Status status = models_->SetRoute(&context, request, &response);
+    if (out != nullptr) *out = response;
+    return status;
+  }
+  // One routed Generate: the variant from served_by, checked against the metadata header.
+  std::string Routed(const std::string& route, const std::string& key = "") {
+    v1::GenerateRequest request = GenerateRequest(route, "hi", 1);
+    request.set_routing_key(key);
+    grpc::ClientContext context;
+    auto reader = inference_->Generate(&context, request);
+    v1::GenerateResponse response;
+    std::string served_by;
+    while (reader->Read(&response)) {
+      if (response.has_finish()) served_by = response.finish().served_by();
+    }
+    const grpc::Status status = reader->Finish();
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    const auto& metadata = context.GetServerInitialMetadata();
+    auto header = metadata.find("x-quantserve-variant");
+    EXPECT_NE(header, metadata.end());
+    if (header != metadata.end()) {
+      EXPECT_EQ(std::string(header->second.data(), header->second.size()), served_by);
+    }
+    return served_by;
+  }
+};
+
+TEST_F(RouteTest, SplitsByWeightSticksByKeyAndNamesTheVariant) {
+  ASSERT_TRUE(Load("a", "tiny").ok());
+  ASSERT_TRUE(Load("b", "tiny2").ok());
+  v1::Route stored;
+  ASSERT_TRUE(SetRoute("chat", {{"a", 3}, {"b", 1}}, "", 0, &stored).ok());
+  ASSERT_EQ(stored.variants_size(), 2);
+  EXPECT_TRUE(stored.variants(0).available());
+  std::map<std::string, int> counts;
+  for (int i = 0; i < 400; ++i) ++counts[Routed("chat")];
+  EXPECT_EQ(counts["a"], 300);
+  EXPECT_EQ(counts["b"], 100);
+  // 200 keys, each sent twice, land on the same variant both times.
+  std::map<std::string, std::string> first;
+  for (int k = 0; k < 200; ++k) first[absl::StrCat("user", k)] = Routed("chat", absl::StrCat("user", k));
+  for (const auto& [key, variant] : first) EXPECT_EQ(Routed("chat", key), variant) << key;
+
+  // Embed/Score/Tokenize take routes too (the fake scores any model).
+  v1::ScoreRequest score;
+  score.set_model("chat");
+  score.set_text("abc");
+  score.set_routing_key("user1");
+  v1::ScoreResponse scored;
+  grpc::ClientContext context;
+  ASSERT_TRUE(inference_->Score(&context, score, &scored).ok());
+  EXPECT_EQ(scored.served_by(), first["user1"]);
+  EXPECT_THAT(Scrape(), HasSubstr(R"(quantserve_route_variant_weight{route="chat",variant="a"} 3)"));
+}
+
+TEST_F(RouteTest, UnloadingAVariantMovesItsTrafficWithoutErrors) {
+  ASSERT_TRUE(Load("a", "tiny").ok());
+  ASSERT_TRUE(Load("b", "tiny2").ok());
+  ASSERT_TRUE(SetRoute("chat", {{"a", 1}, {"b", 1}}).ok());
+  ASSERT_TRUE(Unload("b").ok());
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(Routed("chat", absl::StrCat("k", i)), "a");
+  v1::ListRoutesResponse routes;
+  grpc::ClientContext context;
+  ASSERT_TRUE(models_->ListRoutes(&context, v1::ListRoutesRequest(), &routes).ok());
+  ASSERT_EQ(routes.routes_size(), 1);
+  EXPECT_TRUE(routes.routes(0).variants(0).available());
+  EXPECT_FALSE(routes.routes(0).variants(1).available());
+  ASSERT_TRUE(Unload("a").ok());
+  std::vector<v1::GenerateResponse> responses;
+  EXPECT_EQ(Generate(GenerateRequest("chat", "hi", 1), &responses).error_code(),
+            grpc::StatusCode::UNAVAILABLE);
+}
+
+TEST_F(RouteTest, MirrorRunsItsShareAndLeavesResponsesAlone) {
+  ASSERT_TRUE(Load("a", "tiny").ok());
+  ASSERT_TRUE(Load("m", "tiny2").ok());
+  ASSERT_TRUE(SetRoute("chat", {{"a", 1}}, "m", 50).ok());
+  for (int i = 0; i < 40; ++i) EXPECT_EQ(Routed("chat"), "a");
+  // The mirror's copies finish asynchronously.
+  const std::string want = R"(quantserve_mirror_requests_total{model="m",quant_method="none"} 20)";
+  for (int i = 0; i < 200 && Scrape().find(want) == std::string::npos; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_THAT(Scrape(), HasSubstr(want));
+}
+
+TEST_F(RouteTest, ChangesAreCheckedAgainstTheModels) {
+  ASSERT_TRUE(Load("a", "tiny").ok());
+  ASSERT_TRUE(Load("emb", "embed").ok());
+  // A route may not take a model's name, nor a model a route's.
+  EXPECT_EQ(SetRoute("a", {{"emb", 1}}).error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  ASSERT_TRUE(SetRoute("chat", {{"a", 1}, {"later", 1}}).ok());
+  EXPECT_EQ(Load("chat", "tiny2").error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  // Variants must share a tokenizer; the error names the one that differs.
+  const grpc::Status mixed = SetRoute("mixed", {{"a", 1}, {"emb", 1}});
+  EXPECT_EQ(mixed.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(mixed.error_message(), HasSubstr("'emb'"));
+  EXPECT_EQ(SetRoute("bad", {{"a", 0}}).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  // A route none of whose variants is loaded is UNAVAILABLE; deleting it twice is NOT_FOUND.
+  ASSERT_TRUE(SetRoute("ghost", {{"nobody", 1}}).ok());
+  EXPECT_EQ(Generate(GenerateRequest("ghost", "hi", 1)).error_code(),
+            grpc::StatusCode::UNAVAILABLE);
+  v1::DeleteRouteRequest del;
+  del.set_name("ghost");
+  v1::DeleteRouteResponse deleted;
+  {
+    grpc::ClientContext context;
+    EXPECT_TRUE(models_->DeleteRoute(&context, del, &deleted).ok());
+  }
+  grpc::ClientContext context;
+  EXPECT_EQ(models_->DeleteRoute(&context, del, &deleted).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(RouteTest, StartupConfigDeclaresRoutes) {
+  server_->Shutdown(absl::Seconds(1));
+  server_.reset();
+  const fs::path config = root_ / "startup.json";
+  std::ofstream(config) << R"({"models": [{"name": "a", "path": "tiny"}],
+                               "routes": [{"name": "chat", "variants": [{"model": "a", "weight": 2}]}]})";
+  ASSERT_TRUE(StartServer(config.string()).ok());
+  ASSERT_TRUE(WaitForState("a", v1::ModelInfo::READY));
+  EXPECT_EQ(Routed("chat"), "a");
+  std::ofstream(config) << R"({"routes": [{"name": "chat", "variants": [{"model": "a", "weight": -1}]}]})";
+  server_->Shutdown(absl::Seconds(1));
+  server_.reset();
+  EXPECT_EQ(StartServer(config.string()).code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(ServerTest, UnloadWaitsForAnInFlightEmbed) {
