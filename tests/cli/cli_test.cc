@@ -136,6 +136,27 @@ TEST_F(CliTest, LoadListGetGenerateUnload) {
   EXPECT_THAT(r.out, StartsWith("unloaded tiny (was READY"));
 }
 
+TEST_F(CliTest, RoutesSetListAndDelete) {
+  ASSERT_EQ(Run({"load", "tiny", "tiny"}).code, 0);
+  Result r = Run({"route", "set", "chat", "tiny=3", "later", "--mirror=shadow",
+                  "--mirror_percent=10"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, AllOf(HasSubstr("chat"), HasSubstr("tiny=3, later=1 (down)"),
+                           HasSubstr("shadow 10% (down)")));
+  r = Run({"routes"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, AllOf(StartsWith("ROUTE"), HasSubstr("tiny=3")));
+  r = Run({"generate", "chat", "hello", "--max_new_tokens=1"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("served_by=tiny"));
+  EXPECT_EQ(Run({"route", "set", "chat", "tiny=x"}).code, 2);
+  EXPECT_EQ(Run({"route", "frob", "chat"}).code, 2);
+  EXPECT_EQ(Run({"route", "delete", "chat"}).code, 0);
+  r = Run({"route", "delete", "chat"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.err, HasSubstr("NOT_FOUND"));
+}
+
 TEST_F(CliTest, LoadSendsCalibrationTextsOnePerLine) {
   const fs::path file = root_ / "calibration.txt";
   std::ofstream(file) << "In the beginning\n\nAnd God said\n";
