@@ -173,12 +173,18 @@ struct ScoreParams {
   std::string text;                // used when input_ids is empty
   std::vector<int32_t> input_ids;
   bool add_special_tokens = true;  // prepend BOS as generation does
+  // Also return every position's whole log-softmax row (Compare's KL divergence): n-1 rows of
+  // vocab floats, so callers bound n.
+  bool full_distributions = false;
 };
 
 struct ScoreResult {
   std::vector<int32_t> token_ids;
   std::vector<float> logprobs;  // logprobs[i] = log p(token_ids[i+1] | token_ids[..i])
   double perplexity = 0;
+  // With full_distributions: row i (vocab floats) is log p(. | token_ids[..i]), row-major.
+  std::vector<float> distributions;
+  int64_t vocab = 0;
 };
 
 struct TokenizeResult {

@@ -33,6 +33,7 @@ struct GenerationScheduler::Sequence {
   std::shared_ptr<GenerateObserver> observer;
   // Score requests (prefill only); the result goes to `scored`.
   bool score = false;
+  bool full_distributions = false;  // Score: also keep every row's log-softmax
   std::promise<absl::StatusOr<ScoreResult>> scored;
 
   std::optional<models::KvCache> cache;
@@ -172,6 +173,7 @@ absl::StatusOr<ScoreResult> GenerationScheduler::Score(const ScoreParams& params
   auto seq = std::make_shared<Sequence>();
   seq->start = std::chrono::steady_clock::now();
   seq->score = true;
+  seq->full_distributions = params.full_distributions;
   seq->prompt = params.input_ids;
   if (seq->prompt.empty()) {
     absl::Status status = common::TorchCall("tokenize", [&] {
@@ -409,9 +411,16 @@ void GenerationScheduler::Step() {
         for (int64_t r = 0; r < n - 1; r += kRows) {
           const int64_t rows = std::min(kRows, n - 1 - r);
           at::Tensor lg = model.lm_head->Forward(hidden_rows.narrow(0, r, rows)).to(at::kFloat);
-          at::Tensor lp = at::log_softmax(lg, -1).gather(1, targets.narrow(0, r, rows)).squeeze(1).to(at::kCPU);
+          const at::Tensor full = at::log_softmax(lg, -1);
+          at::Tensor lp = full.gather(1, targets.narrow(0, r, rows)).squeeze(1).to(at::kCPU);
           out.logprobs.insert(out.logprobs.end(), lp.const_data_ptr<float>(),
                               lp.const_data_ptr<float>() + rows);
+          if (seq.full_distributions) {
+            const at::Tensor rows_cpu = full.to(at::kCPU).contiguous();
+            out.vocab = rows_cpu.size(1);
+            out.distributions.insert(out.distributions.end(), rows_cpu.const_data_ptr<float>(),
+                                     rows_cpu.const_data_ptr<float>() + rows_cpu.numel());
+          }
         }
         double sum = 0;
         for (float v : out.logprobs) sum += v;

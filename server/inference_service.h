@@ -70,6 +70,9 @@ class InferenceService final : public v1::InferenceService::CallbackService {
   grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context,
                                      const v1::TokenizeRequest* request,
                                      v1::TokenizeResponse* response) override;
+  // Defined in inference_compare.cc; runs on the request pool (compare_runner.h).
+  grpc::ServerWriteReactor<v1::CompareProgress>* Compare(
+      grpc::CallbackServerContext* context, const v1::CompareRequest* request) override;
 
  private:
   explicit InferenceService(Options options, std::unique_ptr<ThreadPool> pool);

@@ -13,6 +13,22 @@
 #include "server/load_request.h"
 
 namespace quantserve::server::testing {
+
+std::vector<float> FakeDistribution(const std::string& quant_method) {
+  const double sharpness = quant_method == "none" ? 1.0 : 0.8;
+  std::vector<double> logits(kFakeVocab);
+  double max = -1e30;
+  for (int j = 0; j < kFakeVocab; ++j) {
+    logits[j] = sharpness * ((j * 37) % 11) / 3.0;
+    max = std::max(max, logits[j]);
+  }
+  double sum = 0;
+  for (double l : logits) sum += std::exp(l - max);
+  std::vector<float> row(kFakeVocab);
+  for (int j = 0; j < kFakeVocab; ++j) row[j] = static_cast<float>(logits[j] - max - std::log(sum));
+  return row;
+}
+
 namespace {
 
 bool FakeStats_Unblocked(FakeStats* stats) ABSL_NO_THREAD_SAFETY_ANALYSIS {
@@ -122,6 +138,14 @@ class FakeModel final : public engine::ServableModel {
     }
     result.logprobs.assign(result.token_ids.empty() ? 0 : result.token_ids.size() - 1, -1.0f);
     result.perplexity = std::exp(1.0);
+    if (params.full_distributions && result.token_ids.size() >= 2) {
+      // FakeDistribution's rows: the same for every position, sharper when unquantized.
+      const std::vector<float> row = FakeDistribution(description_.quant_method);
+      result.vocab = static_cast<int64_t>(row.size());
+      for (size_t i = 0; i + 1 < result.token_ids.size(); ++i) {
+        result.distributions.insert(result.distributions.end(), row.begin(), row.end());
+      }
+    }
     return result;
   }
 

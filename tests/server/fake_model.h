@@ -26,6 +26,12 @@
 
 namespace quantserve::server::testing {
 
+// Score with full_distributions: every position's log-softmax row over kFakeVocab entries,
+// from logits sharpness * ((j * 37) % 11) / 3 with sharpness 1 for quant_method "none" and
+// 0.8 otherwise (so a quantized fake differs from an unquantized one).
+inline constexpr int kFakeVocab = 256;
+std::vector<float> FakeDistribution(const std::string& quant_method);
+
 // What the fakes did, shared between a test and every model its loader made.
 struct FakeStats {
   std::atomic<int> loads{0};

@@ -2,6 +2,7 @@
 
 #include "server/server.h"
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -754,6 +755,101 @@ TEST_F(RouteTest, StartupConfigDeclaresRoutes) {
   server_->Shutdown(absl::Seconds(1));
   server_.reset();
   EXPECT_EQ(StartServer(config.string()).code(), absl::StatusCode::kInvalidArgument);
+}
+
+// Compare on fake models: a copy agrees exactly; a "quantized" fake's KL is the one
+// computed here from the fake's distributions.
+class CompareTest : public ServerTest {
+ protected:
+  grpc::Status Compare(const v1::CompareRequest& request, v1::CompareReport* report,
+                       std::vector<std::string>* phases = nullptr) {
+    grpc::ClientContext context;
+    auto reader = inference_->Compare(&context, request);
+    v1::CompareProgress progress;
+    while (reader->Read(&progress)) {
+      if (phases != nullptr) phases->push_back(progress.phase());
+      if (progress.has_report()) *report = progress.report();
+    }
+    return reader->Finish();
+  }
+  static v1::CompareRequest Request(const std::string& baseline,
+                                    const std::vector<std::string>& candidates) {
+    v1::CompareRequest r;
+    r.set_baseline(baseline);
+    for (const std::string& c : candidates) r.add_candidates(c);
+    r.add_texts("In the beginning");
+    r.add_texts("and the earth was without form");
+    r.set_continuation_tokens(4);
+    r.set_speed_new_tokens(3);
+    return r;
+  }
+};
+
+TEST_F(CompareTest, ReportsDivergenceAgainstTheBaseline) {
+  ASSERT_TRUE(Load("base", "tiny").ok());
+  ASSERT_TRUE(Load("copy", "tiny2").ok());
+  ASSERT_TRUE(Load("q", "tiny", nullptr, R"({"quant_method": "bitsandbytes", "load_in_4bit": true})").ok());
+  v1::CompareReport report;
+  std::vector<std::string> phases;
+  const grpc::Status status = Compare(Request("base", {"copy", "q"}), &report, &phases);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_THAT(phases, ::testing::Contains("score"));
+  EXPECT_EQ(phases.back(), "done");
+  EXPECT_EQ(report.baseline(), "base");
+  EXPECT_EQ(report.texts(), 2);
+  // "<s>" + bytes: 17 and 31 tokens, 16 + 30 scored positions.
+  EXPECT_EQ(report.tokens(), 46);
+  ASSERT_EQ(report.variants_size(), 3);
+  const v1::CompareVariant& copy = report.variants(1);
+  EXPECT_EQ(copy.model(), "copy");
+  EXPECT_LT(copy.kl_mean(), 1e-6);
+  EXPECT_DOUBLE_EQ(copy.same_top1(), 1.0);
+  EXPECT_NEAR(copy.ppl_ratio(), 1.0, 1e-9);
+  EXPECT_EQ(copy.greedy_agreement_tokens(), 4);
+  EXPECT_GT(copy.decode_tokens_per_second(), 0);
+  EXPECT_GT(copy.decode_ratio(), 0);
+  // The fakes' rows are the same at every position: KL(base||q) is one number.
+  const std::vector<float> b = testing::FakeDistribution("none");
+  const std::vector<float> q = testing::FakeDistribution("bitsandbytes");
+  double kl = 0;
+  for (int v = 0; v < testing::kFakeVocab; ++v) kl += std::exp(double(b[v])) * (b[v] - q[v]);
+  const v1::CompareVariant& quant = report.variants(2);
+  EXPECT_EQ(quant.quant_method(), "bitsandbytes");
+  EXPECT_NEAR(quant.kl_mean(), kl, 1e-6 * kl + 1e-9);
+  EXPECT_NEAR(quant.kl_max(), kl, 1e-6 * kl + 1e-9);
+  EXPECT_GT(quant.kl_mean(), 1e-3);
+  EXPECT_EQ(quant.kl_per_token_size(), 46);
+  EXPECT_DOUBLE_EQ(quant.same_top1(), 1.0);  // sharpening keeps the argmax
+  EXPECT_NE(quant.ppl_ratio(), 1.0);
+}
+
+TEST_F(CompareTest, UsesTheBaselinesHeldOutTextAndChecksItsRequest) {
+  ASSERT_TRUE(Load("base", "tiny").ok());
+  ASSERT_TRUE(Load("copy", "tiny2").ok());
+  ASSERT_TRUE(Load("emb", "embed").ok());
+  v1::CompareRequest request = Request("base", {"copy"});
+  request.clear_texts();
+  v1::CompareReport report;
+  // No heldout.txt in the baseline's directory: the empty texts field is the error.
+  grpc::Status status = Compare(request, &report);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("heldout.txt"));
+  std::ofstream(root_ / "tiny" / "heldout.txt") << "one\ntwo\n\nthree\n\n\nfour\n";
+  ASSERT_TRUE(Compare(request, &report).ok());
+  EXPECT_EQ(report.texts(), 3);
+
+  EXPECT_EQ(Compare(Request("base", {}), &report).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Compare(Request("base", {"base"}), &report).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Compare(Request("base", {"nobody"}), &report).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(Compare(Request("base", {"emb"}), &report).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+  v1::CompareRequest bad = Request("base", {"copy"});
+  bad.set_max_tokens(1);
+  status = Compare(bad, &report);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), StartsWith("max_tokens"));
 }
 
 TEST_F(ServerTest, UnloadWaitsForAnInFlightEmbed) {
