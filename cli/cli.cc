@@ -480,6 +480,68 @@ int RunRoute(const Context& c) {
   return kOk;
 }
 
+// compare BASE CAND...: the report as a table (quality, then speed and memory).
+int RunCompare(const Context& c) {
+  const std::vector<std::string>& args = c.args.positional();
+  v1::CompareRequest request;
+  request.set_baseline(args[1]);
+  for (size_t i = 2; i < args.size(); ++i) request.add_candidates(args[i]);
+  if (c.args.Has("text")) {
+    absl::StatusOr<std::string> text = ValueOrFile("text", c.args.GetString("text"));
+    if (!text.ok()) return UsageError(c.io, std::string(text.status().message()), "compare");
+    request.add_texts(*text);
+  }
+  for (const char* flag : {"max_tokens", "continuation_tokens"}) {
+    absl::StatusOr<std::optional<int64_t>> v = c.args.GetInt(flag);
+    if (!v.ok()) return UsageError(c.io, std::string(v.status().message()), "compare");
+    if (!v->has_value()) continue;
+    if (std::string(flag) == "max_tokens") request.set_max_tokens(static_cast<int32_t>(**v));
+    else request.set_continuation_tokens(static_cast<int32_t>(**v));
+  }
+  auto stub = v1::InferenceService::NewStub(c.channel);
+  grpc::ClientContext context;
+  c.Prepare(context);
+  auto reader = stub->Compare(&context, request);
+  v1::CompareProgress progress;
+  std::optional<v1::CompareReport> report;
+  while (reader->Read(&progress)) {
+    if (progress.has_report()) {
+      report = progress.report();
+    } else {
+      c.io.err << "compare: " << progress.phase() << " " << progress.variant() << " ("
+               << progress.done() << "/" << progress.total() << ")\n";
+    }
+  }
+  grpc::Status status = reader->Finish();
+  if (!status.ok()) return c.RpcError(status);
+  if (!report.has_value()) return c.RpcError(grpc::Status(grpc::StatusCode::INTERNAL, "no report"));
+  if (c.json) {
+    c.PrintJson(*report);
+    return kOk;
+  }
+  c.io.out << absl::StrFormat("baseline %s, %d tokens scored over %d texts (load average %.2f)\n",
+                              report->baseline(), report->tokens(), report->texts(),
+                              report->load_average());
+  std::vector<std::vector<std::string>> rows = {
+      {"VARIANT", "QUANT", "PPL", "PPL_RATIO", "KL_MEAN", "KL_P99", "KL_MAX", "TOP1_%", "DP_RMS",
+       "GREEDY", "MEMORY_MB", "PREFILL_TOK/S", "DECODE_TOK/S", "DECODE_X"}};
+  for (const v1::CompareVariant& v : report->variants()) {
+    rows.push_back(
+        {v.model(), v.quant_method(), absl::StrFormat("%.4f", v.perplexity()),
+         absl::StrFormat("%.4f±%.4f", v.ppl_ratio(), v.ppl_ratio_err()),
+         absl::StrFormat("%.5f±%.5f", v.kl_mean(), v.kl_err()), absl::StrFormat("%.4f", v.kl_p99()),
+         absl::StrFormat("%.4f", v.kl_max()), absl::StrFormat("%.2f", 100 * v.same_top1()),
+         absl::StrFormat("%.4f", v.dp_rms()),
+         absl::StrFormat("%d/%d", v.greedy_agreement_tokens(), v.continuation_tokens()),
+         Megabytes(v.memory_footprint_bytes()),
+         absl::StrFormat("%.1f", v.prefill_tokens_per_second()),
+         absl::StrFormat("%.2f", v.decode_tokens_per_second()),
+         absl::StrFormat("%.2fx", v.decode_ratio())});
+  }
+  PrintTable(c.io.out, rows);
+  return kOk;
+}
+
 int RunGet(const Context& c) {
   auto stub = v1::ModelService::NewStub(c.channel);
   grpc::ClientContext context;
@@ -755,6 +817,22 @@ const std::vector<Verb>& Verbs() {
        RunSave},
       {"list", "", "list every model with its state, quantization and memory", 1, 1, {}, RunList},
       {"get", "NAME", "show one model in detail", 2, 2, {}, RunGet},
+      {"compare",
+       "BASELINE CANDIDATE...",
+       "score variants of one model on the same tokens: KL divergence, perplexity ratio, top-1 "
+       "and greedy agreement against the baseline, and each one's speed and memory",
+       3,
+       SIZE_MAX,
+       {{.name = "text",
+         .value_name = "TEXT|@FILE",
+         .help = "text to score; default: the baseline directory's heldout.txt"},
+        {.name = "max_tokens", .value_name = "N", .help = "tokens scored per text (first ones)",
+         .default_text = "512"},
+        {.name = "continuation_tokens",
+         .value_name = "N",
+         .help = "greedy continuation compared with the baseline's",
+         .default_text = "32"}},
+       RunCompare},
       {"routes", "", "list the A/B routes with their variants' weights and availability", 1, 1,
        {}, RunRoutes},
       {"route",
