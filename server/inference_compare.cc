@@ -131,7 +131,7 @@ grpc::ServerWriteReactor<v1::CompareProgress>* InferenceService::Compare(
     }
     settings->texts = *std::move(texts);
   }
-  const bool queued = request_pool_->TrySchedule([stream, pins, cancelled,
+  const bool queued = request_pool_->TrySchedule([stream, pins, cancelled, metrics,
                                                   settings = *std::move(settings)] {
     std::vector<const ModelHandle*> models;
     for (const ModelHandle& h : *pins) models.push_back(&h);
@@ -151,6 +151,10 @@ grpc::ServerWriteReactor<v1::CompareProgress>* InferenceService::Compare(
     if (!report.ok()) {
       stream->Finish(report.status());
       return;
+    }
+    for (const v1::CompareVariant& v : report->variants()) {
+      metrics->SetCompareResult(report->baseline(), v.model(), v.kl_mean(), v.same_top1(),
+                                v.ppl_ratio());
     }
     QS_LOG(INFO) << "compare done" << common::Kv("baseline", report->baseline())
                  << common::Kv("variants", report->variants_size())

@@ -97,6 +97,12 @@ ServerMetrics::ServerMetrics(Options options, std::shared_ptr<prometheus::Regist
                                "Requests a route's mirror ran on this model, output discarded.")),
       route_variant_weight_(Gauge(*registry_, "quantserve_route_variant_weight",
                                   "Configured traffic weight of each variant of a route.")),
+      compare_kl_(Gauge(*registry_, "quantserve_compare_kl_divergence",
+                        "Mean KL(baseline||variant) per token in the last Compare, nats.")),
+      compare_top1_(Gauge(*registry_, "quantserve_compare_top1_agreement",
+                          "Share of tokens whose top-1 matched the baseline's in the last Compare.")),
+      compare_ppl_ratio_(Gauge(*registry_, "quantserve_compare_perplexity_ratio",
+                               "PPL(variant)/PPL(baseline) in the last Compare.")),
       model_loads_(Counter(*registry_, "quantserve_model_loads_total",
                            "Finished model load attempts by final status code.")),
       model_load_duration_(Gauge(*registry_, "quantserve_model_load_duration_seconds",
@@ -204,6 +210,16 @@ void ServerMetrics::SetRouteWeights(absl::string_view route,
     g.Set(weight);
     gauges.push_back(&g);
   }
+}
+
+void ServerMetrics::SetCompareResult(absl::string_view baseline, absl::string_view variant,
+                                     double kl_mean, double top1_agreement,
+                                     double perplexity_ratio) {
+  const std::map<std::string, std::string> labels = {{"baseline", std::string(baseline)},
+                                                     {"variant", std::string(variant)}};
+  compare_kl_.Add(labels).Set(kl_mean);
+  compare_top1_.Add(labels).Set(top1_agreement);
+  compare_ppl_ratio_.Add(labels).Set(perplexity_ratio);
 }
 
 void ServerMetrics::RemoveRoute(absl::string_view route) {

@@ -117,6 +117,10 @@ class ServerMetrics {
   void SetRouteWeights(absl::string_view route,
                        const std::vector<std::pair<std::string, uint32_t>>& weights);
   void RemoveRoute(absl::string_view route);
+  // The last Compare's headline figures per (baseline, variant):
+  // quantserve_compare_kl_divergence, _top1_agreement and _perplexity_ratio.
+  void SetCompareResult(absl::string_view baseline, absl::string_view variant, double kl_mean,
+                        double top1_agreement, double perplexity_ratio);
 
   // Model lifecycle (called by the model registry). SetModelState replaces the entry's state
   // series (its quant_method label may change once the load knows the method).
@@ -163,6 +167,9 @@ class ServerMetrics {
   prometheus::Family<prometheus::Counter>& embed_prompt_tokens_;
   prometheus::Family<prometheus::Counter>& mirror_requests_;
   prometheus::Family<prometheus::Gauge>& route_variant_weight_;
+  prometheus::Family<prometheus::Gauge>& compare_kl_;
+  prometheus::Family<prometheus::Gauge>& compare_top1_;
+  prometheus::Family<prometheus::Gauge>& compare_ppl_ratio_;
   prometheus::Family<prometheus::Counter>& model_loads_;
   prometheus::Family<prometheus::Gauge>& model_load_duration_;
   prometheus::Family<prometheus::Gauge>& model_memory_footprint_;

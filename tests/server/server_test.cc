@@ -821,6 +821,7 @@ TEST_F(CompareTest, ReportsDivergenceAgainstTheBaseline) {
   EXPECT_EQ(quant.kl_per_token_size(), 46);
   EXPECT_DOUBLE_EQ(quant.same_top1(), 1.0);  // sharpening keeps the argmax
   EXPECT_NE(quant.ppl_ratio(), 1.0);
+  EXPECT_THAT(Scrape(), HasSubstr(R"(quantserve_compare_top1_agreement{baseline="base",variant="q"} 1)"));
 }
 
 TEST_F(CompareTest, UsesTheBaselinesHeldOutTextAndChecksItsRequest) {
