@@ -616,6 +616,90 @@ TEST_F(ServerIntegrationTest, QuantizedAtLoadModelsServeAndReportTheirMethod) {
   for (const Case& c : cases) Unload(c.name);
 }
 
+// Compare and routes on real models: a copy agrees exactly, quantized variants diverge in the
+// expected order, the baseline's perplexity is Score's, and a route serves its variants.
+TEST_F(ServerIntegrationTest, CompareRanksQuantizationsAndRoutesServeVariants) {
+  ASSERT_TRUE(LoadFull("tl-copy", "tiny-llama", "float32").ok());
+  ASSERT_TRUE(LoadFull("tl-c-int8", "tiny-llama", "float32",
+                       R"({"quant_method": "quanto", "weights": "int8"})").ok());
+  ASSERT_TRUE(LoadFull("tl-c-nf4", "tiny-llama", "float32",
+                       R"({"load_in_4bit": true, "bnb_4bit_quant_type": "nf4"})").ok());
+  const std::string text =
+      "In the beginning God created the heaven and the earth. And the earth was without form, "
+      "and void; and darkness was upon the face of the deep.";
+  v1::CompareRequest request;
+  request.set_baseline("tiny-llama");
+  for (const char* c : {"tl-copy", "tl-c-int8", "tl-c-nf4"}) request.add_candidates(c);
+  request.add_texts(text);
+  request.set_continuation_tokens(8);
+  request.set_speed_new_tokens(4);
+  v1::CompareReport report;
+  {
+    grpc::ClientContext ctx;
+    auto reader = inference_->Compare(&ctx, request);
+    v1::CompareProgress p;
+    while (reader->Read(&p)) {
+      if (p.has_report()) report = p.report();
+    }
+    const grpc::Status s = reader->Finish();
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  ASSERT_EQ(report.variants_size(), 4);
+  const v1::CompareVariant& copy = report.variants(1);
+  EXPECT_LT(copy.kl_mean(), 1e-6);
+  EXPECT_DOUBLE_EQ(copy.same_top1(), 1.0);
+  EXPECT_NEAR(copy.ppl_ratio(), 1.0, 1e-6);
+  EXPECT_EQ(copy.greedy_agreement_tokens(), 8);
+  const v1::CompareVariant& int8 = report.variants(2);
+  const v1::CompareVariant& nf4 = report.variants(3);
+  EXPECT_GT(int8.kl_mean(), 0.0);
+  EXPECT_GT(nf4.kl_mean(), int8.kl_mean()) << "4-bit should diverge more than 8-bit";
+  EXPECT_GE(int8.same_top1(), nf4.same_top1());
+  EXPECT_LT(nf4.memory_footprint_bytes(), copy.memory_footprint_bytes());
+  for (const v1::CompareVariant& v : report.variants()) {
+    EXPECT_GT(v.decode_tokens_per_second(), 0) << v.model();
+    EXPECT_EQ(v.kl_per_token_size(), report.tokens()) << v.model();
+  }
+  // The baseline's perplexity is Score's on the same text.
+  grpc::ClientContext score_ctx;
+  v1::ScoreRequest score;
+  score.set_model("tiny-llama");
+  score.set_text(text);
+  v1::ScoreResponse scored;
+  ASSERT_TRUE(inference_->Score(&score_ctx, score, &scored).ok());
+  EXPECT_NEAR(report.variants(0).perplexity(), scored.perplexity(), 1e-4 * scored.perplexity());
+  EXPECT_EQ(report.tokens(), scored.logprobs_size());
+
+  // A route over two of them: keyless requests alternate 1:1, a key sticks.
+  v1::SetRouteRequest set;
+  set.mutable_route()->set_name("tl-route");
+  for (const char* m : {"tl-copy", "tl-c-int8"}) {
+    v1::RouteVariant* v = set.mutable_route()->add_variants();
+    v->set_model(m);
+    v->set_weight(1);
+  }
+  v1::Route stored;
+  grpc::ClientContext set_ctx;
+  ASSERT_TRUE(models_->SetRoute(&set_ctx, set, &stored).ok());
+  std::map<std::string, int> served;
+  for (int i = 0; i < 4; ++i) ++served[Greedy("tl-route", 2).finish.served_by()];
+  EXPECT_EQ(served["tl-copy"], 2);
+  EXPECT_EQ(served["tl-c-int8"], 2);
+  v1::GenerateRequest keyed;
+  keyed.set_model("tl-route");
+  keyed.set_prompt("In the beginning");
+  keyed.set_max_new_tokens(2);
+  keyed.set_routing_key("user-7");
+  const std::string first = Generate(keyed).finish.served_by();
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(Generate(keyed).finish.served_by(), first);
+  grpc::ClientContext del_ctx;
+  v1::DeleteRouteRequest del;
+  del.set_name("tl-route");
+  v1::DeleteRouteResponse deleted;
+  EXPECT_TRUE(models_->DeleteRoute(&del_ctx, del, &deleted).ok());
+  for (const char* m : {"tl-copy", "tl-c-int8", "tl-c-nf4"}) Unload(m);
+}
+
 // SaveModel writes a quantized model so the next load streams its packed tensors: the
 // reloaded model is the same model (same greedy tokens and logprobs, same method and
 // footprint) and loads without quantizing.
