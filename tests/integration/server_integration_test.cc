@@ -700,6 +700,61 @@ TEST_F(ServerIntegrationTest, CompareRanksQuantizationsAndRoutesServeVariants) {
   for (const char* m : {"tl-copy", "tl-c-int8", "tl-c-nf4"}) Unload(m);
 }
 
+// Compare's figures against an independent computation (tests/fixtures/
+// make_compare_reference.py: transformers with bitsandbytes and optimum-quanto on the same
+// tokens, float64 statistics).
+TEST_F(ServerIntegrationTest, CompareMatchesTheLibrariesOnTheSameTokens) {
+  const nlohmann::json ref = ReadJsonFile(FixturePath("compare") + "/reference.json");
+  ASSERT_TRUE(LoadFull("kjv-cmp", "compare/kjv-llama", "float32").ok());
+  v1::CompareRequest request;
+  request.set_baseline("kjv-cmp");
+  for (const auto& [name, variant] : ref["variants"].items()) {
+    const LoadResult r =
+        LoadFull(name, "compare/kjv-llama", "float32", variant["quantization_config"].dump());
+    ASSERT_TRUE(r.ok()) << name << ": " << r.status.error_message();
+    request.add_candidates(name);
+  }
+  request.add_texts(ref["text"].get<std::string>());
+  request.set_max_tokens(ref["max_tokens"].get<int32_t>());
+  request.set_continuation_tokens(4);
+  request.set_speed_new_tokens(2);
+  v1::CompareReport report;
+  {
+    grpc::ClientContext ctx;
+    auto reader = inference_->Compare(&ctx, request);
+    v1::CompareProgress p;
+    while (reader->Read(&p)) {
+      if (p.has_report()) report = p.report();
+    }
+    const grpc::Status s = reader->Finish();
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  EXPECT_EQ(report.tokens(), ref["max_tokens"].get<int64_t>() - 1);
+  EXPECT_NEAR(report.variants(0).perplexity(), ref["baseline_perplexity"].get<double>(),
+              1e-4 * ref["baseline_perplexity"].get<double>());
+  for (int i = 1; i < report.variants_size(); ++i) {
+    const v1::CompareVariant& got = report.variants(i);
+    const nlohmann::json& want = ref["variants"][got.model()];
+    SCOPED_TRACE(got.model());
+    // Means within 1e-3 relative (or 1e-7 absolute for int8's ~1e-5 KL); the max and the
+    // percentiles, single positions, within 1e-2; top-1 within one position in 511.
+    const auto near = [](double g, double w, double rel, double abs) {
+      EXPECT_NEAR(g, w, rel * std::abs(w) + abs);
+    };
+    near(got.kl_mean(), want["kl_mean"], 1e-3, 1e-7);
+    near(got.kl_median(), want["kl_median"], 1e-2, 1e-7);
+    near(got.kl_p99(), want["kl_p99"], 1e-2, 1e-7);
+    near(got.kl_max(), want["kl_max"], 1e-2, 1e-7);
+    near(got.ppl_ratio(), want["ppl_ratio"], 1e-5, 0);
+    near(got.perplexity(), want["perplexity"], 1e-4, 0);
+    near(got.dp_mean(), want["dp_mean"], 1e-3, 1e-7);
+    near(got.dp_rms(), want["dp_rms"], 1e-3, 1e-7);
+    near(got.same_top1(), want["same_top1"], 0, 1.0 / 511 + 1e-9);
+  }
+  for (const auto& [name, variant] : ref["variants"].items()) Unload(name);
+  Unload("kjv-cmp");
+}
+
 // SaveModel writes a quantized model so the next load streams its packed tensors: the
 // reloaded model is the same model (same greedy tokens and logprobs, same method and
 // footprint) and loads without quantizing.
