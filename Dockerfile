@@ -25,8 +25,8 @@ RUN apt-get update \
 COPY deploy/docker/requirements-image.txt /tmp/requirements-image.txt
 RUN --mount=type=secret,id=ca,required=false \
     python3 -m venv /opt/venv \
- && cert=(); if [ -s /run/secrets/ca ]; then cert=(--cert /run/secrets/ca); fi \
- && /opt/venv/bin/pip install --no-cache-dir --no-deps "${cert[@]}" -r /tmp/requirements-image.txt
+ && if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \
+ && /opt/venv/bin/pip install --no-cache-dir --no-deps -r /tmp/requirements-image.txt
 WORKDIR /src
 COPY CMakeLists.txt ./
 COPY cmake cmake
@@ -38,8 +38,9 @@ COPY loader loader
 COPY engine engine
 COPY server server
 COPY cli cli
-RUN ln -s /opt/venv .venv \
- && cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DQS_BUILD_TESTS=OFF \
+# QS_TORCH_DIR: LibTorch without importing torch in Python (its Python deps are not installed).
+RUN cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DQS_BUILD_TESTS=OFF \
+      -DQS_TORCH_DIR=/opt/venv/lib/python3.11/site-packages/torch \
  && cmake --build build --target quantserve quantserve-cli \
  && mkdir -p /out/bin /out/lib \
  && cp build/server/quantserve build/cli/quantserve-cli /out/bin/ \

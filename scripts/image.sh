@@ -39,7 +39,8 @@ ca="${QS_IMAGE_CA:-/etc/ssl/certs/ca-certificates.crt}"
 [ -s "$ca" ] && secret=(--secret "id=ca,src=$ca")
 log "building $tag"
 start=$SECONDS
-buildah bud --isolation chroot --layers "${secret[@]}" -t "$tag" "$QS_ROOT"
+# Docker format: OCI images cannot carry the Dockerfile's SHELL.
+buildah bud --isolation chroot --layers --format docker "${secret[@]}" -t "$tag" "$QS_ROOT"
 log "built $tag in $((SECONDS - start)) s; size $(podman image inspect "$tag" --format '{{.Size}}') bytes"
 [ "$test" = 1 ] || exit 0
 

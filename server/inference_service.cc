@@ -76,6 +76,23 @@ engine::GenerateParams ToGenerateParams(const v1::GenerateRequest& request,
   return params;
 }
 
+std::shared_ptr<const engine::EmbedParams> EmbedParamsOf(const v1::EmbedRequest& request) {
+  auto params = std::make_shared<engine::EmbedParams>();
+  params->texts.assign(request.texts().begin(), request.texts().end());
+  params->pooling = request.pooling();
+  params->normalize = request.has_normalize() ? request.normalize() : true;
+  return params;
+}
+
+std::shared_ptr<const engine::ScoreParams> ScoreParamsOf(const v1::ScoreRequest& request) {
+  auto params = std::make_shared<engine::ScoreParams>();
+  params->text = request.text();
+  params->input_ids.assign(request.input_ids().begin(), request.input_ids().end());
+  params->add_special_tokens =
+      request.has_add_special_tokens() ? request.add_special_tokens() : true;
+  return params;
+}
+
 // True when the unary call should not run: its client left or its deadline passed.
 absl::Status CheckStillWanted(grpc::CallbackServerContext* context) {
   if (context->deadline() <= std::chrono::system_clock::now()) {
@@ -443,7 +460,10 @@ grpc::ServerUnaryReactor* InferenceService::RunUnary(grpc::CallbackServerContext
     return reactor;
   }
   context->AddInitialMetadata(kVariantHeader, target->model->name());
-  if (target->mirror.has_value()) RunMirror(rpc, *std::move(target->mirror), work);
+  // Tokenize has nothing to mirror: a route's variants share their tokenizer.
+  if (target->mirror.has_value() && rpc != kTokenize) {
+    RunMirror(rpc, *std::move(target->mirror), work);
+  }
   const ModelLabels labels = target->model->labels();
   // Shared so the closure stays copyable; reset as soon as the engine call returns.
   auto pin = std::make_shared<std::optional<ModelHandle>>(std::move(target->model));
@@ -480,18 +500,16 @@ grpc::ServerUnaryReactor* InferenceService::Embed(grpc::CallbackServerContext* c
   return RunUnary(
       context, kEmbed, request->model(), request->routing_key(),
       ValidateEmbedRequest(*request, options_.limits),
-      [request, response, metrics](const ModelHandle& model, bool discard) -> absl::Status {
-        engine::EmbedParams params;
-        params.texts.assign(request->texts().begin(), request->texts().end());
-        params.pooling = request->pooling();
-        params.normalize = request->has_normalize() ? request->normalize() : true;
-        absl::StatusOr<engine::EmbedResult> result = model.model().Embed(params);
+      // The work owns its parameters: a mirror's copy may outlive the RPC and its request.
+      [params = EmbedParamsOf(*request), response, metrics](const ModelHandle& model,
+                                                            bool discard) -> absl::Status {
+        absl::StatusOr<engine::EmbedResult> result = model.model().Embed(*params);
         if (!result.ok()) {
           return result.status();
         }
-        if (result->embeddings.size() != params.texts.size()) {
+        if (result->embeddings.size() != params->texts.size()) {
           return absl::InternalError(absl::StrCat("engine returned ", result->embeddings.size(),
-                                                  " embeddings for ", params.texts.size(),
+                                                  " embeddings for ", params->texts.size(),
                                                   " texts"));
         }
         metrics->RecordEmbedTokens(model.labels(), result->prompt_tokens);
@@ -510,13 +528,9 @@ grpc::ServerUnaryReactor* InferenceService::Score(grpc::CallbackServerContext* c
                                                   v1::ScoreResponse* response) {
   return RunUnary(
       context, kScore, request->model(), request->routing_key(), ValidateScoreRequest(*request),
-      [request, response](const ModelHandle& model, bool discard) -> absl::Status {
-        engine::ScoreParams params;
-        params.text = request->text();
-        params.input_ids.assign(request->input_ids().begin(), request->input_ids().end());
-        params.add_special_tokens =
-            request->has_add_special_tokens() ? request->add_special_tokens() : true;
-        absl::StatusOr<engine::ScoreResult> result = model.model().Score(params);
+      [params = ScoreParamsOf(*request), response](const ModelHandle& model,
+                                                   bool discard) -> absl::Status {
+        absl::StatusOr<engine::ScoreResult> result = model.model().Score(*params);
         if (!result.ok()) {
           return result.status();
         }
