@@ -38,8 +38,9 @@ COPY loader loader
 COPY engine engine
 COPY server server
 COPY cli cli
-# QS_TORCH_DIR: LibTorch without importing torch in Python (its Python deps are not installed).
-RUN cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DQS_BUILD_TESTS=OFF \
+# RelWithDebInfo (-O2) as the tested builds (GCC 12 -O3 trips -Wrestrict in libstdc++), debug
+# info stripped below. QS_TORCH_DIR: LibTorch without importing torch (no Python deps here).
+RUN cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQS_BUILD_TESTS=OFF \
       -DQS_TORCH_DIR=/opt/venv/lib/python3.11/site-packages/torch \
  && cmake --build build --target quantserve quantserve-cli \
  && mkdir -p /out/bin /out/lib \

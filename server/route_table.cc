@@ -58,6 +58,7 @@ absl::Status RouteTable::Set(RouteSpec spec) {
   route.current.assign(spec.variants.size(), 0);
   route.spec = std::move(spec);
   absl::MutexLock lock(&mu_);
+  route.version = next_version_++;
   std::string name = route.spec.name;
   routes_.insert_or_assign(std::move(name), std::move(route));
   return absl::OkStatus();
@@ -126,11 +127,13 @@ std::optional<absl::StatusOr<RouteChoice>> RouteTable::Pick(absl::string_view na
                                                             const ReadyFn& ready) {
   // Readiness is asked outside the lock (it takes the registry's).
   std::optional<RouteSpec> spec;
+  uint64_t version = 0;
   {
     absl::MutexLock lock(&mu_);
     auto it = routes_.find(name);
     if (it == routes_.end()) return std::nullopt;
     spec = it->second.spec;
+    version = it->second.version;
   }
   std::vector<bool> eligible(spec->variants.size());
   bool any = false;
@@ -148,9 +151,7 @@ std::optional<absl::StatusOr<RouteChoice>> RouteTable::Pick(absl::string_view na
   absl::MutexLock lock(&mu_);
   auto it = routes_.find(name);
   // Replaced or deleted meanwhile: the snapshot still answers this one request.
-  Route* route = it != routes_.end() && it->second.spec.variants.size() == eligible.size()
-                     ? &it->second
-                     : nullptr;
+  Route* route = it != routes_.end() && it->second.version == version ? &it->second : nullptr;
   if (!routing_key.empty()) {
     choice.model = spec->variants[RendezvousIndex(routing_key, spec->variants, eligible)].model;
   } else if (route != nullptr) {

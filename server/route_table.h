@@ -97,10 +97,12 @@ class RouteTable {
     RouteSpec spec;
     std::vector<int64_t> current;  // smooth weighted round-robin totals, one per variant
     uint32_t mirror_credit = 0;    // accumulates mirror_percent per request
+    uint64_t version = 0;          // distinguishes a replaced route from its predecessor
   };
 
   mutable absl::Mutex mu_;
   std::map<std::string, Route, std::less<>> routes_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_version_ ABSL_GUARDED_BY(mu_) = 1;
 };
 
 }  // namespace quantserve::server
