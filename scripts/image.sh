@@ -49,7 +49,11 @@ cli="$QS_BUILD_DIR/cli/quantserve-cli"
 name="quantserve-image-test"
 podman rm -f "$name" >/dev/null 2>&1 || true
 port=50190
-podman run -d --runtime runc --name "$name" -p "127.0.0.1:$port:50051" "$tag" >/dev/null
+# runc (not crun); file and process limits set explicitly and low (this VM's runc may not set
+# them to the host's values inside the container's namespaces); no systemd timer for the
+# image's HEALTHCHECK (the test polls instead).
+podman run -d --runtime runc --ulimit nofile=4096:4096 --ulimit nproc=4096:4096 --no-healthcheck \
+  --name "$name" -p "127.0.0.1:$port:50051" "$tag" >/dev/null
 trap 'podman rm -f "$name" >/dev/null 2>&1 || true' EXIT
 for _ in $(seq 60); do
   "$cli" --server="127.0.0.1:$port" --timeout_seconds=2 get kjv-llama 2>/dev/null | grep -q READY && break
