@@ -135,14 +135,18 @@ absl::StatusOr<v1::CompareReport> RunCompare(const std::vector<const ModelHandle
     return cancelled() ? absl::CancelledError("comparison cancelled") : absl::OkStatus();
   };
 
-  // The same token ids for everyone: the baseline's tokenization, truncated.
+  // The same token ids for everyone: the baseline's tokenization, truncated to max_tokens and
+  // to what keeps one text's distributions (rows x vocab floats, two variants at a time) under
+  // kMaxDistributionBytes: 512 rows at a 128k vocabulary.
+  constexpr int64_t kMaxDistributionBytes = int64_t{256} << 20;
+  const int64_t vocab = std::max<int64_t>(1, base.description().vocab_size);
+  const int64_t max_tokens = std::max<int64_t>(
+      2, std::min<int64_t>(settings.max_tokens, kMaxDistributionBytes / (vocab * 4) + 1));
   std::vector<std::vector<int32_t>> texts;
   for (const std::string& text : settings.texts) {
     absl::StatusOr<engine::TokenizeResult> t = base.model().Tokenize(text, true);
     if (!t.ok()) return t.status();
-    if (static_cast<int64_t>(t->token_ids.size()) > settings.max_tokens) {
-      t->token_ids.resize(settings.max_tokens);
-    }
+    if (static_cast<int64_t>(t->token_ids.size()) > max_tokens) t->token_ids.resize(max_tokens);
     if (t->token_ids.size() >= 2) texts.push_back(std::move(t->token_ids));
   }
   if (texts.empty()) {

@@ -3,9 +3,10 @@
 // (request pool) thread. Everything runs through each model's own engine calls (Score with
 // full distributions, Generate), so a comparison shares the schedulers fairly with traffic.
 //
-//   1. score: every text, truncated to max_tokens, on the baseline and then on each candidate;
-//      each candidate's rows meet the baseline's in a QualityAccumulator and are dropped, so
-//      memory holds two texts' distributions at a time;
+//   1. score: every text, truncated to max_tokens (and to 256 MiB of distributions: 512 tokens
+//      at a 128k vocabulary), on the baseline and then on each candidate; each candidate's rows
+//      meet the baseline's in a QualityAccumulator and are dropped, so memory holds two texts'
+//      distributions at a time;
 //   2. greedy: a continuation of continuation_tokens from the first text's opening, greedy,
 //      compared token by token with the baseline's;
 //   3. speed: one generation per variant, one variant at a time, prefill and decode tok/s from
