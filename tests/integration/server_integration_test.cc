@@ -188,6 +188,17 @@ class ServerIntegrationTest : public ::testing::Test {
     (void)models_->UnloadModel(&ctx, req, &resp);
   }
 
+  // Runs a Compare to its end; the report is the last message's.
+  static grpc::Status Compare(const v1::CompareRequest& request, v1::CompareReport* report) {
+    grpc::ClientContext ctx;
+    auto reader = inference_->Compare(&ctx, request);
+    v1::CompareProgress p;
+    while (reader->Read(&p)) {
+      if (p.has_report()) *report = p.report();
+    }
+    return reader->Finish();
+  }
+
   static GenerateResult Greedy(const std::string& model, int tokens) {
     v1::GenerateRequest req;
     req.set_model(model);
@@ -634,16 +645,8 @@ TEST_F(ServerIntegrationTest, CompareRanksQuantizationsAndRoutesServeVariants) {
   request.set_continuation_tokens(8);
   request.set_speed_new_tokens(4);
   v1::CompareReport report;
-  {
-    grpc::ClientContext ctx;
-    auto reader = inference_->Compare(&ctx, request);
-    v1::CompareProgress p;
-    while (reader->Read(&p)) {
-      if (p.has_report()) report = p.report();
-    }
-    const grpc::Status s = reader->Finish();
-    ASSERT_TRUE(s.ok()) << s.error_message();
-  }
+  const grpc::Status compared = Compare(request, &report);
+  ASSERT_TRUE(compared.ok()) << compared.error_message();
   ASSERT_EQ(report.variants_size(), 4);
   const v1::CompareVariant& copy = report.variants(1);
   EXPECT_LT(copy.kl_mean(), 1e-6);
@@ -719,16 +722,8 @@ TEST_F(ServerIntegrationTest, CompareMatchesTheLibrariesOnTheSameTokens) {
   request.set_continuation_tokens(4);
   request.set_speed_new_tokens(2);
   v1::CompareReport report;
-  {
-    grpc::ClientContext ctx;
-    auto reader = inference_->Compare(&ctx, request);
-    v1::CompareProgress p;
-    while (reader->Read(&p)) {
-      if (p.has_report()) report = p.report();
-    }
-    const grpc::Status s = reader->Finish();
-    ASSERT_TRUE(s.ok()) << s.error_message();
-  }
+  const grpc::Status compared = Compare(request, &report);
+  ASSERT_TRUE(compared.ok()) << compared.error_message();
   EXPECT_EQ(report.tokens(), ref["max_tokens"].get<int64_t>() - 1);
   EXPECT_NEAR(report.variants(0).perplexity(), ref["baseline_perplexity"].get<double>(),
               1e-4 * ref["baseline_perplexity"].get<double>());

@@ -92,6 +92,7 @@ TEST(RouteTableTest, KeysStickAndWeightChangesMoveOnlyTowardTheGrowingVariant) {
     }
   }
   EXPECT_NEAR(moved / 2000.0, 0.25, 0.04);
+  RecordProperty("keys_moved_of_2000", moved);
 }
 
 TEST(RouteTableTest, VariantsThatAreNotReadyGiveAwayOnlyTheirOwnTraffic) {
