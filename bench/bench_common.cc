@@ -149,6 +149,14 @@ absl::StatusOr<std::vector<Preset>> ReadPresets(const std::string& path) {
       }
       p.bits_per_weight = row["bits_per_weight"].get<double>();
     }
+    if (row.contains("kernel_activations")) {
+      const nlohmann::json& a = row["kernel_activations"];
+      if (!a.is_string() || (a != "int8" && a != "int16")) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, ": preset ", p.name, ": kernel_activations must be int16|int8"));
+      }
+      p.activation_bits = a == "int8" ? 8 : 16;
+    }
     out.push_back(std::move(p));
   }
   return out;

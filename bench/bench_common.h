@@ -22,6 +22,8 @@ struct Preset {
   std::string quantization_config_json;  // "" = float (no quantization)
   // Bytes per linear weight a decode step reads x 8, scales and zeros included; 0 = unknown.
   double bits_per_weight = 0;
+  // LoadOptions::activation_bits: 8 for "kernel_activations": "int8" rows, else 16.
+  int activation_bits = 16;
 };
 
 // Reads the preset table. Errors: NOT_FOUND (no file), INVALID_ARGUMENT (bad JSON or row).

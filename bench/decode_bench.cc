@@ -155,6 +155,7 @@ PresetResult RunPreset(const bench::Preset& preset, const std::string& model_dir
   load.dtype = preset.dtype;
   load.quantization_config_json = preset.quantization_config_json;
   load.num_threads = threads;
+  load.activation_bits = preset.activation_bits;
   std::string last_phase;
   std::cerr << "[" << preset.name << "] loading" << std::flush;
   absl::StatusOr<std::unique_ptr<engine::ServableModel>> loaded =

@@ -134,6 +134,15 @@ int main(int argc, char** argv) {
           const qk::PackedWeight* o = keep.back().get();
           c4.push_back({o->name() + " table g64", [o, &x] { return o->Matmul(x); }, {}});
         }
+        if (avx512) {  // the opt-in int8 activations: affine g128 and the NF4 table g64
+          for (qk::Lut4Weight w : {lut4(true, 128), lut4(false, 64)}) {
+            w.activation_bits = 8;
+            keep.push_back(Must(qk::internal::PackLut4Cpu(w, CpuPackOptions{CpuKernel::kAuto, 4})));
+            const qk::PackedWeight* o = keep.back().get();
+            c4.push_back({o->name() + (w.group_size == 128 ? " affine g128" : " table g64"),
+                          [o, &x] { return o->Matmul(x); }, {}});
+          }
+        }
         Race("4-bit " + tag, c4, rounds);
       }
     }

@@ -63,7 +63,10 @@ if [ ! -f "$gguf_dir/model-bf16.gguf" ] || [ "$model/bench_model.json" -nt "$ggu
   rm -f "$gguf_dir"/model-q*.gguf "$gguf_dir"/model-iq*.gguf
 fi
 # llama.cpp type : our preset (same bits, as close a scheme as our presets have).
-pairs=(BF16:bf16 Q8_0:quanto_int8 Q4_0:quanto_int4 IQ4_NL:bnb_nf4)
+# The _a8 presets are the same models with the opt-in int8-activation kernels
+# (kernel_activations "int8"), the arithmetic llama.cpp's Q4_0/IQ4_NL dot products use.
+pairs=(BF16:bf16 Q8_0:quanto_int8 Q4_0:quanto_int4 IQ4_NL:bnb_nf4 Q4_0:quanto_int4_a8
+       IQ4_NL:bnb_nf4_a8)
 for pair in "${pairs[@]}"; do
   t="${pair%%:*}" lower="$(echo "${pair%%:*}" | tr 'A-Z' 'a-z')"
   [ "$t" = BF16 ] && continue
@@ -75,9 +78,10 @@ done
 out="${QS_BENCH_OUT:-$QS_BENCH_DIR/results/llamacpp-$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$out"
 methods="$(printf '%s\n' "${pairs[@]}" | cut -d: -f2 | paste -sd, -)"
+types="$(printf '%s\n' "${pairs[@]}" | cut -d: -f1 | awk '!seen[$0]++')"
 for r in $(seq 1 "$rounds"); do
-  for pair in "${pairs[@]}"; do
-    lower="$(echo "${pair%%:*}" | tr 'A-Z' 'a-z')"
+  for t in $types; do
+    lower="$(echo "$t" | tr 'A-Z' 'a-z')"
     log "round $r: llama-bench $lower"
     "$bin/llama-bench" -m "$gguf_dir/model-$lower.gguf" -t "$threads" -p "$prompt" -n "$decode" \
       -r 1 -o json > "$out/llamacpp-$lower-$r.json"

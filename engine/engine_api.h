@@ -39,6 +39,8 @@ struct LoadOptions {
   // activations; quant::Quantizer::Calibrate). Each is tokenized with special tokens and run
   // through the model once, in order. Empty = none; a method that needs them refuses the load.
   std::vector<std::string> calibration_texts;
+  // The CPU 4-bit kernels' input precision: 16 or 8 (quant::kernels::Lut4Weight).
+  int activation_bits = 16;
   // Continuous batching (causal LMs): sequences decoded together in one step, prompt tokens
   // prefilled per step, and the KV cache budget over all of them (0 = enough for
   // max_batch_size sequences at full context). Embed batches up to max_prefill_tokens too.

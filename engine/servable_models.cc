@@ -323,6 +323,7 @@ absl::StatusOr<std::unique_ptr<ServableModel>> LoadServableModel(
   lo.dtype = options.dtype;
   lo.device = options.device_map;
   lo.has_calibration_texts = !options.calibration_texts.empty();
+  lo.activation_bits = options.activation_bits;
   // "ready" is reported here, once calibration (if any) is done too.
   LoadProgress last;
   auto loaded = loader::RunLoadPipeline(lo, [&](const loader::LoadPipelineProgress& p) {

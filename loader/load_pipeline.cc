@@ -368,6 +368,7 @@ absl::StatusOr<LoadedModel> RunLoadPipeline(
   }
   target.device_map = options.device_map;
   target.has_calibration_texts = options.has_calibration_texts;
+  target.activation_bits = options.activation_bits;
   QS_ASSIGN_OR_RETURN(target.dtype, ResolveDtype(options.dtype, config.torch_dtype));
   QS_ASSIGN_OR_RETURN(target.device, ResolveDevice(options.device));
   QS_RETURN_IF_ERROR(out.quantizer->ValidateEnvironment(target));

@@ -50,6 +50,8 @@ struct LoadPipelineOptions {
   // The caller will calibrate the model after loading (engine: LoadOptions::calibration_texts
   // is not empty); handed to the quantizer in LoadTarget.
   bool has_calibration_texts = false;
+  // The CPU 4-bit kernels' input precision (16 or 8), handed to the quantizer in LoadTarget.
+  int activation_bits = 16;
 };
 
 struct LoadPipelineProgress {

@@ -22,6 +22,9 @@ struct LinearOptions {
   int64_t out_features = 0;
   bool bias = false;
   c10::ScalarType dtype = c10::ScalarType::Float;  // compute dtype
+  // Quantized layers: the CPU 4-bit kernels' input precision, 16 or 8
+  // (quant::kernels::Lut4Weight::activation_bits). Dense layers ignore it.
+  int activation_bits = 16;
 };
 
 // y = x W^T + b. The interface every quantized linear implements; a quantizer's

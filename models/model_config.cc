@@ -1,5 +1,7 @@
 #include "models/model_config.h"
 
+#include <tuple>
+
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -194,6 +196,32 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& config_json,
                           std::pair{"num_attention_heads", c.num_attention_heads}}) {
     if (dst <= 0) return FieldError(key, "must be a positive integer");
   }
+  // Upper bounds far above any published model (the largest have ~260k vocabularies, 16k
+  // hidden, 53k intermediate, 126 layers, 128 heads of 256, 10M positions): a config beyond
+  // them is refused here, in microseconds, instead of sizing a skeleton or a loop by it.
+  for (auto [key, value, max] :
+       {std::tuple{"vocab_size", c.vocab_size, int64_t{1} << 22},
+        std::tuple{"hidden_size", c.hidden_size, int64_t{1} << 16},
+        std::tuple{"intermediate_size", c.intermediate_size, int64_t{1} << 18},
+        std::tuple{"num_hidden_layers", c.num_hidden_layers, int64_t{1} << 10},
+        std::tuple{"num_attention_heads", c.num_attention_heads, int64_t{1} << 10},
+        std::tuple{"num_key_value_heads", c.num_key_value_heads, int64_t{1} << 10},
+        std::tuple{"head_dim", c.head_dim, int64_t{1} << 10},
+        std::tuple{"max_position_embeddings", c.max_position_embeddings, int64_t{1} << 24},
+        std::tuple{"type_vocab_size", c.type_vocab_size, int64_t{1} << 10}}) {
+    if (value > max) {
+      return FieldError(key, absl::StrCat("is ", value, "; at most ", max,
+                                          " is accepted (no real model is this large)"));
+    }
+  }
+  // Present but not positive is an error; absent takes the default below.
+  for (const char* key : {"max_position_embeddings", "head_dim", "num_key_value_heads"}) {
+    const auto it = j.find(key);
+    if (it != j.end() && !it->is_null() && it->get<int64_t>() <= 0) {
+      return FieldError(key, "must be a positive integer when present");
+    }
+  }
+  if (c.type_vocab_size < 0) return FieldError("type_vocab_size", "must not be negative");
   if (c.num_key_value_heads <= 0) c.num_key_value_heads = c.num_attention_heads;
   if (c.num_attention_heads % c.num_key_value_heads != 0) {
     return FieldError("num_key_value_heads", "must divide num_attention_heads");

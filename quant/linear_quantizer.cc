@@ -91,6 +91,7 @@ absl::Status LinearQuantizer::ProcessModelBeforeWeightLoading(models::Module& ro
     const std::string child = dot == std::string::npos ? m.name : m.name.substr(dot + 1);
     models::LinearOptions options = dense->options();
     options.dtype = target.dtype;
+    options.activation_bits = target.activation_bits;
     std::shared_ptr<QuantizedLinear> q;
     QS_RETURN_IF_ERROR(common::TorchCall(absl::StrCat("building ", method_, " module ", m.name),
                                          [&]() -> absl::Status {

@@ -49,6 +49,7 @@ struct LoadTarget {
   c10::ScalarType dtype = c10::ScalarType::Float;  // compute dtype after UpdateTorchDtype
   bool checkpoint_is_prequantized = false;        // config.json carried a quantization_config
   bool has_calibration_texts = false;  // the load brings calibration texts (see Calibrate)
+  int activation_bits = 16;  // the CPU 4-bit kernels' input precision: 16 or 8 (opt-in)
   // Module prefix -> "cpu" | "disk" | "cuda:N" (empty: everything on `device`).
   std::map<std::string, std::string> device_map;
   // The checkpoint's safetensors "__metadata__" entries, merged over its shards (torchao

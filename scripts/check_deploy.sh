@@ -4,7 +4,10 @@
 #   helm lint --strict and helm template of helm/quantserve with its default values and with
 #   ci/full-values.yaml, each rendering validated by kubernetes-validate --strict against
 #   Kubernetes 1.30, the CRDs it cannot check (ScaledObject, ServiceMonitor) checked field by
-#   field here, and values.schema.json shown to reject bad values.
+#   field here, and values.schema.json shown to reject bad values; the Prometheus rules checked
+#   and unit-tested with promtool (deploy/prometheus). The dashboard's and the rules' metric
+#   names are checked against a running server by server_test
+#   (DashboardAndAlertRulesNameExportedMetrics).
 # Tools come from requirements-deploy.txt in a cached venv (scripts/lib.sh ensure_deploy_tools).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 set -euo pipefail
@@ -13,6 +16,13 @@ PATH="$venv/bin:$PATH"
 chart="$QS_ROOT/helm/quantserve"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
+
+promtool="$(ensure_promtool)"
+log "promtool check rules / test rules (deploy/prometheus)"
+"$promtool" check rules "$QS_ROOT/deploy/prometheus/quantserve-rules.yaml" >/dev/null
+(cd "$QS_ROOT/deploy/prometheus" && "$promtool" test rules quantserve-rules_test.yaml >/dev/null)
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["panels"] and all("targets" in p or p["type"]=="row" for p in d["panels"])' \
+  "$QS_ROOT/deploy/grafana/quantserve-dashboard.json"
 
 log "hadolint $(hadolint --version | head -1)"
 hadolint --config "$QS_ROOT/.hadolint.yaml" "$QS_ROOT/Dockerfile"
@@ -62,7 +72,17 @@ assert grace > drain + c["lifecycle"]["preStop"]["sleep"]["seconds"], (grace, dr
 startup = json.loads(full["ConfigMap"]["data"]["startup.json"])
 assert [m["name"] for m in startup["models"]] == ["llama-bf16", "llama-nf4"], startup
 assert startup["routes"][0]["variants"][1] == {"model": "llama-nf4", "weight": 1}, startup
+# Token Secrets: each flag names a file inside a directory-mounted Secret volume (rotation
+# reaches it; a subPath mount would not).
+mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+volumes = {v["name"]: v for v in pod["volumes"]}
+for flag, secret in (("--auth_token_file=", "quantserve-admin-tokens"),
+                     ("--inference_token_file=", "quantserve-inference-tokens")):
+    path = [a for a in c["args"] if a.startswith(flag)][0][len(flag):]
+    vol = volumes[mounts[path.rsplit("/", 1)[0]]]
+    assert vol["secret"]["secretName"] == secret and not any("subPath" in m for m in c["volumeMounts"]), vol
 default = {d["kind"]: d for d in docs(sys.argv[2])}
+assert not any("token_file" in a for a in default["Deployment"]["spec"]["template"]["spec"]["containers"][0]["args"])
 assert set(default) == {"ServiceAccount", "ConfigMap", "Service", "Deployment", "PodDisruptionBudget"}, set(default)
 print("crd and config checks passed")
 PY

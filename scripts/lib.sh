@@ -67,6 +67,25 @@ ensure_venv() {
 # The deployment-check tools (requirements-deploy.txt) in their own cached venv, keyed by that
 # file's hash, with helm (v4) extracted from the kubectl-layer wheel into its bin/. Prints the
 # venv's path.
+# promtool from Debian's prometheus package, unpacked into the cache (the package itself would
+# install and start a Prometheus server; only its rules checker is wanted). Prints its path.
+PROMTOOL_DEB_VERSION="2.42.0+ds-5+deb12u1"
+ensure_promtool() {
+  local dir="$QS_CACHE_DIR/promtool-$PROMTOOL_DEB_VERSION"
+  if [ ! -x "$dir/promtool" ]; then
+    log "fetching promtool (Debian prometheus $PROMTOOL_DEB_VERSION, first time only)"
+    local tmp
+    tmp="$(mktemp -d)"
+    (cd "$tmp" && apt-get download "prometheus=$PROMTOOL_DEB_VERSION" >/dev/null 2>&1) ||
+      { log "apt-get download prometheus failed"; rm -rf "$tmp"; return 1; }
+    dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/x"
+    mkdir -p "$dir"
+    cp "$tmp/x/usr/bin/promtool" "$dir/promtool"
+    rm -rf "$tmp"
+  fi
+  echo "$dir/promtool"
+}
+
 ensure_deploy_tools() {
   local hash venv
   hash="$(sha256sum "$QS_ROOT/requirements-deploy.txt" | cut -c1-16)"

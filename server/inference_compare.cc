@@ -76,7 +76,8 @@ absl::StatusOr<std::vector<std::string>> HeldOutTexts(const ModelRegistry& regis
                                                       const std::string& model) {
   absl::StatusOr<ModelSnapshot> snapshot = registry.Get(model);
   if (!snapshot.ok()) return snapshot.status();
-  absl::StatusOr<std::string> dir = ResolveModelPath(registry.options().model_root, snapshot->path);
+  absl::StatusOr<std::string> dir = ResolveModelPath(
+      registry.options().model_root, snapshot->path, registry.options().allow_symlinks_outside_root);
   if (!dir.ok()) return dir.status();
   std::ifstream in(*dir + "/heldout.txt");
   if (!in) {
@@ -105,6 +106,10 @@ grpc::ServerWriteReactor<v1::CompareProgress>* InferenceService::Compare(
                       metrics->RecordRequest(kCompare, labels, status.code(),
                                              absl::ToDoubleSeconds(absl::Now() - start));
                     }});
+  if (absl::Status s = Authorize(options_.auth, context, kCompare); !s.ok()) {
+    stream->Finish(std::move(s));
+    return stream->reactor();
+  }
   absl::StatusOr<CompareSettings> settings = Settings(*request);
   if (!settings.ok()) {
     stream->Finish(settings.status());

@@ -399,6 +399,10 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceService::Generate(
                       }
                     }});
   call->Attach(stream);
+  if (absl::Status s = Authorize(options_.auth, context, kGenerate); !s.ok()) {
+    stream->Finish(std::move(s));
+    return stream->reactor();
+  }
   if (absl::Status s = ValidateGenerateRequest(*request, options_.limits); !s.ok()) {
     stream->Finish(std::move(s));
     return stream->reactor();
@@ -450,6 +454,10 @@ grpc::ServerUnaryReactor* InferenceService::RunUnary(grpc::CallbackServerContext
     metrics->RecordRequest(rpc, labels, status.code(), SecondsSince(start));
     reactor->Finish(ToGrpcStatus(status));
   };
+  if (absl::Status s = Authorize(options_.auth, context, rpc); !s.ok()) {
+    finish(ModelLabels(), s);
+    return reactor;
+  }
   if (!validation.ok()) {
     finish(ModelLabels(), validation);
     return reactor;

@@ -29,6 +29,7 @@
 
 #include "absl/status/statusor.h"
 #include "quantserve/v1/inference_service.grpc.pb.h"
+#include "server/auth.h"
 #include "server/model_registry.h"
 #include "server/request_validation.h"
 #include "server/route_table.h"
@@ -46,6 +47,9 @@ class InferenceService final : public v1::InferenceService::CallbackService {
     ServerMetrics* metrics = nullptr;
     // Routes clients may name in place of a model. Optional; must outlive the service.
     RouteTable* routes = nullptr;
+    // Bearer-token checks (server/auth.h). Optional (null = every RPC open); must outlive
+    // the service.
+    Authenticator* auth = nullptr;
     // Request limits checked before any work is done.
     RequestLimits limits{};
     // Threads running blocking engine calls (Embed, Score, Tokenize); >= 1.

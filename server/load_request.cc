@@ -85,9 +85,7 @@ absl::Status ValidateLoadRequest(const LoadRequest& request) {
   if (absl::Status s = ValidateModelName(request.name); !s.ok()) {
     return s;
   }
-  if (request.path.empty()) {
-    return FieldError("path", "required (a model directory under --model_root)");
-  }
+  if (absl::Status s = CheckRequestPath(request.path); !s.ok()) return s;
   if (absl::Status s = CheckJsonObject("quantization_config", request.quantization_config_json);
       !s.ok()) {
     return s;
@@ -119,6 +117,11 @@ absl::Status ValidateLoadRequest(const LoadRequest& request) {
   if (request.num_threads < 0) {
     return FieldError("num_threads", absl::StrCat("must be >= 0, got ", request.num_threads));
   }
+  if (!request.kernel_activations.empty() && request.kernel_activations != "int16" &&
+      request.kernel_activations != "int8") {
+    return FieldError("kernel_activations", absl::StrCat("'", request.kernel_activations,
+                                                         "' is not int16|int8"));
+  }
   return absl::OkStatus();
 }
 
@@ -138,12 +141,22 @@ std::string RequestedQuantMethod(absl::string_view quantization_config_json) {
   return it->get<std::string>();
 }
 
-absl::StatusOr<std::string> ResolveModelPath(absl::string_view model_root, absl::string_view path) {
+absl::Status CheckRequestPath(absl::string_view path) {
   if (path.empty()) {
-    return FieldError("path", "required (a model directory under --model_root)");
+    return FieldError("path", "required (a directory under --model_root)");
   }
-  const fs::path root{std::string(model_root)};
+  for (const char c : path) {
+    // The OS would read a NUL as the end of the path: "a\0b" would load "a".
+    if (c == '\0') return FieldError("path", "contains a NUL byte");
+    if (static_cast<unsigned char>(c) < 0x20) {
+      return FieldError("path", "contains a control character");
+    }
+  }
   const fs::path requested{std::string(path)};
+  if (requested.is_absolute()) {
+    return FieldError("path", absl::StrCat("'", path,
+                                           "' is absolute; paths are relative to --model_root"));
+  }
   for (const fs::path& component : requested) {
     if (component == "..") {
       return FieldError("path", absl::StrCat("'", path,
@@ -151,8 +164,14 @@ absl::StatusOr<std::string> ResolveModelPath(absl::string_view model_root, absl:
                                              "--model_root"));
     }
   }
-  fs::path candidate = requested.is_absolute() ? requested.lexically_normal()
-                                               : (root / requested).lexically_normal();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ResolveModelPath(absl::string_view model_root, absl::string_view path,
+                                             bool allow_symlinks_outside_root) {
+  if (absl::Status s = CheckRequestPath(path); !s.ok()) return s;
+  const fs::path root{std::string(model_root)};
+  const fs::path candidate = (root / fs::path(std::string(path))).lexically_normal();
   if (!IsWithin(candidate, root)) {
     return FieldError("path", absl::StrCat("'", path, "' is outside --model_root"));
   }
@@ -165,8 +184,10 @@ absl::StatusOr<std::string> ResolveModelPath(absl::string_view model_root, absl:
   if (ec) {
     return absl::NotFoundError(absl::StrCat("path: cannot resolve '", path, "': ", ec.message()));
   }
-  if (!IsWithin(canonical, root)) {
-    return FieldError("path", absl::StrCat("'", path, "' leads outside --model_root"));
+  if (!allow_symlinks_outside_root && !IsWithin(canonical, root)) {
+    return FieldError("path", absl::StrCat("'", path,
+                                           "' leads outside --model_root through a symlink "
+                                           "(--allow_symlinks_outside_root permits it)"));
   }
   if (!fs::is_directory(canonical, ec)) {
     return FieldError("path", absl::StrCat("'", path, "' is not a directory"));
@@ -176,20 +197,9 @@ absl::StatusOr<std::string> ResolveModelPath(absl::string_view model_root, absl:
 
 absl::StatusOr<std::string> ResolveNewModelPath(absl::string_view model_root,
                                                 absl::string_view path) {
-  if (path.empty()) {
-    return FieldError("path", "required (a new directory under --model_root)");
-  }
+  if (absl::Status s = CheckRequestPath(path); !s.ok()) return s;
   const fs::path root{std::string(model_root)};
-  const fs::path requested{std::string(path)};
-  for (const fs::path& component : requested) {
-    if (component == "..") {
-      return FieldError("path", absl::StrCat("'", path,
-                                             "' contains '..'; paths are resolved inside "
-                                             "--model_root"));
-    }
-  }
-  const fs::path candidate = requested.is_absolute() ? requested.lexically_normal()
-                                                     : (root / requested).lexically_normal();
+  const fs::path candidate = (root / fs::path(std::string(path))).lexically_normal();
   if (!IsWithin(candidate, root) || candidate == root) {
     return FieldError("path", absl::StrCat("'", path, "' is not a new directory inside --model_root"));
   }
@@ -239,12 +249,14 @@ absl::StatusOr<std::vector<LoadRequest>> ParseStartupConfig(absl::string_view js
     LoadRequest request;
     for (const auto& [key, value] : entry.items()) {
       const std::string field = absl::StrCat(where, ".", key);
-      if (key == "name" || key == "path" || key == "dtype") {
+      if (key == "name" || key == "path" || key == "dtype" || key == "kernel_activations") {
         if (!value.is_string()) {
           return absl::InvalidArgumentError(absl::StrCat(field, ": must be a string"));
         }
-        std::string& target =
-            key == "name" ? request.name : (key == "path" ? request.path : request.dtype);
+        std::string& target = key == "name"    ? request.name
+                              : key == "path"  ? request.path
+                              : key == "dtype" ? request.dtype
+                                               : request.kernel_activations;
         target = value.get<std::string>();
       } else if (key == "quantization_config" || key == "device_map" || key == "max_memory") {
         absl::StatusOr<std::string> text = JsonOrText(value, field);
@@ -276,7 +288,7 @@ absl::StatusOr<std::vector<LoadRequest>> ParseStartupConfig(absl::string_view js
         return absl::InvalidArgumentError(absl::StrCat(
             field,
             ": unknown key (expected name, path, quantization_config, dtype, device_map, "
-            "max_memory, num_threads, calibration_texts)"));
+            "max_memory, num_threads, calibration_texts, kernel_activations)"));
       }
     }
     if (absl::Status s = ValidateLoadRequest(request); !s.ok()) {

@@ -39,6 +39,10 @@ ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9090",
 ABSL_FLAG(std::string, model_root, "",
           "Required. Directory holding model directories; every LoadModel path and startup "
           "config path is resolved inside it (paths escaping it are refused).");
+ABSL_FLAG(bool, allow_symlinks_outside_root, false,
+          "Let model directories under --model_root be symlinks to a model store elsewhere "
+          "(read only: SaveModel never writes outside --model_root). Symlinks that stay inside "
+          "the root, as in Hugging Face cache layouts, work without it.");
 ABSL_FLAG(std::string, config, "",
           "Startup config JSON to preload models from, e.g. "
           "{\"models\":[{\"name\":\"tiny\",\"path\":\"tiny-llama\","
@@ -82,6 +86,19 @@ ABSL_FLAG(bool, deterministic, false,
 ABSL_FLAG(double, drain_timeout_seconds, 30,
           "On shutdown and unload: how long in-flight requests may finish before they are "
           "cancelled.");
+ABSL_FLAG(bool, vllm_compatible_metrics, false,
+          "Also export vllm:num_requests_waiting, vllm:num_requests_running and "
+          "vllm:kv_cache_usage_perc{model_name}, the gauges routers and autoscalers written for "
+          "vLLM read (Gateway API Inference Extension, production-stack).");
+ABSL_FLAG(std::string, auth_token_file, "",
+          "File of bearer tokens (one per line, '#' comments) that LoadModel, UnloadModel, "
+          "SaveModel, SetRoute and DeleteRoute require as 'authorization: Bearer <token>' "
+          "metadata (missing: UNAUTHENTICATED, wrong: PERMISSION_DENIED). Re-read when it "
+          "changes. Empty = those RPCs are open to anyone who reaches the port.");
+ABSL_FLAG(std::string, inference_token_file, "",
+          "File of bearer tokens that Generate, Embed, Score, Tokenize, Compare and the model "
+          "and route listings require (admin tokens work too). Empty = open. Health and "
+          "reflection are always open.");
 
 namespace {
 
@@ -168,7 +185,10 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  std::unique_ptr<server::ServerMetrics> metrics = server::ServerMetrics::CreateDefault();
+  server::ServerMetrics::Options metrics_options;
+  metrics_options.vllm_compatible_gauges = absl::GetFlag(FLAGS_vllm_compatible_metrics);
+  std::unique_ptr<server::ServerMetrics> metrics =
+      *server::ServerMetrics::Create(metrics_options);  // default buckets: cannot fail
   std::unique_ptr<prometheus::Exposer> exposer;
   std::string metrics_address = "disabled";
   if (const std::string listen = absl::GetFlag(FLAGS_metrics_listen); !listen.empty()) {
@@ -209,6 +229,7 @@ int main(int argc, char** argv) {
   options.batching = batching;
   options.listen_address = absl::GetFlag(FLAGS_listen);
   options.model_root = absl::GetFlag(FLAGS_model_root);
+  options.allow_symlinks_outside_root = absl::GetFlag(FLAGS_allow_symlinks_outside_root);
   options.loader = quantserve::engine::LoadServableModel;
   options.metrics = metrics.get();
   options.startup_config_path = absl::GetFlag(FLAGS_config);
@@ -222,6 +243,8 @@ int main(int argc, char** argv) {
   options.limits.max_embed_texts = absl::GetFlag(FLAGS_max_embed_texts);
   options.limits.max_embed_bytes = absl::GetFlag(FLAGS_max_embed_bytes);
   options.drain_timeout = drain;
+  options.admin_token_file = absl::GetFlag(FLAGS_auth_token_file);
+  options.inference_token_file = absl::GetFlag(FLAGS_inference_token_file);
   absl::StatusOr<std::unique_ptr<server::Server>> created = server::Server::Create(options);
   if (!created.ok()) {
     QS_LOG(ERROR) << "cannot start" << Kv("code", absl::StatusCodeToString(created.status().code()))
@@ -234,6 +257,8 @@ int main(int argc, char** argv) {
                << Kv("model_root", srv->registry().options().model_root)
                << Kv("devices", quantserve::engine::DescribeDevices())
                << Kv("models", absl::StrJoin(srv->startup_models(), ","))
+               << Kv("admin_auth", options.admin_token_file.empty() ? "open" : "token")
+               << Kv("inference_auth", options.inference_token_file.empty() ? "open" : "token")
                << Kv("quant_methods",
                      absl::StrJoin(quantserve::engine::SupportedQuantMethods(), ","));
 

@@ -264,7 +264,8 @@ absl::Status ModelRegistry::StartLoad(const LoadRequest& request, ProgressCallba
   if (absl::Status s = ValidateLoadRequest(request); !s.ok()) {
     return s;
   }
-  absl::StatusOr<std::string> resolved = ResolveModelPath(options_.model_root, request.path);
+  absl::StatusOr<std::string> resolved = ResolveModelPath(options_.model_root, request.path,
+                                                              options_.allow_symlinks_outside_root);
   if (!resolved.ok()) {
     return resolved.status();
   }
@@ -301,6 +302,7 @@ absl::Status ModelRegistry::StartLoad(const LoadRequest& request, ProgressCallba
   load_options.num_threads =
       request.num_threads > 0 ? request.num_threads : options_.default_num_threads;
   load_options.calibration_texts = request.calibration_texts;
+  load_options.activation_bits = request.kernel_activations == "int8" ? 8 : 16;
   load_options.max_batch_size = options_.batching.max_batch_size;
   load_options.max_prefill_tokens = options_.batching.max_prefill_tokens;
   load_options.kv_cache_bytes = options_.batching.kv_cache_bytes;

@@ -131,6 +131,8 @@ class ModelRegistry {
   struct Options {
     // Directory every model path is resolved inside. Required; must exist.
     std::string model_root{};
+    // Loads may follow symlinks that lead outside model_root (ResolveModelPath).
+    bool allow_symlinks_outside_root = false;
     // Loads a model (see ModelLoader). Required.
     ModelLoader loader{};
     // Threads running loads concurrently; >= 1.

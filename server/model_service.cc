@@ -74,6 +74,7 @@ LoadRequest FromProto(const v1::LoadModelRequest& request) {
   out.num_threads = request.num_threads();
   out.calibration_texts.assign(request.calibration_texts().begin(),
                                request.calibration_texts().end());
+  out.kernel_activations = request.kernel_activations();
   return out;
 }
 
@@ -148,6 +149,10 @@ grpc::ServerWriteReactor<v1::LoadModelProgress>* ModelService::LoadModel(
          absl::MutexLock lock(&labels->mu);
          metrics->RecordRequest(kLoadModel, labels->value, status.code(), SecondsSince(start));
        }});
+  if (absl::Status s = Authorize(options_.auth, context, kLoadModel); !s.ok()) {
+    stream->Finish(std::move(s));
+    return stream->reactor();
+  }
   LoadRequest load = FromProto(*request);
   if (options_.routes != nullptr && options_.routes->Contains(load.name)) {
     stream->Finish(absl::AlreadyExistsError(
@@ -202,6 +207,10 @@ grpc::ServerUnaryReactor* ModelService::UnloadModel(grpc::CallbackServerContext*
                                                     v1::UnloadModelResponse* response) {
   const absl::Time start = absl::Now();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (absl::Status s = Authorize(options_.auth, context, kUnloadModel); !s.ok()) {
+    FinishUnary(reactor, kUnloadModel, start, ModelLabels(), s);
+    return reactor;
+  }
   if (absl::Status s = ValidateModelName(request->name()); !s.ok()) {
     FinishUnary(reactor, kUnloadModel, start, ModelLabels(), s);
     return reactor;
@@ -246,10 +255,14 @@ grpc::ServerUnaryReactor* ModelService::ListModels(grpc::CallbackServerContext* 
                                                    const v1::ListModelsRequest* request,
                                                    v1::ListModelsResponse* response) {
   const absl::Time start = absl::Now();
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (absl::Status s = Authorize(options_.auth, context, kListModels); !s.ok()) {
+    FinishUnary(reactor, kListModels, start, ModelLabels(), s);
+    return reactor;
+  }
   for (const ModelSnapshot& snapshot : options_.registry->List()) {
     *response->add_models() = ToModelInfo(snapshot);
   }
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   FinishUnary(reactor, kListModels, start, ModelLabels(), absl::OkStatus());
   return reactor;
 }
@@ -259,6 +272,10 @@ grpc::ServerUnaryReactor* ModelService::GetModel(grpc::CallbackServerContext* co
                                                  v1::ModelInfo* response) {
   const absl::Time start = absl::Now();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (absl::Status s = Authorize(options_.auth, context, kGetModel); !s.ok()) {
+    FinishUnary(reactor, kGetModel, start, ModelLabels(), s);
+    return reactor;
+  }
   if (absl::Status s = ValidateModelName(request->name()); !s.ok()) {
     FinishUnary(reactor, kGetModel, start, ModelLabels(), s);
     return reactor;
@@ -278,6 +295,10 @@ grpc::ServerUnaryReactor* ModelService::SaveModel(grpc::CallbackServerContext* c
                                                   v1::SaveModelResponse* response) {
   const absl::Time start = absl::Now();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (absl::Status s = Authorize(options_.auth, context, kSaveModel); !s.ok()) {
+    FinishUnary(reactor, kSaveModel, start, ModelLabels(), s);
+    return reactor;
+  }
   if (absl::Status s = ValidateModelName(request->name()); !s.ok()) {
     FinishUnary(reactor, kSaveModel, start, ModelLabels(), s);
     return reactor;
@@ -319,6 +340,10 @@ grpc::ServerUnaryReactor* ModelService::SetRoute(grpc::CallbackServerContext* co
                                                  v1::Route* response) {
   const absl::Time start = absl::Now();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (absl::Status s = Authorize(options_.auth, context, kSetRoute); !s.ok()) {
+    FinishUnary(reactor, kSetRoute, start, ModelLabels(), s);
+    return reactor;
+  }
   if (options_.routes == nullptr) {
     FinishUnary(reactor, kSetRoute, start, ModelLabels(),
                 absl::UnimplementedError("this server has no route table"));
@@ -343,6 +368,10 @@ grpc::ServerUnaryReactor* ModelService::DeleteRoute(grpc::CallbackServerContext*
                                                     v1::DeleteRouteResponse* response) {
   const absl::Time start = absl::Now();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (absl::Status s = Authorize(options_.auth, context, kDeleteRoute); !s.ok()) {
+    FinishUnary(reactor, kDeleteRoute, start, ModelLabels(), s);
+    return reactor;
+  }
   absl::Status status = options_.routes == nullptr
                             ? absl::UnimplementedError("this server has no route table")
                             : server::DeleteRoute(*options_.routes, options_.metrics,
@@ -358,12 +387,16 @@ grpc::ServerUnaryReactor* ModelService::ListRoutes(grpc::CallbackServerContext* 
                                                    const v1::ListRoutesRequest* request,
                                                    v1::ListRoutesResponse* response) {
   const absl::Time start = absl::Now();
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (absl::Status s = Authorize(options_.auth, context, kListRoutes); !s.ok()) {
+    FinishUnary(reactor, kListRoutes, start, ModelLabels(), s);
+    return reactor;
+  }
   if (options_.routes != nullptr) {
     for (const RouteSpec& spec : options_.routes->List()) {
       *response->add_routes() = ToProto(spec, *options_.registry);
     }
   }
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   FinishUnary(reactor, kListRoutes, start, ModelLabels(), absl::OkStatus());
   return reactor;
 }

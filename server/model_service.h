@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "quantserve/v1/model_service.grpc.pb.h"
+#include "server/auth.h"
 #include "server/model_registry.h"
 #include "server/route_table.h"
 #include "server/server_metrics.h"
@@ -33,6 +34,9 @@ class ModelService final : public v1::ModelService::CallbackService {
     // The routes (SetRoute/DeleteRoute/ListRoutes). Optional (route RPCs are then
     // UNIMPLEMENTED); must outlive the service.
     RouteTable* routes = nullptr;
+    // Bearer-token checks (server/auth.h). Optional (null = every RPC open); must outlive
+    // the service.
+    Authenticator* auth = nullptr;
   };
 
   // Errors: INVALID_ARGUMENT when registry or metrics is missing.

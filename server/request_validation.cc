@@ -76,6 +76,11 @@ absl::Status ValidateGenerateRequest(const v1::GenerateRequest& request,
     if (request.stop(i).empty()) {
       return FieldError(absl::StrCat("stop[", i, "]"), "must not be empty");
     }
+    if (request.stop(i).size() > limits.max_stop_bytes) {
+      return FieldError(absl::StrCat("stop[", i, "]"),
+                        absl::StrCat("at most ", limits.max_stop_bytes, " bytes, got ",
+                                     request.stop(i).size()));
+    }
   }
   if (request.logprobs() < 0 || request.logprobs() > limits.max_logprobs) {
     return FieldError("logprobs", absl::StrCat("must be in [0, ", limits.max_logprobs, "], got ",

@@ -23,6 +23,8 @@ struct RequestLimits {
   int32_t max_logprobs = 20;
   // Most stop strings per request.
   size_t max_stop_strings = 16;
+  // Longest stop string, in bytes (each is matched against the decoded tail every token).
+  size_t max_stop_bytes = 1024;
   // Most texts per EmbedRequest.
   size_t max_embed_texts = 256;
   // Most bytes of all texts of one EmbedRequest together.

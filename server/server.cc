@@ -54,6 +54,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(Options options) {
   Server* raw = server.get();
   absl::StatusOr<std::unique_ptr<ModelRegistry>> registry = ModelRegistry::Create({
       .model_root = opts.model_root,
+      .allow_symlinks_outside_root = opts.allow_symlinks_outside_root,
       .loader = opts.loader,
       .load_threads = opts.load_threads,
       .default_drain_timeout = opts.drain_timeout,
@@ -83,7 +84,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(Options options) {
     for (const LoadRequest& request : startup) {
       // Misconfiguration fails startup; load errors later only fail their model.
       absl::StatusOr<std::string> resolved =
-          ResolveModelPath(server->registry_->options().model_root, request.path);
+          ResolveModelPath(server->registry_->options().model_root, request.path,
+                           server->registry_->options().allow_symlinks_outside_root);
       if (!resolved.ok()) {
         return absl::Status(resolved.status().code(),
                             absl::StrCat(opts.startup_config_path, ": model '", request.name,
@@ -110,10 +112,21 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(Options options) {
     }
   }
 
+  if (!opts.admin_token_file.empty() || !opts.inference_token_file.empty()) {
+    absl::StatusOr<std::unique_ptr<Authenticator>> auth = Authenticator::Create(
+        {.admin_token_file = opts.admin_token_file,
+         .inference_token_file = opts.inference_token_file});
+    if (!auth.ok()) {
+      return absl::Status(auth.status().code(),
+                          absl::StrCat("token file: ", auth.status().message()));
+    }
+    server->auth_ = *std::move(auth);
+  }
   absl::StatusOr<std::unique_ptr<ModelService>> model_service =
       ModelService::Create({.registry = server->registry_.get(),
                             .metrics = opts.metrics,
-                            .routes = &server->routes_});
+                            .routes = &server->routes_,
+                            .auth = server->auth_.get()});
   if (!model_service.ok()) {
     return model_service.status();
   }
@@ -122,6 +135,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(Options options) {
       InferenceService::Create({.registry = server->registry_.get(),
                                 .metrics = opts.metrics,
                                 .routes = &server->routes_,
+                                .auth = server->auth_.get(),
                                 .limits = opts.limits,
                                 .request_threads = opts.request_threads});
   if (!inference_service.ok()) {
@@ -145,6 +159,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(Options options) {
     server->health_ = server->grpc_server_->GetHealthCheckService();
   }
 
+  if (opts.metrics != nullptr) {
+    server->stats_thread_ = std::thread([raw] { raw->SampleStatsUntilShutdown(); });
+  }
   for (const LoadRequest& request : startup) {
     std::string name = request.name;
     absl::Status started = server->registry_->StartLoad(
@@ -187,6 +204,19 @@ void Server::SetServing(const std::string& name, bool serving) {
 
 void Server::Wait() { shutdown_done_.WaitForNotification(); }
 
+void Server::SampleStatsUntilShutdown() {
+  while (!stop_stats_.WaitForNotificationWithTimeout(options_.stats_interval)) {
+    for (const ModelSnapshot& snapshot : registry_->List()) {
+      if (snapshot.state != ModelState::kReady) continue;
+      absl::StatusOr<ModelHandle> handle = registry_->Acquire(snapshot.name);
+      if (!handle.ok()) continue;  // unloading since List()
+      const engine::ServingStats stats = handle->model().Stats();
+      options_.metrics->SetKvCacheUsage(handle->labels(), stats.kv_cache_used_bytes,
+                                        stats.kv_cache_budget_bytes);
+    }
+  }
+}
+
 void Server::Shutdown(absl::Duration drain_timeout) {
   bool first = false;
   {
@@ -210,6 +240,8 @@ void Server::Shutdown(absl::Duration drain_timeout) {
   if (grpc_server_ != nullptr) {
     grpc_server_->Shutdown(absl::ToChronoTime(deadline));
   }
+  stop_stats_.Notify();
+  if (stats_thread_.joinable()) stats_thread_.join();
   {
     absl::MutexLock lock(&health_mu_);
     health_ = nullptr;  // the registry's unloads below must not reach the stopped service

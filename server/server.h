@@ -17,6 +17,7 @@
 
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -26,6 +27,7 @@
 #include "absl/time/time.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/server.h"
+#include "server/auth.h"
 #include "server/inference_service.h"
 #include "server/model_registry.h"
 #include "server/route_table.h"
@@ -42,6 +44,8 @@ class Server {
     std::string listen_address = "0.0.0.0:50051";
     // Directory every model path is resolved inside. Required.
     std::string model_root{};
+    // Loads may follow symlinks that lead outside model_root (see ResolveModelPath).
+    bool allow_symlinks_outside_root = false;
     // Loads models (engine::LoadServableModel in production). Required.
     ModelLoader loader{};
     // Metrics sink. Required; must outlive the server.
@@ -63,6 +67,12 @@ class Server {
     RequestLimits limits{};
     // How long unloads and shutdown wait for in-flight requests before cancelling them.
     absl::Duration drain_timeout = absl::Seconds(30);
+    // Bearer-token files (server/auth.h): admin RPCs (load, unload, save, routes) and
+    // inference RPCs; "" leaves that scope open.
+    std::string admin_token_file{};
+    std::string inference_token_file{};
+    // How often each READY model's scheduler is sampled for the KV-usage gauges.
+    absl::Duration stats_interval = absl::Seconds(1);
   };
 
   // Errors: INVALID_ARGUMENT (bad options or startup config), NOT_FOUND (model_root, config
@@ -89,6 +99,9 @@ class Server {
  private:
   explicit Server(Options options);
   void SetServing(const std::string& name, bool serving);
+  // The stats thread: samples every READY model's ServingStats into the metrics each
+  // stats_interval until shutdown.
+  void SampleStatsUntilShutdown();
 
   const Options options_;
   // Declared before the registry, whose health callback uses them, so they outlive it.
@@ -98,6 +111,7 @@ class Server {
   std::vector<std::string> startup_models_;
   std::unique_ptr<ModelRegistry> registry_;
   RouteTable routes_;
+  std::unique_ptr<Authenticator> auth_;  // null when no token file is set
   std::unique_ptr<ModelService> model_service_;
   std::unique_ptr<InferenceService> inference_service_;
   std::unique_ptr<grpc::Server> grpc_server_;
@@ -105,6 +119,8 @@ class Server {
   absl::Mutex shutdown_mu_;
   bool shutdown_started_ ABSL_GUARDED_BY(shutdown_mu_) = false;
   absl::Notification shutdown_done_;
+  absl::Notification stop_stats_;
+  std::thread stats_thread_;
 };
 
 }  // namespace quantserve::server

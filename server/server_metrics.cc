@@ -120,8 +120,14 @@ ServerMetrics::ServerMetrics(Options options, std::shared_ptr<prometheus::Regist
       model_linear_layers_(Gauge(*registry_, "quantserve_model_linear_layers",
                                  "Linear layers of the model whose forward runs `kernel`.")),
       model_kv_cache_budget_(Gauge(*registry_, "quantserve_model_kv_cache_budget_bytes",
-                                   "Bytes of KV cache the model's running sequences may hold.")) {
+                                   "Bytes of KV cache the model's running sequences may hold.")),
+      model_kv_cache_usage_(Gauge(*registry_, "quantserve_model_kv_cache_usage_ratio",
+                                  "Fraction (0-1) of the KV cache budget held by running "
+                                  "sequences, sampled about once a second.")) {
   if (options_.vllm_compatible_gauges) {
+    vllm_kv_usage_ = &Gauge(*registry_, "vllm:kv_cache_usage_perc",
+                            "vLLM-compatible alias of quantserve_model_kv_cache_usage_ratio "
+                            "(a 0-1 fraction, as vLLM's).");
     vllm_running_ = &Gauge(*registry_, "vllm:num_requests_running",
                            "vLLM-compatible alias of quantserve_inference_requests_running.");
     vllm_waiting_ = &Gauge(*registry_, "vllm:num_requests_waiting",
@@ -256,6 +262,8 @@ void ServerMetrics::RemoveGauges(ModelGauges& gauges) {
   remove(model_parameters_, gauges.parameters);
   remove(model_peak_load_memory_, gauges.peak_load_memory);
   remove(model_kv_cache_budget_, gauges.kv_cache_budget);
+  remove(model_kv_cache_usage_, gauges.kv_cache_usage);
+  if (vllm_kv_usage_ != nullptr) remove(*vllm_kv_usage_, gauges.vllm_kv_usage);
   for (prometheus::Gauge*& g : gauges.kernels) remove(model_linear_layers_, g);
   gauges.kernels.clear();
 }
@@ -318,6 +326,24 @@ void ServerMetrics::SetModelKernels(const ModelLabels& labels,
     gauges.kv_cache_budget = &model_kv_cache_budget_.Add(ModelLabelSet(labels));
   }
   gauges.kv_cache_budget->Set(static_cast<double>(kv_cache_budget_bytes));
+}
+
+void ServerMetrics::SetKvCacheUsage(const ModelLabels& labels, int64_t used_bytes,
+                                    int64_t budget_bytes) {
+  const double ratio =
+      budget_bytes > 0 ? std::clamp(static_cast<double>(used_bytes) / budget_bytes, 0.0, 1.0) : 0.0;
+  absl::MutexLock lock(&models_mu_);
+  ModelGauges& gauges = GaugesFor(labels);
+  if (gauges.kv_cache_usage == nullptr) {
+    gauges.kv_cache_usage = &model_kv_cache_usage_.Add(ModelLabelSet(labels));
+  }
+  gauges.kv_cache_usage->Set(ratio);
+  if (vllm_kv_usage_ != nullptr) {
+    if (gauges.vllm_kv_usage == nullptr) {
+      gauges.vllm_kv_usage = &vllm_kv_usage_->Add({{"model_name", labels.model}});
+    }
+    gauges.vllm_kv_usage->Set(ratio);
+  }
 }
 
 void ServerMetrics::RemoveModel(absl::string_view model) {

@@ -27,7 +27,9 @@
 //   quantserve_model_state{model,quant_method}                            gauge (ModelState)
 //   quantserve_model_linear_layers{model,quant_method,kernel}             gauge (layers per kernel)
 //   quantserve_model_kv_cache_budget_bytes{model,quant_method}            gauge
-//   vllm:num_requests_running{model_name}, vllm:num_requests_waiting{model_name}  (aliases)
+//   quantserve_model_kv_cache_usage_ratio{model,quant_method}             gauge (0-1)
+//   vllm:num_requests_running{model_name}, vllm:num_requests_waiting{model_name},
+//   vllm:kv_cache_usage_perc{model_name}           (aliases, with vllm_compatible_gauges)
 //
 // A request is "waiting" from admission until the engine starts on it (its first generated
 // token, or the start of a unary engine call) and "running" from then until it ends.
@@ -75,9 +77,11 @@ class ServerMetrics {
     std::vector<double> inter_token_latency_buckets = {
         0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05,
         0.075, 0.1,    0.15,  0.2,  0.3,   0.4,  0.5,   0.75, 1,    2.5};
-    // Also export vllm:num_requests_running / vllm:num_requests_waiting{model_name}, so
-    // routers and autoscalers written for vLLM read our queue without custom configuration.
-    bool vllm_compatible_gauges = true;
+    // Also export vllm:num_requests_running / vllm:num_requests_waiting /
+    // vllm:kv_cache_usage_perc{model_name}, so routers and autoscalers written for vLLM (the
+    // Gateway API Inference Extension, production-stack's router) read us unchanged
+    // (--vllm_compatible_metrics).
+    bool vllm_compatible_gauges = false;
   };
 
   // Errors: INVALID_ARGUMENT when a bucket list is empty or not strictly increasing.
@@ -132,6 +136,8 @@ class ServerMetrics {
   // Which kernel each linear layer runs (kernel name -> layers) and the KV cache budget.
   void SetModelKernels(const ModelLabels& labels, const std::map<std::string, int32_t>& kernels,
                        int64_t kv_cache_budget_bytes);
+  // The share of the model's KV budget in use (sampled by the server about once a second).
+  void SetKvCacheUsage(const ModelLabels& labels, int64_t used_bytes, int64_t budget_bytes);
   // Drops an unloaded model's per-model gauges (counters and histograms stay).
   void RemoveModel(absl::string_view model);
 
@@ -145,6 +151,8 @@ class ServerMetrics {
     prometheus::Gauge* parameters = nullptr;
     prometheus::Gauge* peak_load_memory = nullptr;
     prometheus::Gauge* kv_cache_budget = nullptr;
+    prometheus::Gauge* kv_cache_usage = nullptr;
+    prometheus::Gauge* vllm_kv_usage = nullptr;
     std::vector<prometheus::Gauge*> kernels{};
   };
 
@@ -178,6 +186,8 @@ class ServerMetrics {
   prometheus::Family<prometheus::Gauge>& model_state_;
   prometheus::Family<prometheus::Gauge>& model_linear_layers_;
   prometheus::Family<prometheus::Gauge>& model_kv_cache_budget_;
+  prometheus::Family<prometheus::Gauge>& model_kv_cache_usage_;
+  prometheus::Family<prometheus::Gauge>* vllm_kv_usage_ = nullptr;
   prometheus::Family<prometheus::Gauge>* vllm_running_ = nullptr;
   prometheus::Family<prometheus::Gauge>* vllm_waiting_ = nullptr;
 

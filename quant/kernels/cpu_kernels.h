@@ -85,6 +85,42 @@ void PairQ16Rows(const Q16Rows& x, int64_t rows, int64_t kp2, int16_t* q2, float
 // one vpermw per 32 codes. Requires HasAvx512Vnni().
 void Lut4Q16Avx512(const Lut4Layout& w, const Q16PairRows& x, const float* xg, int64_t rows,
                    float* y, int64_t ldy, int64_t n0, int64_t n1);
+// Opt-in int8 activations ("q8", as llama.cpp's Q8 inputs; Lut4Weight::activation_bits = 8):
+// each input row is rounded to int8 per 64 columns (one chunk: x ~= d[c] * q[k], |q| <= 127) and
+// meets the 4-bit codes in vpdpbusd, 64 products per instruction. Tables (NF4, FP4) are rounded
+// to int8 and shifted by 128 to be unsigned: t8[i] = round(lut[i] * s8) + 128, s8 =
+// Q8TableScale(lut); the shift comes back out through the group sums of the input, as zero
+// points do. Requires group_size % 64 == 0.
+inline constexpr int64_t kQ8Block = kLut4Chunk;
+// The input in nibble order: per 128 columns (a chunk pair, one 512-bit load of codes), 64 bytes
+// that meet the low nibbles of the loaded bytes, then 64 that meet the high nibbles. Byte b of
+// each half belongs to chunk b / 32; with j = (b % 32) / 2 its column in that chunk is j, 32 + j
+// (low nibbles; b even, odd) or 16 + j, 48 + j (high nibbles). dv holds per pair 16 floats: 8
+// copies of chunk A's d, 8 of chunk B's (the chunks the int32 lanes of vpdpbusd sum). bsum holds
+// per chunk d * (sum of its codes).
+struct Q8PairRows {
+  const int8_t* q = nullptr;    // [rows, kp2], kp2 = RoundUp(K, 128), zero padded
+  const float* dv = nullptr;    // [rows, kp2 / 8]
+  const float* bsum = nullptr;  // [rows, kp2 / 64]
+  int64_t kp2 = 0;
+};
+// The column (within its 128-column pair) that byte b (0..127) of a pair of Q8PairRows holds.
+inline int64_t Q8PairColumn(int64_t b) {
+  const int64_t half = b / 64, chunk = (b % 64) / 32, j = (b % 32) / 2, odd = b % 2;
+  return chunk * kLut4Chunk + 16 * half + 32 * odd + j;
+}
+// Quantizes rows x[m, 0..k) (row stride ldx) into q, dv and bsum (portable; the same codes on
+// every CPU: round half to even, as the hardware conversion does).
+void QuantizeQ8PairRows(const float* x, int64_t ldx, int64_t rows, int64_t k, int64_t kp2,
+                        int8_t* q, float* dv, float* bsum);
+// y[m, n] (n in [n0, n1), m < rows) = sum_k x[m, k] * w8[n, k], where w8 is w with its table
+// replaced by (t8 - 128) / s8 (tables) or kept (affine). w.scale is the q16 one (divided by
+// Q16TableScale); rescale = Q16TableScale / Q8TableScale brings it to the int8 table. xg[m, g]
+// = sum of row m's group g as quantized (bsum summed per group). t8 is null for affine tables.
+void Lut4Q8Avx512(const Lut4Layout& w, const uint8_t* t8, float rescale, const Q8PairRows& x,
+                  const float* xg, int64_t rows, float* y, int64_t ldy, int64_t n0, int64_t n1);
+void Lut4Q8Scalar(const Lut4Layout& w, const uint8_t* t8, float rescale, const Q8PairRows& x,
+                  const float* xg, int64_t rows, float* y, int64_t ldy, int64_t n0, int64_t n1);
 // Writes the float weight rows [n0, n1) to out (row stride K).
 void Lut4DequantAvx2(const Lut4Layout& w, int64_t n0, int64_t n1, float* out);
 void Lut4DequantScalar(const Lut4Layout& w, int64_t n0, int64_t n1, float* out);

@@ -241,4 +241,120 @@ void Lut4Q16Avx512(const Lut4Layout& w, const Q16PairRows& x, const float* xg, i
   }
 }
 
+namespace {
+
+// R activation rows (q8) against weight rows [n0, n1). Per pair of chunks: one load of 128
+// codes, two masks, for tables two vpshufb, then per row two vpdpbusd and one scaled float add.
+// kSame128: group_size % 128 == 0 (one scale per pair); else one scale per chunk.
+template <bool kTable, bool kSame128, int R>
+void Lut4Q8Rows512(const Lut4Layout& w, const uint8_t* t8, float rescale, const Q8PairRows& x,
+                   const float* xg, float* y, int64_t ldy, int64_t n0, int64_t n1) {
+  const int64_t kp = RoundUp(w.k, kLut4Chunk);
+  const int64_t pairs = kp / kLut4Pair;
+  const bool tail = (kp / kLut4Chunk) % 2 != 0;
+  const int64_t groups = w.k / w.group_size;
+  const __m512i mask = _mm512_set1_epi8(0x0F);
+  __m512i table = _mm512_setzero_si512();
+  if constexpr (kTable) {
+    table = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t8)));
+  }
+  const __m512i kHalves = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* row = w.packed + n * (kp / 2);
+    const float* scale = w.scale + n * groups;
+    __m512 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+    for (int64_t c = 0; c < pairs + (tail ? 1 : 0); ++c) {
+      const uint8_t* p = row + c * (kLut4Pair / 2);
+      _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetch512), _MM_HINT_T0);
+      const __m512i v = c < pairs
+                            ? _mm512_loadu_si512(p)
+                            : _mm512_zextsi256_si512(_mm256_loadu_si256(
+                                  reinterpret_cast<const __m256i*>(p)));
+      __m512i lo = _mm512_and_si512(v, mask);
+      __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
+      if constexpr (kTable) {
+        lo = _mm512_shuffle_epi8(table, lo);
+        hi = _mm512_shuffle_epi8(table, hi);
+      }
+      __m512 s;
+      if constexpr (kSame128) {
+        s = _mm512_set1_ps(scale[std::min(2 * c * kLut4Chunk / w.group_size, groups - 1)]);
+      } else if (w.group_size == kLut4Chunk && 2 * c + 1 < groups) {
+        const __m512 two = _mm512_castps128_ps512(
+            _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(scale + 2 * c))));
+        s = _mm512_permutexvar_ps(kHalves, two);
+      } else {  // chunk 2c in lanes 0-7, 2c + 1 in 8-15 (past K: activations zero, any scale)
+        const int64_t ga = std::min(2 * c * kLut4Chunk / w.group_size, groups - 1);
+        const int64_t gb = std::min((2 * c + 1) * kLut4Chunk / w.group_size, groups - 1);
+        s = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(scale[ga]), _mm512_set1_ps(scale[gb]));
+      }
+      for (int r = 0; r < R; ++r) {
+        const int8_t* q = x.q + r * x.kp2 + c * kLut4Pair;
+        const float* dv = x.dv + r * (x.kp2 / 8) + c * 16;
+        __m512i a = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(q));
+        a = _mm512_dpbusd_epi32(a, hi, _mm512_loadu_si512(q + 64));
+        const __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(a), _mm512_loadu_ps(dv));
+        acc[r] = _mm512_fmadd_ps(f, s, acc[r]);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      float sum = Hsum(acc[r]);
+      const float* g = xg != nullptr ? xg + r * groups : nullptr;
+      if constexpr (kTable) {  // the +128 of every table entry met the group sums
+        float shift = 0.f;
+        for (int64_t i = 0; i < groups; ++i) shift += scale[i] * g[i];
+        sum = (sum - 128.f * shift) * rescale;
+      }
+      if (w.offset != nullptr) {
+        const float* o = w.offset + n * groups;
+        for (int64_t i = 0; i < groups; ++i) sum += o[i] * g[i];
+      }
+      y[r * ldy + n] = sum;
+    }
+  }
+}
+
+template <bool kTable, bool kSame128>
+void Lut4Q8All512(const Lut4Layout& w, const uint8_t* t8, float rescale, const Q8PairRows& x,
+                  const float* xg, int64_t rows, float* y, int64_t ldy, int64_t n0, int64_t n1) {
+  constexpr int64_t kRowBlock = 64;
+  const int64_t groups = w.k / w.group_size;
+  const int64_t block = rows > 4 ? kRowBlock : n1 - n0;
+  for (int64_t b0 = n0; b0 < n1; b0 += block) {
+    const int64_t b1 = std::min(n1, b0 + block);
+    for (int64_t m = 0; m < rows; m += 4) {
+      Q8PairRows xm = x;
+      xm.q += m * x.kp2;
+      xm.dv += m * (x.kp2 / 8);
+      const float* xgm = xg != nullptr ? xg + m * groups : nullptr;
+      float* ym = y + m * ldy;
+      switch (std::min<int64_t>(4, rows - m)) {
+        case 1: Lut4Q8Rows512<kTable, kSame128, 1>(w, t8, rescale, xm, xgm, ym, ldy, b0, b1); break;
+        case 2: Lut4Q8Rows512<kTable, kSame128, 2>(w, t8, rescale, xm, xgm, ym, ldy, b0, b1); break;
+        case 3: Lut4Q8Rows512<kTable, kSame128, 3>(w, t8, rescale, xm, xgm, ym, ldy, b0, b1); break;
+        default: Lut4Q8Rows512<kTable, kSame128, 4>(w, t8, rescale, xm, xgm, ym, ldy, b0, b1); break;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void Lut4Q8Avx512(const Lut4Layout& w, const uint8_t* t8, float rescale, const Q8PairRows& x,
+                  const float* xg, int64_t rows, float* y, int64_t ldy, int64_t n0, int64_t n1) {
+  const bool same128 = w.group_size % kLut4Pair == 0;
+  if (t8 == nullptr) {
+    if (same128) {
+      Lut4Q8All512<false, true>(w, t8, rescale, x, xg, rows, y, ldy, n0, n1);
+    } else {
+      Lut4Q8All512<false, false>(w, t8, rescale, x, xg, rows, y, ldy, n0, n1);
+    }
+  } else if (same128) {
+    Lut4Q8All512<true, true>(w, t8, rescale, x, xg, rows, y, ldy, n0, n1);
+  } else {
+    Lut4Q8All512<true, false>(w, t8, rescale, x, xg, rows, y, ldy, n0, n1);
+  }
+}
+
 }  // namespace quantserve::quant::kernels::internal

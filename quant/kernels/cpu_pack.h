@@ -57,6 +57,13 @@ at::Tensor DequantizeQ16(const Q16Input& q, int64_t k);
 // The integer kernels multiply by round(lut * s) / s with s = Q16TableScale(lut): 1 for the
 // affine table 0..15 (exact), else 16383 / max |lut| (NF4: within 3.1e-5 of each value).
 float Q16TableScale(const std::array<float, 16>& lut);
+// The int8-activation kernels' table scale: 1 for the affine table, else 127 / max |lut|, and
+// the float table they multiply by: round(lut * s) / s.
+float Q8TableScale(const std::array<float, 16>& lut);
+std::array<float, 16> Q8TableValues(const std::array<float, 16>& lut);
+// Oracle side of q8: the float rows [M, K] (q * d) that q [M, kp2] and dv (QuantizeQ8PairRows)
+// stand for.
+at::Tensor DequantizeQ8PairRows(const at::Tensor& q, const at::Tensor& dv, int64_t k);
 
 // How many distinct threads an at::parallel_for over `tasks` one-item tasks ran on, from this
 // library (tests: at::parallel_for only parallelizes where it is compiled with OpenMP).

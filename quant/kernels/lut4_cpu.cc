@@ -112,6 +112,40 @@ float Q16TableScale(const std::array<float, 16>& lut) {
   return affine || amax == 0.f ? 1.f : kTableMax / amax;
 }
 
+float Q8TableScale(const std::array<float, 16>& lut) {
+  bool affine = true;
+  float amax = 0.f;
+  for (int i = 0; i < 16; ++i) {
+    affine = affine && lut[i] == static_cast<float>(i);
+    amax = std::max(amax, std::fabs(lut[i]));
+  }
+  return affine || amax == 0.f ? 1.f : 127.f / amax;
+}
+
+std::array<float, 16> Q8TableValues(const std::array<float, 16>& lut) {
+  const float s8 = Q8TableScale(lut);
+  if (s8 == 1.f && lut[15] == 15.f) return lut;  // affine: the codes themselves
+  std::array<float, 16> out{};
+  for (int i = 0; i < 16; ++i) out[i] = std::nearbyint(lut[i] * s8) / s8;
+  return out;
+}
+
+at::Tensor DequantizeQ8PairRows(const at::Tensor& q, const at::Tensor& dv, int64_t k) {
+  const int64_t m = q.size(0), kp2 = q.size(1);
+  at::Tensor out = at::zeros({m, kp2}, at::kFloat);
+  const int8_t* qp = q.data_ptr<int8_t>();
+  const float* dp = dv.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  for (int64_t r = 0; r < m; ++r) {
+    for (int64_t b = 0; b < kp2; ++b) {
+      const int64_t pair = b / kLut4Pair, col = Q8PairColumn(b % kLut4Pair);
+      const float d = dp[r * (kp2 / 8) + pair * 16 + (col / kLut4Chunk) * 8];
+      o[r * kp2 + pair * kLut4Pair + col] = d * qp[r * kp2 + b];
+    }
+  }
+  return out.narrow(1, 0, k).contiguous();
+}
+
 at::Tensor DequantizeQ16(const Q16Input& q, int64_t k) {
   const int64_t m = q.q.size(0);
   const at::Tensor x = q.q.to(at::kFloat).view({m, -1, kQ16Block}) * q.d.unsqueeze(-1);
@@ -202,6 +236,79 @@ void Lut4Q16Scalar(const Lut4Layout& w, const Q16Rows& x, const float* xg, int64
   }
 }
 
+void QuantizeQ8PairRows(const float* x, int64_t ldx, int64_t rows, int64_t k, int64_t kp2,
+                        int8_t* q, float* dv, float* bsum) {
+  const int64_t chunks = kp2 / kQ8Block;
+  std::vector<int8_t> natural(kQ8Block);
+  for (int64_t m = 0; m < rows; ++m) {
+    const float* xr = x + m * ldx;
+    int8_t* qr = q + m * kp2;
+    for (int64_t c = 0; c < chunks; ++c) {
+      const int64_t k0 = c * kQ8Block;
+      const int64_t k1 = std::min(k, k0 + kQ8Block);
+      float mx = 0.f;
+      for (int64_t i = k0; i < k1; ++i) mx = std::max(mx, std::fabs(xr[i]));
+      const float inv = mx > 0.f ? 127.f / mx : 0.f;
+      int32_t isum = 0;
+      for (int64_t i = 0; i < kQ8Block; ++i) {
+        // Adding and subtracting 1.5 * 2^23 rounds half to even (|v| <= 127) without a libm
+        // call, and vectorizes.
+        const float v = k0 + i < k1 ? xr[k0 + i] * inv : 0.f;
+        const float r = (v + 12582912.f) - 12582912.f;
+        natural[i] = static_cast<int8_t>(r);
+        isum += natural[i];
+      }
+      const float d = mx / 127.f;
+      bsum[m * chunks + c] = d * static_cast<float>(isum);
+      // This chunk's 64 bytes of its pair, in nibble order.
+      const int64_t pair = c / 2, side = c % 2;
+      for (int64_t b = 0; b < kLut4Pair; ++b) {
+        if ((b % 64) / 32 != side) continue;
+        qr[pair * kLut4Pair + b] = natural[Q8PairColumn(b) - side * kLut4Chunk];
+      }
+      float* dvp = dv + m * (kp2 / 8) + pair * 16 + side * 8;
+      for (int i = 0; i < 8; ++i) dvp[i] = d;
+    }
+  }
+}
+
+void Lut4Q8Scalar(const Lut4Layout& w, const uint8_t* t8, float rescale, const Q8PairRows& x,
+                  const float* xg, int64_t rows, float* y, int64_t ldy, int64_t n0, int64_t n1) {
+  const int64_t groups = w.k / w.group_size;
+  const int64_t chunks = x.kp2 / kQ8Block;
+  const int64_t kp = RoundUp(w.k, kLut4Chunk);
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* row = w.packed + n * (kp / 2);
+    const float* scale = w.scale + n * groups;
+    for (int64_t m = 0; m < rows; ++m) {
+      const int8_t* q = x.q + m * x.kp2;
+      float total = 0.f;
+      for (int64_t c = 0; c < chunks && c * kLut4Chunk < kp; ++c) {
+        const uint8_t* chunk = row + c * (kLut4Chunk / 2);
+        const int64_t pair = c / 2, side = c % 2;
+        int32_t dot = 0;
+        for (int64_t b = 0; b < kLut4Pair; ++b) {
+          if ((b % 64) / 32 != side) continue;
+          const int code = Lut4Code(chunk, static_cast<int>(Q8PairColumn(b) - side * kLut4Chunk));
+          dot += (t8 != nullptr ? t8[code] : code) * q[pair * kLut4Pair + b];
+        }
+        const float d = x.dv[m * (x.kp2 / 8) + pair * 16 + side * 8];
+        total += static_cast<float>(dot) * d * scale[c * kLut4Chunk / w.group_size];
+      }
+      const float* g = xg != nullptr ? xg + m * groups : nullptr;
+      if (t8 != nullptr) {
+        float shift = 0.f;
+        for (int64_t i = 0; i < groups; ++i) shift += scale[i] * g[i];
+        total = (total - 128.f * shift) * rescale;
+      }
+      if (w.offset != nullptr) {
+        for (int64_t i = 0; i < groups; ++i) total += w.offset[n * groups + i] * g[i];
+      }
+      y[m * ldy + n] = total;
+    }
+  }
+}
+
 void Lut4DequantScalar(const Lut4Layout& w, int64_t n0, int64_t n1, float* out) {
   const int64_t kp = RoundUp(w.k, kLut4Chunk);
   const int64_t groups = w.k / w.group_size;
@@ -229,10 +336,14 @@ class Lut4Cpu final : public PackedWeight {
  public:
   // `level` is kScalar, kAvx2 or kAvx512 (resolved by the caller; kAvx512 also uses AVX2 for
   // the activations and the prefill tiles).
-  Lut4Cpu(const Lut4Weight& w, CpuKernel level, int64_t max_gemv_rows)
-      : name_(level == CpuKernel::kAvx512 ? "lut4_q16_avx512"
-              : level == CpuKernel::kAvx2 ? "lut4_q16_avx2"
-                                          : "lut4_q16_scalar"),
+  // q8: int8 activations (Lut4Weight::activation_bits == 8; group_size % 64 == 0), with the
+  // AVX-512 VNNI kernel at kAvx512 and the scalar twin otherwise.
+  Lut4Cpu(const Lut4Weight& w, CpuKernel level, bool q8, int64_t max_gemv_rows)
+      : name_(absl::StrCat("lut4_", q8 ? "q8" : "q16", "_",
+                           level == CpuKernel::kAvx512 ? "avx512"
+                           : level == CpuKernel::kAvx2 ? "avx2"
+                                                       : "scalar")),
+        q8_(q8),
         avx2_(level == CpuKernel::kAvx2 || level == CpuKernel::kAvx512),
         avx512_(level == CpuKernel::kAvx512),
         max_gemv_rows_(max_gemv_rows),
@@ -250,6 +361,13 @@ class Lut4Cpu final : public PackedWeight {
     for (int i = 0; i < 16; ++i) {
       lut_[i] = w.lut[i] * table_scale;
       table_[i] = static_cast<int16_t>(std::nearbyint(lut_[i]));
+    }
+    if (!affine_) {
+      const float s8 = Q8TableScale(w.lut);
+      for (int i = 0; i < 16; ++i) {
+        table8_[i] = static_cast<uint8_t>(std::nearbyint(w.lut[i] * s8) + 128);
+      }
+      rescale8_ = table_scale / s8;
     }
     scale_ = (w.scale.to(at::kFloat) / table_scale).contiguous();
     // Word layout: byte 2j of a chunk = code[j] | code[16 + j] << 4, byte 2j + 1 =
@@ -281,7 +399,9 @@ class Lut4Cpu final : public PackedWeight {
     const Lut4Layout layout = Layout();
     at::Tensor y = at::empty({m, n_}, x2.options().dtype(at::kFloat));
     float* yp = y.data_ptr<float>();
-    if (m <= max_gemv_rows_) {
+    if (q8_ && m <= max_gemv_rows_) {
+      MatmulQ8(xf, layout, yp);
+    } else if (m <= max_gemv_rows_) {
       const Q16Input q = QuantizeQ16(xf, avx2_);
       const Q16Rows rows = q.rows();
       // Per-group sums of the quantized rows, for the offsets: the sum each zero point meets.
@@ -353,6 +473,36 @@ class Lut4Cpu final : public PackedWeight {
   // Weight rows per dequantized prefill tile (64 x K floats stay in L2 for K <= 4096).
   static constexpr int64_t kDequantTile = 64;
 
+  // y [m, n_] = xf [m, k_] (float32) W^T with int8 activations.
+  void MatmulQ8(const at::Tensor& xf, const Lut4Layout& layout, float* y) const {
+    const int64_t m = xf.size(0);
+    const int64_t kp2 = RoundUp(k_, kLut4Pair);
+    const int64_t chunks = kp2 / kQ8Block;
+    std::vector<int8_t> q(m * kp2);
+    std::vector<float> dv(m * kp2 / 8), bsum(m * chunks);
+    QuantizeQ8PairRows(xf.data_ptr<float>(), k_, m, k_, kp2, q.data(), dv.data(), bsum.data());
+    // Per-group sums of the quantized rows: for the zero points and the tables' +128.
+    const int64_t groups = k_ / group_size_;
+    std::vector<float> xg;
+    if (offset_.defined() || !affine_) {
+      const int64_t per_group = group_size_ / kQ8Block;
+      xg.assign(m * groups, 0.f);
+      for (int64_t r = 0; r < m; ++r) {
+        for (int64_t c = 0; c < k_ / kQ8Block; ++c) xg[r * groups + c / per_group] += bsum[r * chunks + c];
+      }
+    }
+    const float* xgp = xg.empty() ? nullptr : xg.data();
+    const uint8_t* t8 = affine_ ? nullptr : table8_.data();
+    const Q8PairRows rows{q.data(), dv.data(), bsum.data(), kp2};
+    at::parallel_for(0, n_, GrainRows(kp_ / 2), [&](int64_t n0, int64_t n1) {
+      if (avx512_) {
+        Lut4Q8Avx512(layout, t8, rescale8_, rows, xgp, m, y, n_, n0, n1);
+      } else {
+        Lut4Q8Scalar(layout, t8, rescale8_, rows, xgp, m, y, n_, n0, n1);
+      }
+    });
+  }
+
   Lut4Layout Layout() const {
     Lut4Layout l;
     l.packed = packed_.data_ptr<uint8_t>();
@@ -367,12 +517,15 @@ class Lut4Cpu final : public PackedWeight {
   }
 
   const std::string name_;
+  const bool q8_;
   const bool avx2_;
   const bool avx512_;
   const int64_t max_gemv_rows_;
   const int64_t n_, k_, kp_, group_size_;
   std::array<float, 16> lut_{};
   std::array<int16_t, 16> table_{};
+  std::array<uint8_t, 16> table8_{};  // q8 tables: round(lut * s8) + 128
+  float rescale8_ = 1.f;              // Q16TableScale / Q8TableScale
   bool affine_ = false;
   at::Tensor packed_, scale_, offset_, perm_;
 };
@@ -463,7 +616,16 @@ absl::StatusOr<std::unique_ptr<PackedWeight>> PackLut4Cpu(const Lut4Weight& w,
          (options.kernel == CpuKernel::kAuto && avx512_wins))) {
       level = CpuKernel::kAvx512;
     }
-    out = std::make_unique<Lut4Cpu>(w, level, options.max_gemv_rows);
+    // Int8 activations where asked for and the chunk layout fits them; they pay only with
+    // VNNI (the scalar twin is for tests and CPUs without it, where kAuto keeps q16).
+    const bool q8 = w.activation_bits == 8 && w.group_size % kQ8Block == 0 &&
+                    (options.kernel != CpuKernel::kAuto || HasAvx512Vnni());
+    if (q8 && level != CpuKernel::kScalar && HasAvx2Fma() && HasAvx512Vnni()) {
+      level = CpuKernel::kAvx512;
+    } else if (q8) {
+      level = CpuKernel::kScalar;
+    }
+    out = std::make_unique<Lut4Cpu>(w, level, q8, options.max_gemv_rows);
     return absl::OkStatus();
   });
   if (!s.ok()) return s;

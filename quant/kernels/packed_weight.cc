@@ -40,6 +40,10 @@ absl::Status ValidateLut4(const Lut4Weight& w) {
   if (w.offset.defined()) {
     if (absl::Status s = check_groupwise(w.offset, "offset"); !s.ok()) return s;
   }
+  if (w.activation_bits != 8 && w.activation_bits != 16) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("lut4 weight: activation_bits is ", w.activation_bits, ", expected 8 or 16"));
+  }
   if (w.input_permutation.defined() &&
       (w.input_permutation.scalar_type() != at::kLong ||
        w.input_permutation.sizes() != at::IntArrayRef({k}))) {
@@ -196,7 +200,11 @@ std::string CpuKernelLevel() {
   return "scalar";
 }
 
-std::string CpuLut4KernelName(bool affine, int64_t group_size) {
+std::string CpuLut4KernelName(bool affine, int64_t group_size, int activation_bits) {
+  if (activation_bits == 8 && group_size % internal::kQ8Block == 0 &&
+      internal::HasAvx512Vnni()) {
+    return internal::HasAvx2Fma() ? "lut4_q8_avx512" : "lut4_q8_scalar";
+  }
   if (!internal::HasAvx2Fma()) return "lut4_q16_scalar";
   return internal::HasAvx512Vnni() && affine && group_size % internal::kLut4Pair == 0
              ? "lut4_q16_avx512"

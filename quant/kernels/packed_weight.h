@@ -51,6 +51,12 @@ struct Lut4Weight {
   // The dtype x will arrive in (the module's compute dtype): picks the kernel, as LibTorch's
   // packed kernels are fast only for 16-bit activations on CPU.
   c10::ScalarType compute_dtype = c10::ScalarType::Float;
+  // Precision the CPU integer kernel rounds each input row to: 16 (default; within
+  // kCpuKernelRelativeError of the float formula) or 8 (opt-in, as llama.cpp's Q8 inputs:
+  // faster decode, tables rounded to int8 too; see kCpuInt8ActivationError). 8 runs where the
+  // CPU has AVX-512 VNNI and group_size % 64 == 0; elsewhere the 16-bit kernel runs (name()
+  // says which).
+  int activation_bits = 16;
 };
 
 // INVALID_ARGUMENT when shapes or dtypes disagree. Always succeeds otherwise: shapes no fast
@@ -79,14 +85,20 @@ at::Tensor Int8RowwiseMatmulRef(const Int8RowwiseWeight& w, const at::Tensor& x)
 // entry). Measured: 2e-5..5e-5 on model layers, at worst 1.2e-4 over the kernel tests' random
 // shapes; end-to-end logprobs stay within 1e-5 of the libraries'.
 inline constexpr double kCpuKernelRelativeError = 2e-4;
+// The same bound with int8 activations (activation_bits = 8): each input is rounded to 1/254
+// of its 64-column block's largest |x| and a value table to 1/254 of its largest entry.
+// Measured at worst 2.4e-2 over the kernel tests' random shapes (single rows whose outputs
+// cancel); what it costs a model is measured end to end by Compare (bench/RESULTS.md).
+inline constexpr double kCpuInt8ActivationError = 4e-2;
 
 // Which kernels this process's CPU can run ("avx2", "avx2+avx512bf16", "scalar"), for logs.
 std::string CpuKernelLevel();
 
 // The 4-bit kernel PackLut4 picks on this CPU for the shapes it packs (K and group_size
-// multiples of 32): "lut4_q16_avx512" (affine table, group_size a multiple of 128),
-// "lut4_q16_avx2" or "lut4_q16_scalar".
-std::string CpuLut4KernelName(bool affine, int64_t group_size);
+// multiples of 32): "lut4_q8_avx512" (activation_bits 8, group_size a multiple of 64, VNNI),
+// "lut4_q16_avx512" (affine table, group_size a multiple of 128), "lut4_q16_avx2" or
+// "lut4_q16_scalar".
+std::string CpuLut4KernelName(bool affine, int64_t group_size, int activation_bits = 16);
 
 // False when the environment says QS_KERNELS=ref (read once per process): quantized methods
 // then do not pack and dense layers run at::linear, so results can be checked against the

@@ -2,6 +2,7 @@
 
 #include "cli/cli.h"
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -205,6 +206,41 @@ TEST_F(CliTest, RpcErrorsExitOneWithCodeAndMessage) {
   r = Run({"--server=127.0.0.1:1", "--timeout_seconds=2", "list"}, false);
   EXPECT_EQ(r.code, 1);
   EXPECT_THAT(r.err, HasSubstr("error: "));
+}
+
+// --token_file / $QUANTSERVE_TOKEN send "authorization: Bearer <token>" to a server that
+// requires one.
+TEST_F(CliTest, TokenFileAndEnvironmentAuthorize) {
+  std::ofstream(root_ / "admin.tokens") << "cli-secret\n";
+  std::ofstream(root_ / "client.token") << "# my token\ncli-secret\n";
+  std::ofstream(root_ / "empty.token") << "# nothing\n";
+  server_->Shutdown(absl::Seconds(1));
+  server::Server::Options options;
+  options.listen_address = "127.0.0.1:0";
+  options.model_root = root_.string();
+  options.loader = server::testing::MakeFakeLoader(stats_);
+  options.metrics = metrics_.get();
+  options.admin_token_file = (root_ / "admin.tokens").string();
+  auto created = server::Server::Create(options);
+  ASSERT_TRUE(created.ok()) << created.status();
+  server_ = *std::move(created);
+
+  Result r = Run({"load", "tiny", "tiny"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.err, HasSubstr("UNAUTHENTICATED"));
+  r = Run({"--token_file=" + (root_ / "client.token").string(), "load", "tiny", "tiny"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  r = Run({"--token_file=" + (root_ / "empty.token").string(), "list"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--token_file: no token"));
+  ::setenv("QUANTSERVE_TOKEN", "wrong", 1);
+  r = Run({"unload", "tiny"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.err, HasSubstr("PERMISSION_DENIED"));
+  ::setenv("QUANTSERVE_TOKEN", "cli-secret", 1);
+  r = Run({"unload", "tiny"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  ::unsetenv("QUANTSERVE_TOKEN");
 }
 
 }  // namespace

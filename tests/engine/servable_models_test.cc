@@ -9,6 +9,7 @@
 #include <mutex>
 
 #include "engine/engine_api.h"
+#include "quant/kernels/packed_weight.h"
 #include "tests/engine/engine_testing.h"
 #include "tests/testing/fixtures.h"
 
@@ -167,6 +168,57 @@ TEST(ServableModelTest, QuantoActivationsCalibrateOnTexts) {
   }
   EXPECT_LE(worst, 2e-3);
   (*model)->Shutdown();
+}
+
+// LoadOptions::activation_bits reaches the 4-bit kernels: the same NF4 model loaded with int8
+// activations runs lut4_q8_* (where the CPU has AVX-512 VNNI) and scores 16 tokens within a
+// small distance of the int16 load, but not identically (the arithmetic did change).
+TEST(ServableModelTest, Int8ActivationsReachTheKernelsAndStayClose) {
+  const auto methods = SupportedQuantMethods();
+  if (std::find(methods.begin(), methods.end(), "bitsandbytes") == methods.end()) {
+    GTEST_SKIP() << "bitsandbytes is not compiled in (QS_QUANT_METHODS)";
+  }
+  const nlohmann::json window =
+      ReadJsonFile(FixturePath("quant") + "/windows.json")["windows"][0];
+  // 16 tokens: inputs of up to 16 rows take the integer kernels (longer prefills multiply
+  // dequantized tiles, whatever the activation precision).
+  ScoreParams params;
+  params.input_ids = window.get<std::vector<int32_t>>();
+  params.input_ids.resize(16);
+  std::vector<double> logprobs[2];
+  for (int bits : {16, 8}) {
+    LoadOptions options;
+    options.name = "kjv-nf4-a" + std::to_string(bits);
+    options.path = quantserve::testing::SourceDir() + "/assets/models/kjv-llama";
+    options.dtype = "float32";
+    options.quantization_config_json =
+        R"({"quant_method": "bitsandbytes", "load_in_4bit": true, "bnb_4bit_quant_type": "nf4"})";
+    options.activation_bits = bits;
+    auto model = LoadServableModel(options, nullptr);
+    ASSERT_TRUE(model.ok()) << model.status();
+    const auto& layers = (*model)->description().kernels;
+    const std::string want = quant::kernels::CpuLut4KernelName(/*affine=*/false, 64, bits);
+    EXPECT_GT(layers.count(want), 0u) << "bits " << bits << ": no layer runs " << want;
+    auto scored = (*model)->Score(params);
+    ASSERT_TRUE(scored.ok()) << scored.status();
+    logprobs[bits == 8].assign(scored->logprobs.begin(), scored->logprobs.end());
+    (*model)->Shutdown();
+  }
+  ASSERT_EQ(logprobs[0].size(), logprobs[1].size());
+  double sum = 0, worst = 0;
+  for (size_t i = 0; i < logprobs[0].size(); ++i) {
+    const double d = std::abs(logprobs[0][i] - logprobs[1][i]);
+    sum += d;
+    worst = std::max(worst, d);
+  }
+  const double mean = sum / static_cast<double>(logprobs[0].size());
+  std::cout << "int8 vs int16 activations, |delta logprob| over " << logprobs[0].size()
+            << " tokens: mean " << mean << ", max " << worst << "\n";
+  if (quant::kernels::CpuLut4KernelName(false, 64, 8) !=
+      quant::kernels::CpuLut4KernelName(false, 64, 16)) {
+    EXPECT_GT(worst, 0.0);
+  }
+  EXPECT_LE(mean, 0.05);
 }
 
 TEST(ServableModelTest, RejectsRequestsForTheOtherTask) {

@@ -115,7 +115,36 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 8, "hidden_size": 8,
             "intermediate_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
             "quantization_config": "gptq"})",
-                "quantization_config"}));
+                "quantization_config"},
+        // Numbers that would size a skeleton or a loop: refused before anything is built (a
+        // million layers took two minutes of CPU to refuse; -1 positions loaded).
+        BadCase{R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 8, "hidden_size": 8,
+            "intermediate_size": 8, "num_hidden_layers": 1000000, "num_attention_heads": 2})",
+                "'num_hidden_layers' is 1000000; at most 1024"},
+        BadCase{R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 8, "hidden_size": 8,
+            "intermediate_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "max_position_embeddings": -1})",
+                "'max_position_embeddings' must be a positive integer"},
+        BadCase{R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 8, "hidden_size": 8,
+            "intermediate_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "max_position_embeddings": 0})",
+                "max_position_embeddings"},
+        BadCase{R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 9000000000,
+            "hidden_size": 8, "intermediate_size": 8, "num_hidden_layers": 1,
+            "num_attention_heads": 2})",
+                "'vocab_size' is 9000000000"},
+        BadCase{R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 8, "hidden_size": 8,
+            "intermediate_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "head_dim": 4096})",
+                "head_dim"},
+        BadCase{R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 8, "hidden_size": 8,
+            "intermediate_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "head_dim": -2})",
+                "head_dim"},
+        BadCase{R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 8, "hidden_size": 8,
+            "intermediate_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "max_position_embeddings": 1e300})",
+                "max_position_embeddings"}));
 
 }  // namespace
 }  // namespace quantserve::models

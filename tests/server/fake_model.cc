@@ -90,6 +90,11 @@ class FakeModel final : public engine::ServableModel {
 
   const engine::ModelDescription& description() const override { return description_; }
 
+  // A fixed quarter of a 4 MiB KV budget in use, for the usage gauges.
+  engine::ServingStats Stats() const override {
+    return {.kv_cache_used_bytes = 1 << 20, .kv_cache_budget_bytes = 4 << 20};
+  }
+
   std::unique_ptr<engine::GenerationHandle> Generate(
       engine::GenerateParams params, std::shared_ptr<engine::GenerateObserver> observer) override {
     auto state = std::make_shared<GenerationState>();
@@ -302,6 +307,7 @@ ModelLoader MakeFakeLoader(std::shared_ptr<FakeStats> stats) {
     d.peak_load_memory_bytes = kTensors * kTensorBytes + kTensorBytes;
     d.default_pooling = embed ? "mean" : "";
     d.tokenizer_fingerprint = embed ? "fake-bert-vocab" : "fake-llama-vocab";
+    d.kernels = {{d.quant_method == "none" ? "aten_linear" : "fake_quantized_linear", 7}};
     progress({.phase = "ready", .tensors_done = kTensors, .tensors_total = kTensors});
     return std::make_unique<FakeModel>(std::move(d), stats);
   };

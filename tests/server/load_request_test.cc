@@ -46,6 +46,8 @@ TEST(ValidateLoadRequestTest, NamesTheBadField) {
       {{.name = "m", .path = "p", .device_map = "{bad"}, "device_map: "},
       {{.name = "m", .path = "p", .max_memory_json = "3"}, "max_memory: "},
       {{.name = "m", .path = "p", .num_threads = -1}, "num_threads: "},
+      {{.name = "m", .path = "p", .kernel_activations = "int4"}, "kernel_activations: "},
+      {{.name = "m", .path = "p", .kernel_activations = "INT8"}, "kernel_activations: "},
       // One request nesting 100k levels used to crash the server (copying the parsed value
       // recursed once per level).
       {{.name = "m",
@@ -63,6 +65,8 @@ TEST(ValidateLoadRequestTest, NamesTheBadField) {
     EXPECT_THAT(std::string(s.message()), StartsWith(c.field));
   }
   EXPECT_TRUE(ValidateLoadRequest({.name = "m", .path = "p", .device_map = "cuda:1"}).ok());
+  EXPECT_TRUE(ValidateLoadRequest({.name = "m", .path = "p", .kernel_activations = "int8"}).ok());
+  EXPECT_TRUE(ValidateLoadRequest({.name = "m", .path = "p", .kernel_activations = "int16"}).ok());
   EXPECT_TRUE(
       ValidateLoadRequest({.name = "m", .path = "p", .device_map = "{\"model\": \"cpu\"}"}).ok());
 }
@@ -101,7 +105,44 @@ TEST_F(ResolveModelPathTest, ResolvesInsideTheRoot) {
   EXPECT_EQ(*resolved, (root_ / "tiny").string());
   EXPECT_TRUE(ResolveModelPath(root_.string(), "org/model").ok());
   EXPECT_TRUE(ResolveModelPath(root_.string(), "./tiny/").ok());
-  EXPECT_TRUE(ResolveModelPath(root_.string(), (root_ / "tiny").string()).ok());
+  // HF cache layouts: a symlink that stays inside the root is followed.
+  fs::create_directory_symlink(root_ / "tiny", root_ / "org" / "link");
+  auto linked = ResolveModelPath(root_.string(), "org/link");
+  ASSERT_TRUE(linked.ok()) << linked.status();
+  EXPECT_EQ(*linked, (root_ / "tiny").string());
+}
+
+// NUL bytes (the OS would load the path cut at the NUL), control characters and absolute
+// paths are refused before the file system is asked, for loads and saves alike.
+TEST_F(ResolveModelPathTest, RefusesNulControlAndAbsolutePaths) {
+  const std::string nul("tiny\0../../etc", 15);
+  for (const std::string& path : {nul, std::string("tiny\n"), std::string("/etc"),
+                                  (root_ / "tiny").string()}) {
+    for (bool save : {false, true}) {
+      absl::StatusOr<std::string> r = save ? ResolveNewModelPath(root_.string(), path)
+                                           : ResolveModelPath(root_.string(), path);
+      EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << path << " save=" << save;
+      EXPECT_THAT(std::string(r.status().message()), StartsWith("path: ")) << path;
+    }
+  }
+  EXPECT_THAT(std::string(ResolveModelPath(root_.string(), nul).status().message()),
+              HasSubstr("NUL"));
+  EXPECT_THAT(std::string(ResolveModelPath(root_.string(), "/etc").status().message()),
+              HasSubstr("absolute"));
+}
+
+// --allow_symlinks_outside_root lets a load follow a symlink to a store elsewhere; '..' and
+// absolute paths stay refused, and saves never follow it.
+TEST_F(ResolveModelPathTest, OutsideSymlinksOnlyWhenAllowed) {
+  EXPECT_EQ(ResolveModelPath(root_.string(), "escape").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  auto allowed = ResolveModelPath(root_.string(), "escape", /*allow_symlinks_outside_root=*/true);
+  ASSERT_TRUE(allowed.ok()) << allowed.status();
+  EXPECT_EQ(*allowed, fs::canonical(base_ / "outside").string());
+  EXPECT_EQ(ResolveModelPath(root_.string(), "../outside", true).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ResolveNewModelPath(root_.string(), "escape/new").status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(ResolveModelPathTest, RefusesEscapes) {
@@ -125,7 +166,7 @@ TEST_F(ResolveModelPathTest, MissingIsNotFoundAndFilesAreRefused) {
 TEST(ParseStartupConfigTest, ParsesObjectsAndStrings) {
   auto parsed = ParseStartupConfig(R"({"models": [
       {"name": "a", "path": "tiny", "quantization_config": {"quant_method": "eetq"},
-       "dtype": "float16", "device_map": "cpu", "num_threads": 2},
+       "dtype": "float16", "device_map": "cpu", "num_threads": 2, "kernel_activations": "int8"},
       {"name": "b", "path": "tiny", "quantization_config": "{\"quant_method\": \"hqq\"}",
        "device_map": {"model": "cpu"}, "max_memory": {"cpu": "1GiB"}}]})");
   ASSERT_TRUE(parsed.ok()) << parsed.status();
@@ -134,6 +175,8 @@ TEST(ParseStartupConfigTest, ParsesObjectsAndStrings) {
   EXPECT_EQ(RequestedQuantMethod((*parsed)[0].quantization_config_json), "eetq");
   EXPECT_EQ((*parsed)[0].dtype, "float16");
   EXPECT_EQ((*parsed)[0].num_threads, 2);
+  EXPECT_EQ((*parsed)[0].kernel_activations, "int8");
+  EXPECT_EQ((*parsed)[1].kernel_activations, "");
   EXPECT_EQ(RequestedQuantMethod((*parsed)[1].quantization_config_json), "hqq");
   EXPECT_THAT((*parsed)[1].device_map, HasSubstr("\"model\""));
   EXPECT_THAT((*parsed)[1].max_memory_json, HasSubstr("1GiB"));

@@ -1,5 +1,6 @@
 #include "server/request_validation.h"
 
+#include <cmath>
 #include <functional>
 #include <string>
 
@@ -64,6 +65,21 @@ TEST(ValidateGenerateRequestTest, EachErrorNamesItsField) {
        [](auto& r) {
          for (int i = 0; i < 17; ++i) r.add_stop("x");
        }},
+      {"stop[1]: ",
+       [](auto& r) {
+         r.add_stop("x");
+         r.add_stop(std::string(1025, 'x'));
+       }},
+      // Not-a-number and infinite sampling values are refused, not passed to the sampler.
+      {"sampling.temperature: ",
+       [](auto& r) { r.mutable_sampling()->set_temperature(std::nanf("")); }},
+      {"sampling.temperature: ",
+       [](auto& r) { r.mutable_sampling()->set_temperature(INFINITY); }},
+      {"sampling.top_p: ", [](auto& r) { r.mutable_sampling()->set_top_p(std::nanf("")); }},
+      {"sampling.repetition_penalty: ",
+       [](auto& r) { r.mutable_sampling()->set_repetition_penalty(std::nanf("")); }},
+      {"sampling.repetition_penalty: ",
+       [](auto& r) { r.mutable_sampling()->set_repetition_penalty(INFINITY); }},
       {"logprobs: ", [](auto& r) { r.set_logprobs(-1); }},
       {"logprobs: ", [](auto& r) { r.set_logprobs(21); }},
   };

@@ -28,8 +28,14 @@ TEST(ServerMetricsTest, RejectsBadBuckets) {
   EXPECT_EQ(ServerMetrics::Create(options).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+std::unique_ptr<ServerMetrics> WithVllmAliases() {
+  ServerMetrics::Options options;
+  options.vllm_compatible_gauges = true;
+  return *ServerMetrics::Create(options);
+}
+
 TEST(ServerMetricsTest, RecordsLabelledRequestAndGenerationSeries) {
-  auto metrics = ServerMetrics::CreateDefault();
+  auto metrics = WithVllmAliases();
   const ModelLabels labels{.model = "tiny", .quant_method = "hqq"};
   metrics->RecordRequest("Generate", labels, absl::StatusCode::kOk, 0.2);
   metrics->RequestQueued(labels);
@@ -138,13 +144,30 @@ TEST(ServerMetricsTest, KernelGaugesAreReplacedAndRemovedWithTheModel) {
   EXPECT_THAT(text, Not(HasSubstr(R"(quantserve_model_kv_cache_budget_bytes{)")));
 }
 
-TEST(ServerMetricsTest, VllmAliasesCanBeTurnedOff) {
-  ServerMetrics::Options options;
-  options.vllm_compatible_gauges = false;
-  auto metrics = ServerMetrics::Create(options);
-  ASSERT_TRUE(metrics.ok());
-  (*metrics)->RequestQueued({.model = "m", .quant_method = "none"});
-  EXPECT_THAT(Scrape(**metrics), Not(HasSubstr("vllm:")));
+TEST(ServerMetricsTest, VllmAliasesAreOptIn) {
+  auto metrics = ServerMetrics::CreateDefault();
+  metrics->RequestQueued({.model = "m", .quant_method = "none"});
+  metrics->SetKvCacheUsage({.model = "m", .quant_method = "none"}, 1, 2);
+  EXPECT_THAT(Scrape(*metrics), Not(HasSubstr("vllm:")));
+}
+
+// KV usage is a 0-1 fraction of the budget (vLLM's kv_cache_usage_perc is too), clamped, 0
+// without a budget, and goes away with the model.
+TEST(ServerMetricsTest, KvCacheUsageIsAFractionAndFollowsTheModel) {
+  auto metrics = WithVllmAliases();
+  const ModelLabels m{.model = "m", .quant_method = "hqq"};
+  metrics->SetKvCacheUsage(m, 256, 1024);
+  std::string text = Scrape(*metrics);
+  EXPECT_THAT(text, HasSubstr(R"(quantserve_model_kv_cache_usage_ratio{model="m",quant_method="hqq"} 0.25)"));
+  EXPECT_THAT(text, HasSubstr(R"(vllm:kv_cache_usage_perc{model_name="m"} 0.25)"));
+  metrics->SetKvCacheUsage(m, 4096, 1024);
+  EXPECT_THAT(Scrape(*metrics), HasSubstr(R"(vllm:kv_cache_usage_perc{model_name="m"} 1)"));
+  metrics->SetKvCacheUsage(m, 5, 0);
+  EXPECT_THAT(Scrape(*metrics), HasSubstr(R"(vllm:kv_cache_usage_perc{model_name="m"} 0)"));
+  metrics->RemoveModel("m");
+  text = Scrape(*metrics);
+  EXPECT_THAT(text, Not(HasSubstr("quantserve_model_kv_cache_usage_ratio{")));
+  EXPECT_THAT(text, Not(HasSubstr("vllm:kv_cache_usage_perc{")));
 }
 
 }  // namespace

@@ -5,14 +5,19 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
+#include <regex>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
@@ -52,7 +57,9 @@ class ServerTest : public ::testing::Test {
     }
     std::ofstream(root_ / "notes.txt") << "not a model";
     stats_ = std::make_shared<FakeStats>();
-    metrics_ = ServerMetrics::CreateDefault();
+    ServerMetrics::Options metrics_options;
+    metrics_options.vllm_compatible_gauges = true;
+    metrics_ = *ServerMetrics::Create(metrics_options);
     ASSERT_TRUE(StartServer().ok());
   }
 
@@ -79,6 +86,9 @@ class ServerTest : public ::testing::Test {
     options.limits.max_embed_texts = 4;
     options.limits.max_embed_bytes = 1024;
     options.drain_timeout = absl::Seconds(5);
+    options.stats_interval = absl::Milliseconds(20);
+    options.admin_token_file = admin_token_file_;
+    options.inference_token_file = inference_token_file_;
     absl::StatusOr<std::unique_ptr<Server>> server = Server::Create(options);
     if (!server.ok()) {
       return server.status();
@@ -189,6 +199,8 @@ class ServerTest : public ::testing::Test {
   fs::path root_;
   std::shared_ptr<FakeStats> stats_;
   std::unique_ptr<ServerMetrics> metrics_;
+  std::string admin_token_file_;
+  std::string inference_token_file_;
   std::unique_ptr<Server> server_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::ModelService::Stub> models_;
@@ -292,6 +304,132 @@ TEST_F(ServerTest, UnknownModelIsNotFound) {
             grpc::StatusCode::NOT_FOUND);
 }
 
+// With token files, admin RPCs need an admin token and inference RPCs (and the listings) an
+// inference or admin token: missing is UNAUTHENTICATED, wrong PERMISSION_DENIED; health stays
+// open; a rewritten token file takes effect without a restart.
+TEST_F(ServerTest, BearerTokensGuardAdminAndInferenceRpcs) {
+  const fs::path admin = root_ / "admin.tokens", reader = root_ / "reader.tokens";
+  std::ofstream(admin) << "# operators\nadmin-secret\n";
+  std::ofstream(reader) << "reader-secret\n";
+  server_->Shutdown(absl::Seconds(1));
+  server_.reset();
+  admin_token_file_ = admin.string();
+  inference_token_file_ = reader.string();
+  ASSERT_TRUE(StartServer().ok());
+
+  const auto with = [](grpc::ClientContext& c, const std::string& token) {
+    if (!token.empty()) c.AddMetadata("authorization", "Bearer " + token);
+  };
+  const auto load = [&](const std::string& token) {
+    v1::LoadModelRequest request;
+    request.set_name("tiny");
+    request.set_path("tiny");
+    grpc::ClientContext context;
+    with(context, token);
+    auto reader = models_->LoadModel(&context, request);
+    v1::LoadModelProgress progress;
+    while (reader->Read(&progress)) {
+    }
+    return reader->Finish().error_code();
+  };
+  const auto generate = [&](const std::string& token) {
+    grpc::ClientContext context;
+    with(context, token);
+    auto reader = inference_->Generate(&context, GenerateRequest("tiny", "hi"));
+    v1::GenerateResponse response;
+    while (reader->Read(&response)) {
+    }
+    return reader->Finish().error_code();
+  };
+  const auto unary = [&](const std::string& token, auto call) {
+    grpc::ClientContext context;
+    with(context, token);
+    return call(context).error_code();
+  };
+  const auto list_models = [&](grpc::ClientContext& c) {
+    v1::ListModelsResponse r;
+    return models_->ListModels(&c, v1::ListModelsRequest(), &r);
+  };
+  const auto unload = [&](grpc::ClientContext& c) {
+    v1::UnloadModelRequest q;
+    q.set_name("tiny");
+    v1::UnloadModelResponse r;
+    return models_->UnloadModel(&c, q, &r);
+  };
+  const auto save = [&](grpc::ClientContext& c) {
+    v1::SaveModelRequest q;
+    q.set_name("tiny");
+    q.set_path("saved");
+    v1::SaveModelResponse r;
+    return models_->SaveModel(&c, q, &r);
+  };
+  const auto set_route = [&](grpc::ClientContext& c) {
+    v1::SetRouteRequest q;
+    q.mutable_route()->set_name("r");
+    v1::Route r;
+    return models_->SetRoute(&c, q, &r);
+  };
+  const auto score = [&](grpc::ClientContext& c) {
+    v1::ScoreRequest q;
+    q.set_model("tiny");
+    q.set_text("hi");
+    v1::ScoreResponse r;
+    return inference_->Score(&c, q, &r);
+  };
+  const auto tokenize = [&](grpc::ClientContext& c) {
+    v1::TokenizeRequest q;
+    q.set_model("tiny");
+    q.set_text("hi");
+    v1::TokenizeResponse r;
+    return inference_->Tokenize(&c, q, &r);
+  };
+  using grpc::StatusCode;
+  EXPECT_EQ(load(""), StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(load("reader-secret"), StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(load("admin-secret "), StatusCode::PERMISSION_DENIED);
+  ASSERT_EQ(load("admin-secret"), StatusCode::OK);
+  EXPECT_EQ(generate(""), StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(generate("wrong"), StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(generate("reader-secret"), StatusCode::OK);
+  EXPECT_EQ(generate("admin-secret"), StatusCode::OK);
+  for (auto call : std::vector<std::function<grpc::Status(grpc::ClientContext&)>>{
+           list_models, score, tokenize}) {
+    EXPECT_EQ(unary("", call), StatusCode::UNAUTHENTICATED);
+    EXPECT_EQ(unary("reader-secret", call), StatusCode::OK);
+  }
+  for (auto call : std::vector<std::function<grpc::Status(grpc::ClientContext&)>>{
+           unload, save, set_route}) {
+    EXPECT_EQ(unary("", call), StatusCode::UNAUTHENTICATED);
+    EXPECT_EQ(unary("reader-secret", call), StatusCode::PERMISSION_DENIED);
+  }
+  {  // Not "Bearer <token>": UNAUTHENTICATED.
+    grpc::ClientContext context;
+    context.AddMetadata("authorization", "Basic YWRtaW46YWRtaW4=");
+    v1::ListModelsResponse r;
+    EXPECT_EQ(models_->ListModels(&context, v1::ListModelsRequest(), &r).error_code(),
+              StatusCode::UNAUTHENTICATED);
+  }
+  {  // Health needs no token.
+    grpc::ClientContext context;
+    HealthCheckRequest request;
+    HealthCheckResponse response;
+    ASSERT_TRUE(health_->Check(&context, request, &response).ok());
+  }
+  // Rotation: the new token works and the old one stops, without a restart.
+  std::ofstream(admin, std::ios::trunc) << "rotated-admin-secret\n";
+  absl::SleepFor(absl::Milliseconds(1100));  // the reload interval
+  EXPECT_EQ(unary("admin-secret", unload), StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(unary("rotated-admin-secret", unload), StatusCode::OK);
+  // A token file that cannot be read refuses startup rather than running open.
+  server_->Shutdown(absl::Seconds(1));
+  server_.reset();
+  admin_token_file_ = (root_ / "missing.tokens").string();
+  absl::Status refused = StartServer();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kNotFound) << refused;
+  admin_token_file_.clear();
+  inference_token_file_.clear();
+}
+
 TEST_F(ServerTest, PathsAreConfinedToModelRoot) {
   struct Case {
     std::string path;
@@ -303,6 +441,9 @@ TEST_F(ServerTest, PathsAreConfinedToModelRoot) {
       {"/etc", grpc::StatusCode::INVALID_ARGUMENT},
       {"notes.txt", grpc::StatusCode::INVALID_ARGUMENT},
       {"missing", grpc::StatusCode::NOT_FOUND},
+      // A NUL byte used to load the path cut at it ("tiny").
+      {std::string("tiny\0junk", 9), grpc::StatusCode::INVALID_ARGUMENT},
+      {"tiny\r", grpc::StatusCode::INVALID_ARGUMENT},
   };
   for (const Case& c : kCases) {
     grpc::Status status = Load("m", c.path);
@@ -824,6 +965,76 @@ TEST_F(CompareTest, ReportsDivergenceAgainstTheBaseline) {
   EXPECT_THAT(Scrape(), HasSubstr(R"(quantserve_compare_top1_agreement{baseline="base",variant="q"} 1)"));
 }
 
+// Every metric the shipped Grafana dashboard and Prometheus rules query is one this server
+// exports: a renamed metric fails here, not silently on an operator's dashboard.
+// The server does what fills every family first: loads, Generate, Embed, a route with a
+// mirror, a Compare.
+TEST_F(CompareTest, DashboardAndAlertRulesNameExportedMetrics) {
+  ASSERT_TRUE(Load("base", "tiny", nullptr, R"({"quant_method": "hqq"})").ok());
+  ASSERT_TRUE(Load("copy", "tiny2").ok());
+  ASSERT_TRUE(Load("e", "embed").ok());
+  ASSERT_TRUE(Generate(GenerateRequest("base", "hello", 3)).ok());
+  {
+    v1::EmbedRequest request;
+    request.set_model("e");
+    request.add_texts("hello");
+    v1::EmbedResponse response;
+    grpc::ClientContext context;
+    ASSERT_TRUE(inference_->Embed(&context, request, &response).ok());
+  }
+  {
+    v1::SetRouteRequest request;
+    request.mutable_route()->set_name("r");
+    request.mutable_route()->add_variants()->set_model("base");
+    request.mutable_route()->mutable_variants(0)->set_weight(1);
+    request.mutable_route()->set_mirror_model("copy");
+    request.mutable_route()->set_mirror_percent(100);
+    v1::Route response;
+    grpc::ClientContext context;
+    ASSERT_TRUE(models_->SetRoute(&context, request, &response).ok());
+    v1::ScoreRequest score;
+    score.set_model("r");
+    score.set_text("hi");
+    v1::ScoreResponse scored;
+    grpc::ClientContext score_context;
+    ASSERT_TRUE(inference_->Score(&score_context, score, &scored).ok());
+  }
+  v1::CompareReport report;
+  ASSERT_TRUE(Compare(Request("base", {"copy"}), &report).ok());
+  std::string text;
+  // The mirror runs after the routed call returns; KV usage is sampled every 20 ms.
+  for (int i = 0; i < 200 && (text.find("kv_cache_usage") == std::string::npos ||
+                              text.find("quantserve_mirror_requests_total{") == std::string::npos);
+       ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+    text = Scrape();
+  }
+  std::set<std::string> exported;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (absl::ConsumePrefix(&line, "# TYPE ")) {  // families, with or without series yet
+      const std::string base(line.substr(0, line.find(' ')));
+      exported.insert(base);
+      for (const char* suffix : {"_bucket", "_count", "_sum"}) exported.insert(base + suffix);
+    } else if (!line.empty() && line[0] != '#') {
+      exported.insert(std::string(line.substr(0, line.find_first_of("{ "))));
+    }
+  }
+  const std::regex metric_name(R"((quantserve_[a-z0-9_]+|vllm:[a-z_]+))");
+  for (const char* file : {"deploy/grafana/quantserve-dashboard.json",
+                           "deploy/prometheus/quantserve-rules.yaml"}) {
+    std::ifstream in(std::string(QS_SOURCE_DIR) + "/" + file);
+    ASSERT_TRUE(in) << file;
+    const std::string body((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    int names = 0;
+    for (auto it = std::sregex_iterator(body.begin(), body.end(), metric_name);
+         it != std::sregex_iterator(); ++it, ++names) {
+      EXPECT_TRUE(exported.count(it->str()) != 0) << file << " queries " << it->str()
+                                                  << ", which the server does not export";
+    }
+    EXPECT_GE(names, 8) << file;  // the files name this many at least
+  }
+}
+
 TEST_F(CompareTest, UsesTheBaselinesHeldOutTextAndChecksItsRequest) {
   ASSERT_TRUE(Load("base", "tiny").ok());
   ASSERT_TRUE(Load("copy", "tiny2").ok());
@@ -928,6 +1139,15 @@ TEST_F(ServerTest, MetricsCarryModelAndQuantMethodLabels) {
       }) {
     EXPECT_THAT(text, HasSubstr(series));
   }
+  // KV usage is sampled from the model's scheduler every stats_interval (20 ms here).
+  std::string sampled;
+  for (int i = 0; i < 200; ++i) {
+    sampled = Scrape();
+    if (sampled.find("vllm:kv_cache_usage_perc") != std::string::npos) break;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_THAT(sampled, HasSubstr(R"(quantserve_model_kv_cache_usage_ratio{model="tiny",quant_method="hqq"} 0.25)"));
+  EXPECT_THAT(sampled, HasSubstr(R"(vllm:kv_cache_usage_perc{model_name="tiny"} 0.25)"));
 }
 
 TEST_F(ServerTest, StartupConfigPreloadsModels) {

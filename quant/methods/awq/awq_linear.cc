@@ -204,6 +204,7 @@ absl::Status AwqLinear::PackForCpu(const std::string& name, const c10::Device& d
   w.offset = (zeros_.cpu().to(at::kFloat) * s).neg().t().contiguous();
   w.group_size = group_;
   w.compute_dtype = options().dtype;
+  w.activation_bits = options().activation_bits;
   auto packed = kernels::PackLut4(w, device);
   if (!packed.ok()) {
     return common::Annotate(packed.status(),

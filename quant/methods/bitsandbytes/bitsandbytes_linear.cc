@@ -599,6 +599,7 @@ absl::Status BnbLinear4bit::PackForKernels(const LoadTarget& target) {
     w.scale = BlockAbsmax().to(at::kFloat).reshape({n, k / block}).contiguous();
     w.group_size = block;
     w.compute_dtype = options().dtype;
+    w.activation_bits = options().activation_bits;
     packed = kernels::PackLut4(w, target.device);
   }));
   if (!packed.ok()) return packed.status();

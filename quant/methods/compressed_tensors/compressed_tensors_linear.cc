@@ -429,6 +429,7 @@ absl::Status CompressedTensorsLinear::PackForCpu(const std::string& name,
     lw.offset = (shift * lw.scale).neg().contiguous();
     lw.group_size = w.strategy == "group" ? *w.group_size : k;
     lw.compute_dtype = options().dtype;
+    lw.activation_bits = options().activation_bits;
     packed = kernels::PackLut4(lw, device);
   } else if (w.num_bits == 8 && w.symmetric &&
              (w.strategy == "channel" || w.strategy == "tensor")) {

@@ -212,6 +212,7 @@ absl::Status GptqLinear::PackForCpu(const std::string& name, const at::Tensor& g
   w.group_size = gs;
   if (permuted) w.input_permutation = perm;
   w.compute_dtype = options().dtype;
+  w.activation_bits = options().activation_bits;
   auto packed = kernels::PackLut4(w, device);
   if (!packed.ok()) {
     return common::Annotate(packed.status(), absl::StrCat("packing ", name, " (", What(), ")"));

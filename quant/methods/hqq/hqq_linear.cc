@@ -258,6 +258,7 @@ absl::Status HqqLinear::PackForCpu(const c10::Device& device) {
   w.offset = (zero.cpu().to(at::kFloat).reshape({n, groups_per_row}) * s).neg().contiguous();
   w.group_size = layout_.group_size;
   w.compute_dtype = options().dtype;
+  w.activation_bits = options().activation_bits;
   auto made = kernels::PackLut4(w, device);
   if (!made.ok()) return common::Annotate(made.status(), absl::StrCat("packing ", Describe()));
   SetPackedWeight(std::move(*made));

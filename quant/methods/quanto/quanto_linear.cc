@@ -208,6 +208,7 @@ absl::Status QuantoLinear::PackForKernels(const LoadTarget& target) {
       w.offset = shift.to(at::kFloat).neg().reshape({n, k / g}).contiguous();
       w.group_size = g;
       w.compute_dtype = options().dtype;
+      w.activation_bits = options().activation_bits;
       packed = kernels::PackLut4(w, target.device);
     }
   }));

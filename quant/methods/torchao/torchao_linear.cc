@@ -358,6 +358,7 @@ absl::Status TorchAoInt4Linear::PackForKernels(const LoadTarget& target) {
     w.offset = (weight_zero_point.to(at::kFloat).t() - 8 * s).contiguous();
     w.group_size = group_size_;
     w.compute_dtype = options().dtype;
+    w.activation_bits = options().activation_bits;
     packed = kernels::PackLut4(w, target.device);
   }));
   if (!packed.ok()) return packed.status();

@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -223,6 +224,127 @@ TEST(Lut4Test, RowResultDoesNotDependOnBatch) {
     for (int64_t i = 0; i < 7; ++i) {
       EXPECT_TRUE(at::equal((*packed)->Matmul(x.narrow(0, i, 1)), batch.narrow(0, i, 1)))
           << "row " << i << " nf4=" << nf4;
+    }
+  }
+}
+
+// The reference for the int8-activation kernels: Lut4MatmulRef on what they multiply, x
+// rounded to int8 per 64 columns and the table to int8 (Q8TableValues).
+at::Tensor Lut4Q8Ref(const Lut4Weight& w, const at::Tensor& x) {
+  const int64_t k = w.codes.size(1);
+  at::Tensor x2 = x.reshape({-1, k}).to(at::kFloat);
+  if (w.input_permutation.defined()) x2 = x2.index_select(1, w.input_permutation);
+  x2 = x2.contiguous();
+  const int64_t m = x2.size(0), kp2 = internal::RoundUp(k, internal::kLut4Pair);
+  const at::Tensor q = at::empty({m, kp2}, at::kChar);
+  const at::Tensor dv = at::empty({m, kp2 / 8});
+  const at::Tensor bsum = at::empty({m, kp2 / 64});
+  internal::QuantizeQ8PairRows(x2.data_ptr<float>(), k, m, k, kp2, q.data_ptr<int8_t>(),
+                               dv.data_ptr<float>(), bsum.data_ptr<float>());
+  Lut4Weight rounded = w;
+  rounded.input_permutation = at::Tensor();
+  rounded.lut = internal::Q8TableValues(w.lut);
+  return Lut4MatmulRef(rounded, internal::DequantizeQ8PairRows(q, dv, k));
+}
+
+// Int8 activations (opt-in): within float rounding of the q8 oracle for the scalar twin and
+// the AVX-512 kernel, over tables, offsets, permutations, K with a half pair at the end, groups
+// of 64..K and batches 1..64; within kCpuInt8ActivationError of the float formula.
+TEST(Lut4Q8Test, MatchesReference) {
+  at::manual_seed(21);
+  const std::vector<Shape> shapes = {{5, 64, 64},    {7, 192, 64},   {67, 256, 64},
+                                     {33, 512, 128}, {9, 384, 192},  {33, 512, 512},
+                                     {100, 4096, 128}};
+  std::vector<CpuKernel> kernels = {CpuKernel::kScalar};
+  if (internal::HasAvx512Vnni() && internal::HasAvx2Fma()) {
+    kernels.push_back(CpuKernel::kAvx512);
+  } else {
+    std::cout << "no AVX-512 VNNI on this CPU: only the scalar int8-activation kernel runs\n";
+  }
+  double worst_oracle = 0, worst_formula = 0;
+  for (const Shape& s : shapes) {
+    for (bool nf4 : {false, true}) {
+      for (bool offset : {false, true}) {
+        Lut4Weight w = RandomLut4(s, nf4, offset, /*perm=*/offset);
+        w.activation_bits = 8;
+        for (CpuKernel kernel : kernels) {
+          SCOPED_TRACE(absl::StrCat("N=", s.n, " K=", s.k, " g=", s.group, " nf4=", nf4,
+                                    " offset=", offset, " kernel=", static_cast<int>(kernel)));
+          auto packed = internal::PackLut4Cpu(w, CpuPackOptions{kernel, 1000});
+          ASSERT_TRUE(packed.ok()) << packed.status();
+          EXPECT_EQ((*packed)->name(),
+                    kernel == CpuKernel::kScalar ? "lut4_q8_scalar" : "lut4_q8_avx512");
+          for (int64_t m : kRows) {
+            SCOPED_TRACE(absl::StrCat("M=", m));
+            const at::Tensor x = at::randn({m, s.k});
+            const at::Tensor y = (*packed)->Matmul(x);
+            ASSERT_EQ(y.sizes(), at::IntArrayRef({m, s.n}));
+            const double e_oracle = Error(y, Lut4Q8Ref(w, x), false);
+            const double e_formula = Error(y, Lut4MatmulRef(w, x), false);
+            EXPECT_LE(e_oracle, 2e-6);
+            EXPECT_LE(e_formula, kCpuInt8ActivationError);
+            worst_oracle = std::max(worst_oracle, e_oracle);
+            worst_formula = std::max(worst_formula, e_formula);
+          }
+        }
+      }
+    }
+  }
+  std::cout << "int8 activations, worst error / output scale: vs q8 oracle " << worst_oracle
+            << ", vs float formula " << worst_formula << "\n";
+}
+
+TEST(Lut4Q8Test, RowResultDoesNotDependOnBatchAndFallsBackForGroupsOf32) {
+  at::manual_seed(22);
+  for (bool nf4 : {false, true}) {
+    Lut4Weight w = RandomLut4({130, 512, 64}, nf4, /*offset=*/!nf4, /*perm=*/false);
+    w.activation_bits = 8;
+    auto packed = internal::PackLut4Cpu(w, CpuPackOptions{CpuKernel::kAuto, 16});
+    ASSERT_TRUE(packed.ok()) << packed.status();
+    EXPECT_EQ((*packed)->name(), CpuLut4KernelName(!nf4, 64, 8));
+    const at::Tensor x = at::randn({7, 512});
+    const at::Tensor batch = (*packed)->Matmul(x);
+    for (int64_t i = 0; i < 7; ++i) {
+      EXPECT_TRUE(at::equal((*packed)->Matmul(x.narrow(0, i, 1)), batch.narrow(0, i, 1)))
+          << "row " << i << " nf4=" << nf4;
+    }
+  }
+  // Groups of 32 split a chunk: the 16-bit kernel runs, as the name says.
+  Lut4Weight w32 = RandomLut4({16, 256, 32}, /*nf4=*/false, false, false);
+  w32.activation_bits = 8;
+  auto p32 = internal::PackLut4Cpu(w32, CpuPackOptions{});
+  ASSERT_TRUE(p32.ok());
+  EXPECT_EQ((*p32)->name().rfind("lut4_q16_", 0), 0u) << (*p32)->name();
+  EXPECT_EQ(CpuLut4KernelName(true, 32, 8), CpuLut4KernelName(true, 32, 16));
+  w32.activation_bits = 4;
+  EXPECT_EQ(PackLut4(w32, c10::Device(c10::kCPU)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// The int8 quantizer: the nibble order is a permutation of each 128 columns, |q| <= 127 with the
+// chunk maximum at +-127, padding zero, and the rows it stands for within half a step of x.
+TEST(Q8Test, QuantizerOrderAndBounds) {
+  std::vector<int> seen(128, 0);
+  for (int64_t b = 0; b < 128; ++b) ++seen[internal::Q8PairColumn(b)];
+  EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), 128);
+  at::manual_seed(23);
+  for (int64_t k : {64, 192, 320, 2048}) {
+    at::Tensor x = at::randn({3, k}) * 10;
+    x[1].zero_();
+    const int64_t kp2 = internal::RoundUp(k, 128);
+    const at::Tensor q = at::empty({3, kp2}, at::kChar), dv = at::empty({3, kp2 / 8});
+    const at::Tensor bsum = at::empty({3, kp2 / 64});
+    internal::QuantizeQ8PairRows(x.data_ptr<float>(), k, 3, k, kp2, q.data_ptr<int8_t>(),
+                                 dv.data_ptr<float>(), bsum.data_ptr<float>());
+    EXPECT_EQ(q.abs().max().item<int>(), 127);
+    EXPECT_EQ(q[1].abs().max().item<int>(), 0);
+    const at::Tensor xd = internal::DequantizeQ8PairRows(q, dv, k);
+    for (int64_t c = 0; c < k / 64; ++c) {
+      const at::Tensor blk = x.narrow(1, 64 * c, 64);
+      const at::Tensor amax = blk.abs().amax(1);
+      EXPECT_TRUE(((xd.narrow(1, 64 * c, 64) - blk).abs() <=
+                   amax.unsqueeze(1) / 254 * 1.001 + 1e-12).all().item<bool>()) << "chunk " << c;
+      EXPECT_TRUE(at::allclose(bsum.select(1, c), xd.narrow(1, 64 * c, 64).sum(1), 1e-5, 1e-4));
     }
   }
 }
