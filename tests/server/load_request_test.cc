@@ -9,6 +9,7 @@
 #include "gtest/gtest.h"
 
 #include "absl/strings/str_cat.h"
+#include "server/routes.h"
 
 namespace quantserve::server {
 namespace {
@@ -225,16 +226,22 @@ TEST(ParseStartupConfigTest, ErrorsNameTheEntryAndField) {
       absl::StatusCode::kAlreadyExists);
 }
 
-TEST(ParseStartupConfigTest, ExampleConfigParses) {
-  std::ifstream in(std::string(QS_SOURCE_DIR) + "/deploy/examples/startup.json");
-  ASSERT_TRUE(in.good());
-  std::stringstream text;
-  text << in.rdbuf();
-  auto parsed = ParseStartupConfig(text.str());
-  ASSERT_TRUE(parsed.ok()) << parsed.status();
-  ASSERT_GE(parsed->size(), 2u);
-  for (const LoadRequest& request : *parsed) {
-    EXPECT_TRUE(ValidateLoadRequest(request).ok()) << request.name;
+// Every shipped example (CPU and GPU nodes) parses, models and routes alike.
+TEST(ParseStartupConfigTest, ExampleConfigsParse) {
+  for (const char* name : {"startup.json", "startup-cpu.json", "startup-gpu.json",
+                           "default-model.json"}) {
+    std::ifstream in(std::string(QS_SOURCE_DIR) + "/deploy/examples/" + name);
+    ASSERT_TRUE(in.good()) << name;
+    std::stringstream text;
+    text << in.rdbuf();
+    auto parsed = ParseStartupConfig(text.str());
+    ASSERT_TRUE(parsed.ok()) << name << ": " << parsed.status();
+    ASSERT_GE(parsed->size(), 1u) << name;
+    for (const LoadRequest& request : *parsed) {
+      EXPECT_TRUE(ValidateLoadRequest(request).ok()) << name << ": " << request.name;
+    }
+    auto routes = ParseStartupRoutes(text.str());
+    EXPECT_TRUE(routes.ok()) << name << ": " << routes.status();
   }
 }
 
