@@ -75,5 +75,5 @@ ENV PATH=/opt/quantserve/bin:$PATH \
 USER 10001
 EXPOSE 50051 9090
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s \
-  CMD ["quantserve-cli", "--server=127.0.0.1:50051", "--timeout_seconds=3", "list"]
+  CMD ["quantserve-cli", "--server=127.0.0.1:50051", "--timeout_seconds=3", "health"]
 ENTRYPOINT ["/opt/quantserve/bin/entrypoint.sh"]

@@ -24,6 +24,7 @@
 #include "cli/command_line.h"
 #include "cli/progress_bar.h"
 #include "google/protobuf/util/json_util.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
@@ -68,6 +69,13 @@ const std::vector<FlagSpec>& GlobalFlags() {
        .value_name = "S",
        .help = "deadline for the call; 0 = none",
        .default_text = "0"},
+      {.name = "tls_ca_file",
+       .value_name = "FILE",
+       .help = "speak TLS, verifying the server's certificate against this PEM CA bundle"},
+      {.name = "tls_cert_file",
+       .value_name = "FILE",
+       .help = "client certificate (PEM) for a server with --tls_client_ca_file (mutual TLS)"},
+      {.name = "tls_key_file", .value_name = "FILE", .help = "private key of --tls_cert_file"},
       {.name = "token_file",
        .value_name = "FILE",
        .help = "bearer token for a server started with --auth_token_file or "
@@ -363,6 +371,28 @@ int RunSave(const Context& c) {
                                 Megabytes(response.bytes_written()), response.seconds());
   }
   return kOk;
+}
+
+// grpc.health.v1 Check: "" = the server, a model name = that model. Needs no token, so it
+// serves as a container health check and a probe behind TLS.
+int RunHealth(const Context& c) {
+  auto stub = grpc::health::v1::Health::NewStub(c.channel);
+  grpc::ClientContext context;
+  c.Prepare(context);
+  grpc::health::v1::HealthCheckRequest request;
+  if (c.args.positional().size() > 1) request.set_service(c.args.positional()[1]);
+  grpc::health::v1::HealthCheckResponse response;
+  grpc::Status status = stub->Check(&context, request, &response);
+  if (!status.ok()) {
+    return c.RpcError(status);
+  }
+  if (c.json) {
+    c.PrintJson(response);
+  } else {
+    c.io.out << grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status())
+             << "\n";
+  }
+  return response.status() == grpc::health::v1::HealthCheckResponse::SERVING ? kOk : kRpcError;
 }
 
 int RunList(const Context& c) {
@@ -830,6 +860,14 @@ const std::vector<Verb>& Verbs() {
          .default_text = "50GB"}},
        RunSave},
       {"list", "", "list every model with its state, quantization and memory", 1, 1, {}, RunList},
+      {"health",
+       "[MODEL]",
+       "grpc.health.v1 status of the server or of one model (exit 0 only when SERVING; needs "
+       "no token)",
+       1,
+       2,
+       {},
+       RunHealth},
       {"get", "NAME", "show one model in detail", 2, 2, {}, RunGet},
       {"compare",
        "BASELINE CANDIDATE...",
@@ -1036,11 +1074,32 @@ int RunCli(const std::vector<std::string>& args, const CliIo& io) {
   } else if (const char* env = std::getenv("QUANTSERVE_TOKEN"); env != nullptr) {
     token = std::string(absl::StripAsciiWhitespace(env));
   }
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  if (parsed->Has("tls_ca_file") || parsed->Has("tls_cert_file") || parsed->Has("tls_key_file")) {
+    if (parsed->Has("tls_cert_file") != parsed->Has("tls_key_file")) {
+      return UsageError(io, "--tls_cert_file and --tls_key_file go together");
+    }
+    grpc::SslCredentialsOptions ssl;
+    for (auto [flag, target] : {std::pair{"tls_ca_file", &ssl.pem_root_certs},
+                                std::pair{"tls_cert_file", &ssl.pem_cert_chain},
+                                std::pair{"tls_key_file", &ssl.pem_private_key}}) {
+      if (!parsed->Has(flag)) continue;
+      std::ifstream in(parsed->GetString(flag), std::ios::binary);
+      std::ostringstream text;
+      text << in.rdbuf();
+      if (!in.is_open() || text.str().empty()) {
+        return UsageError(io, absl::StrCat("--", flag, ": cannot read '",
+                                           parsed->GetString(flag), "'"));
+      }
+      *target = text.str();
+    }
+    credentials = grpc::SslCredentials(ssl);
+  }
   Context context{
       .args = *parsed,
       .io = io,
       .channel = grpc::CreateChannel(parsed->GetString("server", "localhost:50051"),
-                                     grpc::InsecureChannelCredentials()),
+                                     credentials),
       .json = parsed->GetBool("json"),
       .timeout_seconds = timeout->value_or(0),
       .token = std::move(token),

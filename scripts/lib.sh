@@ -16,6 +16,7 @@ APT_PACKAGES=(
   libabsl-dev prometheus-cpp-dev nlohmann-json3-dev libpcre2-dev
   libgtest-dev libgmock-dev
   bible-kjv
+  openssl
 )
 
 # Installs the Debian packages that are missing (no apt-get at all when none are).

@@ -90,6 +90,13 @@ ABSL_FLAG(bool, vllm_compatible_metrics, false,
           "Also export vllm:num_requests_waiting, vllm:num_requests_running and "
           "vllm:kv_cache_usage_perc{model_name}, the gauges routers and autoscalers written for "
           "vLLM read (Gateway API Inference Extension, production-stack).");
+ABSL_FLAG(std::string, tls_cert_file, "",
+          "PEM certificate chain: the gRPC port speaks TLS only (with --tls_key_file). Re-read "
+          "when it changes. Empty = plaintext (terminate TLS in front, or keep the port "
+          "private). The metrics endpoint stays plain HTTP.");
+ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls_cert_file.");
+ABSL_FLAG(std::string, tls_client_ca_file, "",
+          "PEM CA bundle: clients must present a certificate it signed (mutual TLS).");
 ABSL_FLAG(std::string, auth_token_file, "",
           "File of bearer tokens (one per line, '#' comments) that LoadModel, UnloadModel, "
           "SaveModel, SetRoute and DeleteRoute require as 'authorization: Bearer <token>' "
@@ -244,6 +251,9 @@ int main(int argc, char** argv) {
   options.limits.max_embed_bytes = absl::GetFlag(FLAGS_max_embed_bytes);
   options.drain_timeout = drain;
   options.admin_token_file = absl::GetFlag(FLAGS_auth_token_file);
+  options.tls = {.cert_file = absl::GetFlag(FLAGS_tls_cert_file),
+                 .key_file = absl::GetFlag(FLAGS_tls_key_file),
+                 .client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file)};
   options.inference_token_file = absl::GetFlag(FLAGS_inference_token_file);
   absl::StatusOr<std::unique_ptr<server::Server>> created = server::Server::Create(options);
   if (!created.ok()) {
@@ -257,6 +267,7 @@ int main(int argc, char** argv) {
                << Kv("model_root", srv->registry().options().model_root)
                << Kv("devices", quantserve::engine::DescribeDevices())
                << Kv("models", absl::StrJoin(srv->startup_models(), ","))
+               << Kv("transport", server::TlsMode(options.tls))
                << Kv("admin_auth", options.admin_token_file.empty() ? "open" : "token")
                << Kv("inference_auth", options.inference_token_file.empty() ? "open" : "token")
                << Kv("quant_methods",

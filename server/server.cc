@@ -146,7 +146,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(Options options) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(opts.listen_address, grpc::InsecureServerCredentials(), &server->port_);
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+      MakeServerCredentials(opts.tls);
+  if (!credentials.ok()) return credentials.status();
+  builder.AddListeningPort(opts.listen_address, *credentials, &server->port_);
   builder.SetMaxReceiveMessageSize(opts.max_request_bytes);
   builder.RegisterService(server->model_service_.get());
   builder.RegisterService(server->inference_service_.get());

@@ -28,6 +28,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/server.h"
 #include "server/auth.h"
+#include "server/tls.h"
 #include "server/inference_service.h"
 #include "server/model_registry.h"
 #include "server/route_table.h"
@@ -71,6 +72,8 @@ class Server {
     // inference RPCs; "" leaves that scope open.
     std::string admin_token_file{};
     std::string inference_token_file{};
+    // Transport security of the gRPC port (server/tls.h); default plaintext.
+    TlsOptions tls{};
     // How often each READY model's scheduler is sampled for the KV-usage gauges.
     absl::Duration stats_interval = absl::Seconds(1);
   };

@@ -15,6 +15,7 @@
 #include "gtest/gtest.h"
 #include "server/server.h"
 #include "tests/server/fake_model.h"
+#include "tests/testing/test_pki.h"
 
 namespace quantserve::cli {
 namespace {
@@ -200,6 +201,13 @@ TEST_F(CliTest, RpcErrorsExitOneWithCodeAndMessage) {
   EXPECT_THAT(r.err, HasSubstr("error: DATA_LOSS:"));
   r = Run({"list"});
   EXPECT_THAT(r.out, HasSubstr("bad   FAILED"));
+  // A model's health: NOT_SERVING once failed (exit 1), NOT_FOUND when never loaded.
+  r = Run({"health", "bad"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.out, "NOT_SERVING\n");
+  r = Run({"health", "ghost"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.err, HasSubstr("NOT_FOUND"));
   r = Run({"generate", "ghost", "hi", "--temperature=-1"});
   EXPECT_EQ(r.code, 1);
   EXPECT_THAT(r.err, HasSubstr("INVALID_ARGUMENT: sampling.temperature"));
@@ -228,6 +236,9 @@ TEST_F(CliTest, TokenFileAndEnvironmentAuthorize) {
   Result r = Run({"load", "tiny", "tiny"});
   EXPECT_EQ(r.code, 1);
   EXPECT_THAT(r.err, HasSubstr("UNAUTHENTICATED"));
+  r = Run({"health"});  // health needs no token
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "SERVING\n");
   r = Run({"--token_file=" + (root_ / "client.token").string(), "load", "tiny", "tiny"});
   EXPECT_EQ(r.code, 0) << r.err;
   r = Run({"--token_file=" + (root_ / "empty.token").string(), "list"});
@@ -241,6 +252,45 @@ TEST_F(CliTest, TokenFileAndEnvironmentAuthorize) {
   r = Run({"unload", "tiny"});
   EXPECT_EQ(r.code, 0) << r.err;
   ::unsetenv("QUANTSERVE_TOKEN");
+}
+
+// --tls_ca_file speaks TLS to a TLS server (a plaintext client is refused); mutual TLS with
+// --tls_cert_file/--tls_key_file; unreadable or half-given files are usage errors.
+TEST_F(CliTest, TlsFlags) {
+  quantserve::testing::TestPki pki;
+  ASSERT_TRUE(quantserve::testing::MakeTestPki(root_.string(), &pki))
+      << "openssl failed; see " << root_.string() << "/openssl.log";
+  server_->Shutdown(absl::Seconds(1));
+  server::Server::Options options;
+  options.listen_address = "127.0.0.1:0";
+  options.model_root = root_.string();
+  options.loader = server::testing::MakeFakeLoader(stats_);
+  options.metrics = metrics_.get();
+  options.tls = {.cert_file = pki.server_crt(),
+                 .key_file = pki.server_key(),
+                 .client_ca_file = pki.ca_crt()};
+  auto created = server::Server::Create(options);
+  ASSERT_TRUE(created.ok()) << created.status();
+  server_ = *std::move(created);
+
+  const std::string ca = "--tls_ca_file=" + pki.ca_crt();
+  Result r = Run({"--timeout_seconds=5", "list"});
+  EXPECT_EQ(r.code, 1);
+  r = Run({"--timeout_seconds=5", ca, "list"});  // no client certificate
+  EXPECT_EQ(r.code, 1);
+  r = Run({"--timeout_seconds=5", ca, "--tls_cert_file=" + pki.client_crt(),
+           "--tls_key_file=" + pki.client_key(), "list"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  r = Run({"--timeout_seconds=5", ca, "--tls_cert_file=" + pki.client_crt(),
+           "--tls_key_file=" + pki.client_key(), "health"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "SERVING\n");
+  r = Run({ca, "--tls_cert_file=" + pki.client_crt(), "list"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("go together"));
+  r = Run({"--tls_ca_file=" + (root_ / "nope.crt").string(), "list"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--tls_ca_file: cannot read"));
 }
 
 }  // namespace

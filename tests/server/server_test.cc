@@ -3,6 +3,7 @@
 #include "server/server.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -30,6 +31,7 @@
 #include "quantserve/v1/inference_service.grpc.pb.h"
 #include "quantserve/v1/model_service.grpc.pb.h"
 #include "tests/server/fake_model.h"
+#include "tests/testing/test_pki.h"
 
 namespace quantserve::server {
 namespace {
@@ -88,6 +90,7 @@ class ServerTest : public ::testing::Test {
     options.drain_timeout = absl::Seconds(5);
     options.stats_interval = absl::Milliseconds(20);
     options.admin_token_file = admin_token_file_;
+    options.tls = tls_;
     options.inference_token_file = inference_token_file_;
     absl::StatusOr<std::unique_ptr<Server>> server = Server::Create(options);
     if (!server.ok()) {
@@ -199,6 +202,7 @@ class ServerTest : public ::testing::Test {
   fs::path root_;
   std::shared_ptr<FakeStats> stats_;
   std::unique_ptr<ServerMetrics> metrics_;
+  TlsOptions tls_;
   std::string admin_token_file_;
   std::string inference_token_file_;
   std::unique_ptr<Server> server_;
@@ -428,6 +432,63 @@ TEST_F(ServerTest, BearerTokensGuardAdminAndInferenceRpcs) {
   EXPECT_EQ(refused.code(), absl::StatusCode::kNotFound) << refused;
   admin_token_file_.clear();
   inference_token_file_.clear();
+}
+
+// TLS and mutual TLS with a CA and certificates made here: a TLS client that trusts the CA is
+// served, a plaintext one is not; with a client CA, only clients presenting a certificate it
+// signed are. Bad files stop the server at startup.
+TEST_F(ServerTest, TlsAndMutualTls) {
+  const fs::path dir = root_ / "pki";
+  fs::create_directories(dir);
+  const std::string d = dir.string();
+  quantserve::testing::TestPki pki;
+  ASSERT_TRUE(quantserve::testing::MakeTestPki(d, &pki)) << "openssl failed; see " << d
+                                                         << "/openssl.log";
+  const auto read = [&](const char* name) { return pki.Read(d + "/" + name); };
+  const auto list = [&](const std::shared_ptr<grpc::ChannelCredentials>& creds) {
+    auto stub = v1::ModelService::NewStub(grpc::CreateChannel(server_->address(), creds));
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+    v1::ListModelsResponse response;
+    return stub->ListModels(&context, v1::ListModelsRequest(), &response).error_code();
+  };
+  const auto restart = [&](TlsOptions tls) {
+    server_->Shutdown(absl::Seconds(1));
+    server_.reset();
+    tls_ = std::move(tls);
+    return StartServer();
+  };
+  grpc::SslCredentialsOptions trusting;
+  trusting.pem_root_certs = read("ca.crt");
+  grpc::SslCredentialsOptions with_cert = trusting;
+  with_cert.pem_cert_chain = read("client.crt");
+  with_cert.pem_private_key = read("client.key");
+
+  ASSERT_TRUE(restart({.cert_file = d + "/server.crt", .key_file = d + "/server.key"}).ok());
+  EXPECT_EQ(TlsMode(tls_), "tls");
+  EXPECT_EQ(list(grpc::SslCredentials(trusting)), grpc::StatusCode::OK);
+  EXPECT_NE(list(grpc::InsecureChannelCredentials()), grpc::StatusCode::OK);
+  grpc::SslCredentialsOptions other_ca;
+  other_ca.pem_root_certs = read("client.crt");  // not the CA that signed the server
+  EXPECT_NE(list(grpc::SslCredentials(other_ca)), grpc::StatusCode::OK);
+
+  ASSERT_TRUE(restart({.cert_file = d + "/server.crt",
+                       .key_file = d + "/server.key",
+                       .client_ca_file = d + "/ca.crt"})
+                  .ok());
+  EXPECT_EQ(TlsMode(tls_), "mutual_tls");
+  EXPECT_NE(list(grpc::SslCredentials(trusting)), grpc::StatusCode::OK);
+  EXPECT_EQ(list(grpc::SslCredentials(with_cert)), grpc::StatusCode::OK);
+
+  server_->Shutdown(absl::Seconds(1));
+  server_.reset();
+  tls_ = {.cert_file = d + "/server.key", .key_file = d + "/server.key"};  // no certificate
+  EXPECT_EQ(StartServer().code(), absl::StatusCode::kInvalidArgument);
+  tls_ = {.cert_file = d + "/server.crt"};
+  EXPECT_EQ(StartServer().code(), absl::StatusCode::kInvalidArgument);
+  tls_ = {.cert_file = d + "/missing.crt", .key_file = d + "/server.key"};
+  EXPECT_EQ(StartServer().code(), absl::StatusCode::kNotFound);
+  tls_ = {};
 }
 
 TEST_F(ServerTest, PathsAreConfinedToModelRoot) {
