@@ -8,7 +8,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <new>
 #include <system_error>
 #include <utility>
@@ -118,8 +120,70 @@ absl::StatusOr<int> OpenRegularFile(const std::string& path, struct stat* st) {
   return fd;
 }
 
+class PosixWritableFile final : public WritableFile {
+ public:
+  PosixWritableFile(std::string path, std::FILE* file) : path_(std::move(path)), file_(file) {}
+  ~PosixWritableFile() override { (void)Close(); }
+
+  absl::Status Append(std::string_view data) override {
+    if (file_ == nullptr) return absl::FailedPreconditionError("append to a closed file");
+    if (!data.empty() && std::fwrite(data.data(), 1, data.size(), file_) != data.size()) {
+      return ErrnoError(errno, "write", path_);
+    }
+    return absl::OkStatus();
+  }
+  absl::Status Sync() override {
+    if (file_ == nullptr) return absl::FailedPreconditionError("sync of a closed file");
+    if (std::fflush(file_) != 0) return ErrnoError(errno, "write", path_);
+    if (::fsync(::fileno(file_)) != 0) return ErrnoError(errno, "fsync", path_);
+    return absl::OkStatus();
+  }
+  absl::Status Close() override {
+    if (file_ == nullptr) return absl::OkStatus();
+    const int rc = std::fclose(file_);
+    file_ = nullptr;
+    return rc == 0 ? absl::OkStatus() : ErrnoError(errno, "close", path_);
+  }
+
+ private:
+  const std::string path_;
+  std::FILE* file_;
+};
+
 class PosixEnv final : public Env {
  public:
+  absl::StatusOr<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path) override {
+    if (absl::Status s = CheckPath(path); !s.ok()) return s;
+    std::FILE* f = std::fopen(path.c_str(), "wb");
+    if (f == nullptr) return ErrnoError(errno, "create", path);
+    return std::make_unique<PosixWritableFile>(path, f);
+  }
+
+  absl::Status CreateDirs(const std::string& path) override {
+    if (absl::Status s = CheckPath(path); !s.ok()) return s;
+    std::error_code ec;
+    std::filesystem::create_directories(path, ec);
+    if (ec) return ErrnoError(ec.value(), "mkdir", path);
+    return absl::OkStatus();
+  }
+
+  absl::Status RenameFile(const std::string& from, const std::string& to) override {
+    if (absl::Status s = CheckPath(from); !s.ok()) return s;
+    if (absl::Status s = CheckPath(to); !s.ok()) return s;
+    if (::rename(from.c_str(), to.c_str()) != 0) {
+      return ErrnoError(errno, "rename", absl::StrCat(from, "\" to \"", to));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status RemoveAll(const std::string& path) override {
+    if (absl::Status s = CheckPath(path); !s.ok()) return s;
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+    if (ec) return ErrnoError(ec.value(), "remove", path);
+    return absl::OkStatus();
+  }
+
   absl::StatusOr<std::unique_ptr<ReadOnlyRegion>> NewReadOnlyRegion(
       const std::string& path) override {
     struct stat st;
@@ -381,6 +445,19 @@ class MemEnv final : public Env {
 Env* Env::Default() {
   static Env* const env = new PosixEnv();
   return env;
+}
+
+absl::StatusOr<std::unique_ptr<WritableFile>> Env::NewWritableFile(const std::string& path) {
+  return absl::UnimplementedError(absl::StrCat("this Env is read-only: cannot write ", path));
+}
+absl::Status Env::CreateDirs(const std::string& path) {
+  return absl::UnimplementedError(absl::StrCat("this Env is read-only: cannot create ", path));
+}
+absl::Status Env::RenameFile(const std::string& from, const std::string& to) {
+  return absl::UnimplementedError(absl::StrCat("this Env is read-only: cannot rename ", from));
+}
+absl::Status Env::RemoveAll(const std::string& path) {
+  return absl::UnimplementedError(absl::StrCat("this Env is read-only: cannot remove ", path));
 }
 
 std::unique_ptr<Env> NewMemEnv(std::map<std::string, std::string> files) {

@@ -3,6 +3,10 @@
 // `Env*` handed to it, never through POSIX calls or <fstream> directly, so tests can inject an
 // in-memory or fault-injecting file system (the LevelDB pattern).
 //
+// Writes (SaveModel) go through it too: WritableFile, CreateDirs, RenameFile, RemoveAll. The
+// in-memory Env is read-only (UNIMPLEMENTED); tests/testing/fault_injection_env.h wraps an Env
+// to fail chosen writes, syncs and renames (a full disk, an I/O error).
+//
 // Two implementations live here:
 //   * `Env::Default()`: the POSIX file system. Files are mapped with mmap(PROT_READ,
 //     MAP_PRIVATE). It is the one process-wide singleton quantserve allows; it is never
@@ -49,6 +53,16 @@ class ReadOnlyRegion {
   virtual void DropPages(size_t offset, size_t length) const {}
 };
 
+// A file being written. Append buffers; Sync flushes and fsyncs; Close syncs nothing (call
+// Sync first for durability) and is implied by destruction. Not thread-safe.
+class WritableFile {
+ public:
+  virtual ~WritableFile() = default;
+  virtual absl::Status Append(std::string_view data) = 0;
+  virtual absl::Status Sync() = 0;
+  virtual absl::Status Close() = 0;
+};
+
 class Env {
  public:
   virtual ~Env() = default;
@@ -74,6 +88,17 @@ class Env {
 
   // Names (not paths) of the entries of directory `path`, sorted, without "." and "..".
   virtual absl::StatusOr<std::vector<std::string>> ListDirectory(const std::string& path) = 0;
+
+  // Writing. A full disk is RESOURCE_EXHAUSTED (ENOSPC, EDQUOT), other failures the errno's
+  // code. Defaults: UNIMPLEMENTED (read-only Envs).
+  // Creates or truncates the regular file at `path`.
+  virtual absl::StatusOr<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path);
+  // Creates `path` and its missing parents; OK when it already is a directory.
+  virtual absl::Status CreateDirs(const std::string& path);
+  // rename(2): atomic within one file system; replaces an empty directory at `to`.
+  virtual absl::Status RenameFile(const std::string& from, const std::string& to);
+  // Removes `path` and everything under it; OK when nothing is there.
+  virtual absl::Status RemoveAll(const std::string& path);
 };
 
 // An immutable in-memory Env whose regular files are `files` (path -> contents). Paths are

@@ -7,7 +7,6 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
-#include <fstream>
 #include <iterator>
 
 #include <nlohmann/json.hpp>
@@ -347,8 +346,9 @@ absl::StatusOr<std::unique_ptr<ServableModel>> LoadServableModel(
 
   ModelDescription description = Describe(*loaded);
   {
-    std::ifstream in(tokenizer_path, std::ios::binary);
-    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    // The tokenizer loaded above, so the read succeeds; an empty fingerprint input otherwise.
+    const std::string bytes =
+        common::Env::Default()->ReadFileToString(tokenizer_path).value_or(std::string());
     description.tokenizer_fingerprint =
         absl::StrCat(absl::Hex(common::StableHash64({bytes}), absl::kZeroPad16));
   }

@@ -8,7 +8,6 @@
 #include <cstring>
 #include <map>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <utility>
 
@@ -41,22 +40,14 @@ std::optional<Dtype> FromScalarType(c10::ScalarType t) {
   return std::nullopt;
 }
 
-absl::Status IoError(const std::string& what, const fs::path& path) {
-  return absl::InternalError(absl::StrCat(what, " ", path.string(), ": ", std::strerror(errno)));
-}
-
-struct FileCloser {
-  void operator()(std::FILE* f) const { std::fclose(f); }
-};
-
 }  // namespace
 
 // One safetensors file: an 8-byte little-endian header length, the JSON header (padded with
 // spaces to a multiple of 8 so every tensor stays 8-byte aligned), then the tensor bytes.
 absl::Status WriteSafetensorsFile(const std::string& file,
                                   const std::vector<std::pair<std::string, at::Tensor>>& tensors,
-                                  const std::map<std::string, std::string>& metadata) {
-  const fs::path path(file);
+                                  const std::map<std::string, std::string>& metadata,
+                                  common::Env* env) {
   Json header;
   Json meta = Json::object();
   meta["format"] = "pt";
@@ -78,14 +69,11 @@ absl::Status WriteSafetensorsFile(const std::string& file,
   }
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');
-  std::unique_ptr<std::FILE, FileCloser> f(std::fopen(path.c_str(), "wb"));
-  if (f == nullptr) return IoError("cannot create", path);
-  uint8_t length[8];
-  for (int i = 0; i < 8; ++i) length[i] = static_cast<uint8_t>(text.size() >> (8 * i));
-  if (std::fwrite(length, 1, 8, f.get()) != 8 ||
-      std::fwrite(text.data(), 1, text.size(), f.get()) != text.size()) {
-    return IoError("cannot write", path);
-  }
+  QS_ASSIGN_OR_RETURN(std::unique_ptr<common::WritableFile> f, env->NewWritableFile(file));
+  char length[8];
+  for (int i = 0; i < 8; ++i) length[i] = static_cast<char>(text.size() >> (8 * i));
+  QS_RETURN_IF_ERROR(f->Append(std::string_view(length, 8)));
+  QS_RETURN_IF_ERROR(f->Append(text));
   for (const auto& [name, t] : tensors) {
     // One tensor at a time on the host: peak memory stays one tensor above the model.
     at::Tensor host;
@@ -93,32 +81,30 @@ absl::Status WriteSafetensorsFile(const std::string& file,
       host = t.to(at::kCPU).contiguous();
     }));
     const size_t bytes = static_cast<size_t>(host.numel()) * host.element_size();
-    if (bytes > 0 && std::fwrite(host.data_ptr(), 1, bytes, f.get()) != bytes) {
-      return IoError("cannot write", path);
-    }
+    QS_RETURN_IF_ERROR(f->Append(std::string_view(static_cast<const char*>(host.data_ptr()), bytes)));
   }
-  if (std::fflush(f.get()) != 0 || ::fsync(fileno(f.get())) != 0) return IoError("cannot sync", path);
-  return absl::OkStatus();
+  QS_RETURN_IF_ERROR(f->Sync());
+  return f->Close();
 }
 
 namespace {
 
-absl::Status WriteText(const fs::path& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << text;
-  out.close();
-  if (!out) return IoError("cannot write", path);
-  return absl::OkStatus();
+absl::Status WriteText(common::Env* env, const std::string& path, std::string_view text) {
+  QS_ASSIGN_OR_RETURN(std::unique_ptr<common::WritableFile> f, env->NewWritableFile(path));
+  QS_RETURN_IF_ERROR(f->Append(text));
+  QS_RETURN_IF_ERROR(f->Sync());
+  return f->Close();
 }
 
 // The source config.json with the saved model's quantization_config and dtype.
-absl::StatusOr<std::string> SavedConfig(const std::string& source_dir, const LoadedModel& model) {
-  const fs::path path = fs::path(source_dir) / "config.json";
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path.string()));
-  Json config = Json::parse(in, nullptr, /*allow_exceptions=*/false);
+absl::StatusOr<std::string> SavedConfig(common::Env* env, const std::string& source_dir,
+                                        const LoadedModel& model) {
+  const std::string path = common::JoinPath(source_dir, "config.json");
+  absl::StatusOr<std::string> text = env->ReadFileToString(path);
+  if (!text.ok()) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  Json config = Json::parse(*text, nullptr, /*allow_exceptions=*/false);
   if (config.is_discarded() || !config.is_object()) {
-    return absl::DataLossError(absl::StrCat(path.string(), " is not a JSON object"));
+    return absl::DataLossError(absl::StrCat(path, " is not a JSON object"));
   }
   const std::string quantization = model.quantizer->SerializedConfigJson();
   if (model.quantizer->quant_method() == "none" || quantization.empty()) {
@@ -155,17 +141,22 @@ absl::StatusOr<SaveModelResult> SaveModel(const LoadedModel& model, const std::s
   if (root == nullptr || model.quantizer == nullptr) {
     return absl::FailedPreconditionError("the model is not loaded");
   }
+  common::Env* env = options.env;
   const fs::path out = fs::absolute(options.output_dir).lexically_normal();
-  std::error_code ec;
-  if (fs::exists(out, ec)) {
-    if (!fs::is_directory(out, ec) || !fs::is_empty(out, ec)) {
+  if (env->FileExists(out.string())) {
+    return absl::AlreadyExistsError(
+        absl::StrCat(out.string(), " already exists and is a file; choose a new path"));
+  }
+  if (env->IsDirectory(out.string())) {
+    absl::StatusOr<std::vector<std::string>> entries = env->ListDirectory(out.string());
+    if (!entries.ok() || !entries->empty()) {
       return absl::AlreadyExistsError(absl::StrCat(
           out.string(), " already exists and is not an empty directory; choose a new path"));
     }
   }
   // Everything the quantizer says describes the model, before touching the disk.
   QS_ASSIGN_OR_RETURN(auto state, model.quantizer->SerializedState(*root));
-  QS_ASSIGN_OR_RETURN(std::string config_text, SavedConfig(source_dir, model));
+  QS_ASSIGN_OR_RETURN(std::string config_text, SavedConfig(env, source_dir, model));
 
   // Shards as huggingface_hub's split_torch_state_dict_into_shards: in order, a new shard
   // when the next tensor would overflow a non-empty one.
@@ -184,14 +175,15 @@ absl::StatusOr<SaveModelResult> SaveModel(const LoadedModel& model, const std::s
     shards.back().push_back(std::move(entry));
   }
 
-  fs::create_directories(out.parent_path(), ec);
-  const fs::path tmp = out.parent_path() / absl::StrCat(".", out.filename().string(), ".saving-",
-                                                         ::getpid());
-  fs::remove_all(tmp, ec);
-  if (!fs::create_directories(tmp, ec)) return IoError("cannot create", tmp);
+  QS_RETURN_IF_ERROR(env->CreateDirs(out.parent_path().string()));
+  const std::string tmp = (out.parent_path() / absl::StrCat(".", out.filename().string(),
+                                                            ".saving-", ::getpid()))
+                              .string();
+  (void)env->RemoveAll(tmp);
+  QS_RETURN_IF_ERROR(env->CreateDirs(tmp));
+  // On any failure the temporary goes: nothing half-written stays under the model root.
   auto fail = [&](absl::Status s) {
-    std::error_code ignored;
-    fs::remove_all(tmp, ignored);
+    (void)env->RemoveAll(tmp);
     return s;
   };
 
@@ -207,7 +199,7 @@ absl::StatusOr<SaveModelResult> SaveModel(const LoadedModel& model, const std::s
         shards.size() == 1 ? "model.safetensors"
                            : absl::StrFormat("model-%05d-of-%05d.safetensors", i + 1, shards.size());
     for (const auto& [name, t] : shards[i]) weight_map[name] = file;
-    absl::Status s = WriteSafetensorsFile((tmp / file).string(), shards[i], metadata);
+    absl::Status s = WriteSafetensorsFile(common::JoinPath(tmp, file), shards[i], metadata, env);
     if (!s.ok()) return fail(s);
     result.files.push_back(file);
   }
@@ -215,23 +207,27 @@ absl::StatusOr<SaveModelResult> SaveModel(const LoadedModel& model, const std::s
     Json index = {{"metadata", {{"total_parameters", model.parameters},
                                 {"total_size", result.tensor_bytes}}},
                   {"weight_map", weight_map}};
-    absl::Status s = WriteText(tmp / "model.safetensors.index.json", index.dump(2) + "\n");
+    absl::Status s =
+        WriteText(env, common::JoinPath(tmp, "model.safetensors.index.json"), index.dump(2) + "\n");
     if (!s.ok()) return fail(s);
     result.files.push_back("model.safetensors.index.json");
   }
-  if (absl::Status s = WriteText(tmp / "config.json", config_text); !s.ok()) return fail(s);
+  if (absl::Status s = WriteText(env, common::JoinPath(tmp, "config.json"), config_text); !s.ok()) {
+    return fail(s);
+  }
   result.files.push_back("config.json");
   for (const char* name : kCopiedFiles) {
-    const fs::path src = fs::path(source_dir) / name;
-    if (!fs::is_regular_file(src, ec)) continue;
-    if (!fs::copy_file(src, tmp / name, ec)) return fail(IoError("cannot copy", src));
+    const std::string src = common::JoinPath(source_dir, name);
+    if (!env->FileExists(src)) continue;
+    absl::StatusOr<std::string> bytes = env->ReadFileToString(src);
+    if (!bytes.ok()) return fail(bytes.status());
+    if (absl::Status s = WriteText(env, common::JoinPath(tmp, name), *bytes); !s.ok()) {
+      return fail(s);
+    }
     result.files.push_back(name);
   }
-  // Into place in one step (an empty directory there is replaced).
-  if (fs::exists(out, ec)) fs::remove(out, ec);
-  fs::rename(tmp, out, ec);
-  if (ec) return fail(absl::InternalError(absl::StrCat("cannot rename ", tmp.string(), " to ",
-                                                       out.string(), ": ", ec.message())));
+  // Into place in one step (rename replaces an empty directory there).
+  if (absl::Status s = env->RenameFile(tmp, out.string()); !s.ok()) return fail(s);
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return result;
 }

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/env.h"
 #include "loader/load_pipeline.h"
 
 namespace quantserve::loader {
@@ -32,6 +33,8 @@ struct SaveModelOptions {
   std::string output_dir;  // must not exist, or be an empty directory
   // transformers' max_shard_size; a tensor larger than this gets a shard of its own.
   int64_t max_shard_bytes = 50LL * 1000 * 1000 * 1000;
+  // Where every file is read and written (tests inject faults through it).
+  common::Env* env = common::Env::Default();
 };
 
 struct SaveModelResult {
@@ -42,8 +45,10 @@ struct SaveModelResult {
 };
 
 // FAILED_PRECONDITION when the method is not serializable; ALREADY_EXISTS when output_dir is
-// a non-empty directory or a file; INVALID_ARGUMENT for a bad option; INTERNAL/UNAVAILABLE-
-// style I/O errors name the path.
+// a non-empty directory or a file; INVALID_ARGUMENT for a bad option; RESOURCE_EXHAUSTED for
+// a full disk; other I/O errors with their errno's code, naming the path. The files are
+// written and fsynced in a temporary sibling directory renamed into place at the end: on any
+// failure nothing is left behind (output_dir and the temporary are gone).
 absl::StatusOr<SaveModelResult> SaveModel(const LoadedModel& model, const std::string& source_dir,
                                           const SaveModelOptions& options);
 
@@ -51,7 +56,8 @@ absl::StatusOr<SaveModelResult> SaveModel(const LoadedModel& model, const std::s
 // in order, with `metadata` plus "format": "pt" as its "__metadata__".
 absl::Status WriteSafetensorsFile(const std::string& path,
                                   const std::vector<std::pair<std::string, at::Tensor>>& tensors,
-                                  const std::map<std::string, std::string>& metadata = {});
+                                  const std::map<std::string, std::string>& metadata = {},
+                                  common::Env* env = common::Env::Default());
 
 // "float32" | "bfloat16" | "float16" (the config.json torch_dtype spelling).
 std::string TorchDtypeName(c10::ScalarType dtype);

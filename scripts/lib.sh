@@ -17,6 +17,7 @@ APT_PACKAGES=(
   libgtest-dev libgmock-dev
   bible-kjv
   openssl
+  clang libclang-rt-14-dev
 )
 
 # Installs the Debian packages that are missing (no apt-get at all when none are).

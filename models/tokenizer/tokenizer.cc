@@ -3,12 +3,12 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <sstream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/env.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "models/tokenizer/added_vocabulary.h"
@@ -77,21 +77,14 @@ Tokenizer::~Tokenizer() = default;
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromFile(
     const std::string& tokenizer_json_path) {
-  std::ifstream file(tokenizer_json_path, std::ios::binary);
-  if (!file) {
-    const int error = errno;
-    const std::string message = absl::StrCat("cannot open tokenizer file ", tokenizer_json_path,
-                                             ": ", std::strerror(error));
-    return error == ENOENT   ? absl::NotFoundError(message)
-           : error == EACCES ? absl::PermissionDeniedError(message)
-                             : absl::UnavailableError(message);
+  // Through the Env, as every model file: the error names the path with the errno's code.
+  absl::StatusOr<std::string> contents =
+      common::Env::Default()->ReadFileToString(tokenizer_json_path);
+  if (!contents.ok()) {
+    return absl::Status(contents.status().code(),
+                        absl::StrCat("cannot open tokenizer file: ", contents.status().message()));
   }
-  std::ostringstream contents;
-  contents << file.rdbuf();
-  if (file.bad()) {
-    return absl::DataLossError(absl::StrCat("error reading ", tokenizer_json_path));
-  }
-  auto tokenizer = FromJson(contents.str());
+  auto tokenizer = FromJson(*contents);
   if (!tokenizer.ok()) {
     return common::Annotate(tokenizer.status(), tokenizer_json_path);
   }

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -15,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "loader/load_pipeline.h"
+#include "tests/testing/fault_injection_env.h"
 #include "tests/testing/fixtures.h"
 
 namespace quantserve::loader {
@@ -130,6 +132,47 @@ TEST(ModelSaverTest, BadSourceConfigFailsBeforeWritingAnything) {
   auto r = SaveModel(model, "/nonexistent-source", {.output_dir = out.string()});
   EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound) << r.status();
   EXPECT_FALSE(fs::exists(out));
+}
+
+// Disk faults through an injected Env: a full disk while writing a shard, a failing fsync, a
+// failed rename into place, a directory that cannot be created. Each is reported with its
+// errno's canonical code (RESOURCE_EXHAUSTED for a full disk or quota) naming the path, and
+// leaves nothing under the parent: neither the
+// destination nor the temporary directory. The same model then saves fine.
+TEST(ModelSaverTest, DiskFaultsLeaveNothingBehindAndSayWhy) {
+  using testing::FaultInjectionEnv;
+  LoadedModel model = Load(ModelDir());
+  const fs::path parent = Scratch("faults");
+  fs::create_directories(parent);
+  struct Case {
+    FaultInjectionEnv::Op op;
+    int fail_at;
+    int error_number;
+  };
+  const Case kCases[] = {
+      {FaultInjectionEnv::Op::kAppend, 3, ENOSPC},
+      {FaultInjectionEnv::Op::kAppend, 1, EDQUOT},
+      {FaultInjectionEnv::Op::kSync, 1, EIO},
+      {FaultInjectionEnv::Op::kNewFile, 2, EACCES},
+      {FaultInjectionEnv::Op::kRename, 1, EXDEV},
+      {FaultInjectionEnv::Op::kCreateDirs, 2, EROFS},
+  };
+  for (const Case& c : kCases) {
+    SCOPED_TRACE(::testing::Message() << "op " << static_cast<int>(c.op) << " errno " << c.error_number);
+    FaultInjectionEnv env(common::Env::Default(), c.op, c.fail_at, c.error_number);
+    const fs::path out = parent / "model";
+    auto r = SaveModel(model, ModelDir(),
+                       {.output_dir = out.string(), .max_shard_bytes = 1 << 20, .env = &env});
+    EXPECT_EQ(env.failures(), 1);
+    EXPECT_EQ(r.status().code(), absl::ErrnoToStatusCode(c.error_number)) << r.status();
+    if (c.error_number == ENOSPC || c.error_number == EDQUOT) {
+      EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted) << r.status();
+    }
+    EXPECT_TRUE(fs::is_empty(parent)) << "left behind: " << fs::directory_iterator(parent)->path();
+  }
+  auto ok = SaveModel(model, ModelDir(), {.output_dir = (parent / "model").string()});
+  EXPECT_TRUE(ok.ok()) << ok.status();
+  fs::remove_all(parent);
 }
 
 }  // namespace

@@ -9,6 +9,8 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <random>
+#include <mutex>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -437,6 +439,148 @@ TEST_F(ServerTest, BearerTokensGuardAdminAndInferenceRpcs) {
 // TLS and mutual TLS with a CA and certificates made here: a TLS client that trusts the CA is
 // served, a plaintext one is not; with a client CA, only clients presenting a certificate it
 // signed are. Bad files stop the server at startup.
+// Churn, bounded in time: clients run Generate/Score/Embed/Tokenize on three models and a route
+// with random deadlines and cancellations while another thread loads, unloads and saves the
+// same names and a third sets and deletes the route. Every status is one the API documents
+// for such races (no INTERNAL, UNKNOWN or DATA_LOSS), nothing crashes, and once the clients
+// stop the queues are empty and the server shuts down cleanly.
+TEST_F(ServerTest, ChurnOfRequestsLoadsUnloadsAndRoutes) {
+  ASSERT_TRUE(Load("m0", "tiny").ok());
+  ASSERT_TRUE(Load("m1", "tiny2").ok());
+  ASSERT_TRUE(Load("e", "embed").ok());
+  const absl::Time end = absl::Now() + absl::Seconds(3);
+  std::mutex mu;
+  std::map<std::string, int> seen;  // "rpc code" -> count
+  const auto record = [&](const std::string& rpc, const grpc::Status& s) {
+    std::lock_guard<std::mutex> lock(mu);
+    ++seen[rpc + " " + std::to_string(s.error_code())];
+  };
+  const auto context = [](grpc::ClientContext& c, std::mt19937& rng) {
+    c.set_deadline(absl::ToChronoTime(
+        absl::Now() + absl::Milliseconds(std::uniform_int_distribution<int>(1, 200)(rng))));
+  };
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937 rng(100 + t);
+      const char* models[] = {"m0", "m1", "m2", "r"};
+      while (absl::Now() < end) {
+        const std::string model = models[rng() % 4];
+        grpc::ClientContext c;
+        context(c, rng);
+        switch (rng() % 4) {
+          case 0: {
+            v1::GenerateRequest request = GenerateRequest(model, "hello", 1 + rng() % 8);
+            auto reader = inference_->Generate(&c, request);
+            v1::GenerateResponse response;
+            if (rng() % 3 == 0) c.TryCancel();
+            while (reader->Read(&response)) {
+            }
+            record("Generate", reader->Finish());
+            break;
+          }
+          case 1: {
+            v1::ScoreRequest request;
+            request.set_model(model);
+            request.set_text("in the beginning");
+            v1::ScoreResponse response;
+            record("Score", inference_->Score(&c, request, &response));
+            break;
+          }
+          case 2: {
+            v1::EmbedRequest request;
+            request.set_model("e");
+            request.add_texts("text");
+            v1::EmbedResponse response;
+            record("Embed", inference_->Embed(&c, request, &response));
+            break;
+          }
+          default: {
+            v1::TokenizeRequest request;
+            request.set_model(model);
+            request.set_text("tokens");
+            v1::TokenizeResponse response;
+            record("Tokenize", inference_->Tokenize(&c, request, &response));
+          }
+        }
+      }
+    });
+  }
+  threads.emplace_back([&] {  // lifecycle churn on m2 (and saves of m0)
+    std::mt19937 rng(7);
+    for (int i = 0; absl::Now() < end; ++i) {
+      record("LoadModel", Load("m2", rng() % 2 ? "tiny" : "tiny2"));
+      grpc::ClientContext c;
+      v1::UnloadModelRequest unload;
+      unload.set_name("m2");
+      unload.set_drain_timeout_seconds(0.05 * (rng() % 3));
+      v1::UnloadModelResponse unloaded;
+      record("UnloadModel", models_->UnloadModel(&c, unload, &unloaded));
+      grpc::ClientContext sc;
+      v1::SaveModelRequest save;
+      save.set_name("m0");
+      save.set_path("saved-" + std::to_string(i));
+      v1::SaveModelResponse saved;
+      record("SaveModel", models_->SaveModel(&sc, save, &saved));
+    }
+  });
+  threads.emplace_back([&] {  // route churn over the churned model
+    while (absl::Now() < end) {
+      grpc::ClientContext c;
+      v1::SetRouteRequest set;
+      set.mutable_route()->set_name("r");
+      for (const char* m : {"m0", "m2"}) {
+        v1::RouteVariant* v = set.mutable_route()->add_variants();
+        v->set_model(m);
+        v->set_weight(1);
+      }
+      v1::Route route;
+      record("SetRoute", models_->SetRoute(&c, set, &route));
+      grpc::ClientContext dc;
+      v1::DeleteRouteRequest del;
+      del.set_name("r");
+      v1::DeleteRouteResponse deleted;
+      record("DeleteRoute", models_->DeleteRoute(&dc, del, &deleted));
+    }
+  });
+  for (std::thread& t : threads) t.join();
+
+  using C = grpc::StatusCode;
+  // What each RPC may answer in a race: gone or going models (NOT_FOUND, UNAVAILABLE,
+  // FAILED_PRECONDITION), a route naming an absent model (NOT_FOUND / FAILED_PRECONDITION),
+  // a name taken (ALREADY_EXISTS), the fake's Save (UNIMPLEMENTED), the client's own deadline
+  // and cancel, and full queues.
+  const std::set<int> allowed = {C::OK, C::CANCELLED, C::DEADLINE_EXCEEDED, C::NOT_FOUND,
+                                 C::UNAVAILABLE, C::FAILED_PRECONDITION, C::ALREADY_EXISTS,
+                                 C::UNIMPLEMENTED, C::RESOURCE_EXHAUSTED, C::INVALID_ARGUMENT};
+  int total = 0, ok = 0;
+  for (const auto& [key, n] : seen) {
+    const int code = std::stoi(key.substr(key.find(' ') + 1));
+    EXPECT_TRUE(allowed.count(code)) << key << " x" << n;
+    total += n;
+    if (code == C::OK) ok += n;
+  }
+  std::cout << "churn: " << total << " calls, " << ok << " OK\n";
+  EXPECT_GT(ok, 50);
+  // Queues drain once the clients stop (cancelled and timed-out calls leave them too).
+  std::string text;
+  for (int i = 0; i < 300; ++i) {
+    text = Scrape();
+    if (text.find("requests_waiting{model=\"m0\",quant_method=\"none\"} 0") !=
+            std::string::npos &&
+        text.find("requests_running{model=\"m0\",quant_method=\"none\"} 0") !=
+            std::string::npos) {
+      break;
+    }
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  for (const char* series : {"quantserve_inference_requests_waiting{model=\"m0\",quant_method=\"none\"} 0",
+                             "quantserve_inference_requests_running{model=\"m0\",quant_method=\"none\"} 0",
+                             "quantserve_inference_requests_running{model=\"m1\",quant_method=\"none\"} 0"}) {
+    EXPECT_THAT(text, HasSubstr(series));
+  }
+}
+
 TEST_F(ServerTest, TlsAndMutualTls) {
   const fs::path dir = root_ / "pki";
   fs::create_directories(dir);

@@ -35,7 +35,10 @@ absl::StatusOr<std::map<std::string, QuantoConfig::ModuleQTypes>> ParseQuantizat
         "module name -> {\"weights\", \"activations\"}");
   }
   std::map<std::string, QuantoConfig::ModuleQTypes> out;
-  for (const auto& [module, entry] : map.items()) {
+  for (const auto& item : map.items()) {
+    // Named references, not a structured binding: clang before 16 cannot capture those.
+    const std::string& module = item.key();
+    const nlohmann::json& entry = item.value();
     auto field = [&](const char* key) -> absl::StatusOr<std::string> {
       auto it = entry.is_object() ? entry.find(key) : entry.end();
       if (!entry.is_object() || it == entry.end() || !it->is_string()) {
