@@ -94,6 +94,11 @@ std::shared_ptr<const engine::ScoreParams> ScoreParamsOf(const v1::ScoreRequest&
 }
 
 // True when the unary call should not run: its client left or its deadline passed.
+ModelLabels WithRoute(ModelLabels labels, const std::string& route) {
+  labels.route = route;
+  return labels;
+}
+
 absl::Status CheckStillWanted(grpc::CallbackServerContext* context) {
   if (context->deadline() <= std::chrono::system_clock::now()) {
     return absl::DeadlineExceededError("deadline exceeded while queued");
@@ -118,8 +123,9 @@ class GenerateCall final : public engine::GenerateObserver,
   }
 
   // Labels are fixed before the call is shared with the engine.
-  void Pin(ModelHandle handle) {
+  void Pin(ModelHandle handle, const std::string& route) {
     labels_ = handle.labels();
+    labels_.route = route;
     handle_.emplace(std::move(handle));
   }
   const ModelLabels& labels() const { return labels_; }
@@ -259,8 +265,10 @@ class GenerateCall final : public engine::GenerateObserver,
 class MirrorGeneration final : public engine::GenerateObserver,
                                public std::enable_shared_from_this<MirrorGeneration> {
  public:
-  MirrorGeneration(ServerMetrics& metrics, ModelHandle handle, absl::Time start)
-      : metrics_(metrics), labels_(handle.labels()), start_(start), handle_(std::move(handle)) {}
+  MirrorGeneration(ServerMetrics& metrics, ModelHandle handle, const std::string& route,
+                   absl::Time start)
+      : metrics_(metrics), labels_(WithRoute(handle.labels(), route)), start_(start),
+        handle_(std::move(handle)) {}
 
   void Start(const v1::GenerateRequest& request, const RequestLimits& limits) {
     std::weak_ptr<MirrorGeneration> weak = weak_from_this();
@@ -336,6 +344,7 @@ absl::StatusOr<InferenceService::Target> InferenceService::Resolve(
       if (!handle.ok()) continue;
       Target target;
       target.model.emplace(*std::move(handle));
+      target.route = name;
       if (!(*choice)->mirror.empty()) {
         absl::StatusOr<ModelHandle> mirror = options_.registry->Acquire((*choice)->mirror);
         if (mirror.ok()) target.mirror.emplace(*std::move(mirror));
@@ -414,23 +423,25 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceService::Generate(
   }
   context->AddInitialMetadata(kVariantHeader, target->model->name());
   if (target->mirror.has_value()) {
-    std::make_shared<MirrorGeneration>(*options_.metrics, *std::move(target->mirror), start)
+    std::make_shared<MirrorGeneration>(*options_.metrics, *std::move(target->mirror),
+                                       target->route, start)
         ->Start(*request, options_.limits);
   }
-  call->Pin(*std::move(target->model));
+  call->Pin(*std::move(target->model), target->route);
   call->Start(*request, options_.limits);
   return stream->reactor();
 }
 
-void InferenceService::RunMirror(const char* rpc, ModelHandle mirror, UnaryWork work) {
+void InferenceService::RunMirror(const char* rpc, ModelHandle mirror, const std::string& route,
+                                 UnaryWork work) {
   const absl::Time start = absl::Now();
-  const ModelLabels labels = mirror.labels();
+  const ModelLabels labels = WithRoute(mirror.labels(), route);
   ServerMetrics* metrics = options_.metrics;
   auto pin = std::make_shared<std::optional<ModelHandle>>(std::move(mirror));
   metrics->RequestQueued(labels);
   const bool queued = request_pool_->TrySchedule([pin, labels, metrics, rpc, start, work] {
     metrics->RequestStarted(labels);
-    const absl::Status status = work(**pin, /*discard=*/true);
+    const absl::Status status = work(**pin, labels, /*discard=*/true);
     pin->reset();
     metrics->RequestEnded(labels, /*started=*/true);
     metrics->RecordRequest(rpc, labels, status.code(), SecondsSince(start));
@@ -470,9 +481,9 @@ grpc::ServerUnaryReactor* InferenceService::RunUnary(grpc::CallbackServerContext
   context->AddInitialMetadata(kVariantHeader, target->model->name());
   // Tokenize has nothing to mirror: a route's variants share their tokenizer.
   if (target->mirror.has_value() && rpc != kTokenize) {
-    RunMirror(rpc, *std::move(target->mirror), work);
+    RunMirror(rpc, *std::move(target->mirror), target->route, work);
   }
-  const ModelLabels labels = target->model->labels();
+  const ModelLabels labels = target->labels();
   // Shared so the closure stays copyable; reset as soon as the engine call returns.
   auto pin = std::make_shared<std::optional<ModelHandle>>(std::move(target->model));
   metrics->RequestQueued(labels);
@@ -486,7 +497,7 @@ grpc::ServerUnaryReactor* InferenceService::RunUnary(grpc::CallbackServerContext
           return;
         }
         metrics->RequestStarted(labels);
-        status = work(**pin, /*discard=*/false);
+        status = work(**pin, labels, /*discard=*/false);
         pin->reset();  // release the model before answering, so a waiting unload proceeds
         metrics->RequestEnded(labels, /*started=*/true);
         finish(labels, status);
@@ -509,8 +520,8 @@ grpc::ServerUnaryReactor* InferenceService::Embed(grpc::CallbackServerContext* c
       context, kEmbed, request->model(), request->routing_key(),
       ValidateEmbedRequest(*request, options_.limits),
       // The work owns its parameters: a mirror's copy may outlive the RPC and its request.
-      [params = EmbedParamsOf(*request), response, metrics](const ModelHandle& model,
-                                                            bool discard) -> absl::Status {
+      [params = EmbedParamsOf(*request), response, metrics](
+          const ModelHandle& model, const ModelLabels& labels, bool discard) -> absl::Status {
         absl::StatusOr<engine::EmbedResult> result = model.model().Embed(*params);
         if (!result.ok()) {
           return result.status();
@@ -520,7 +531,7 @@ grpc::ServerUnaryReactor* InferenceService::Embed(grpc::CallbackServerContext* c
                                                   " embeddings for ", params->texts.size(),
                                                   " texts"));
         }
-        metrics->RecordEmbedTokens(model.labels(), result->prompt_tokens);
+        metrics->RecordEmbedTokens(labels, result->prompt_tokens);
         if (discard) return absl::OkStatus();
         for (const std::vector<float>& embedding : result->embeddings) {
           response->add_embeddings()->mutable_values()->Add(embedding.begin(), embedding.end());
@@ -536,8 +547,8 @@ grpc::ServerUnaryReactor* InferenceService::Score(grpc::CallbackServerContext* c
                                                   v1::ScoreResponse* response) {
   return RunUnary(
       context, kScore, request->model(), request->routing_key(), ValidateScoreRequest(*request),
-      [params = ScoreParamsOf(*request), response](const ModelHandle& model,
-                                                   bool discard) -> absl::Status {
+      [params = ScoreParamsOf(*request), response](
+          const ModelHandle& model, const ModelLabels& labels, bool discard) -> absl::Status {
         absl::StatusOr<engine::ScoreResult> result = model.model().Score(*params);
         if (!result.ok()) {
           return result.status();
@@ -557,7 +568,8 @@ grpc::ServerUnaryReactor* InferenceService::Tokenize(grpc::CallbackServerContext
   // A route's variants share their tokenizer: no routing key, and a mirror has nothing to add.
   return RunUnary(context, kTokenize, request->model(), /*routing_key=*/"",
                   ValidateTokenizeRequest(*request),
-                  [request, response](const ModelHandle& model, bool discard) -> absl::Status {
+                  [request, response](const ModelHandle& model, const ModelLabels& labels,
+                                      bool discard) -> absl::Status {
                     if (discard) return absl::OkStatus();
                     const bool add_special =
                         request->has_add_special_tokens() ? request->add_special_tokens() : true;

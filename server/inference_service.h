@@ -85,6 +85,13 @@ class InferenceService final : public v1::InferenceService::CallbackService {
   struct Target {
     std::optional<ModelHandle> model;
     std::optional<ModelHandle> mirror;
+    std::string route;  // the route the request named; "" for a model name
+    // The model's labels with the route: what the request's metrics carry.
+    ModelLabels labels() const {
+      ModelLabels l = model->labels();
+      l.route = route;
+      return l;
+    }
   };
   // Pins `name`: a model, or the variant a route picks for `routing_key` (see route_table.h).
   // Errors: as ModelRegistry::Acquire; UNAVAILABLE when no variant of the route is ready.
@@ -93,13 +100,15 @@ class InferenceService final : public v1::InferenceService::CallbackService {
   // Unless `validation` failed, resolves `model_name`, runs `work` (which fills the response
   // from the pinned model; with discard = true it runs for a mirror and fills nothing) on the
   // request pool, and finishes the RPC with its status. `rpc` names the method in metrics.
-  using UnaryWork = std::function<absl::Status(const ModelHandle& model, bool discard)>;
+  // `labels` are the request's (the model's, with its route) for the work's own metrics.
+  using UnaryWork = std::function<absl::Status(const ModelHandle& model,
+                                               const ModelLabels& labels, bool discard)>;
   grpc::ServerUnaryReactor* RunUnary(grpc::CallbackServerContext* context, const char* rpc,
                                      const std::string& model_name,
                                      const std::string& routing_key, absl::Status validation,
                                      UnaryWork work);
   // Runs `work` for a mirror on the request pool (dropped when the pool is full).
-  void RunMirror(const char* rpc, ModelHandle mirror, UnaryWork work);
+  void RunMirror(const char* rpc, ModelHandle mirror, const std::string& route, UnaryWork work);
 
   const Options options_;
   std::unique_ptr<ThreadPool> request_pool_;

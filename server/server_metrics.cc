@@ -27,6 +27,15 @@ prometheus::Labels ModelLabelSet(const ModelLabels& labels) {
   return {{"model", labels.model}, {"quant_method", labels.quant_method}};
 }
 
+// Request series: the model labels plus the route the client named ("" for a direct call) and
+// the variant that served it (the model), so one route's variants compare side by side.
+prometheus::Labels RequestLabelSet(const ModelLabels& labels) {
+  prometheus::Labels l = ModelLabelSet(labels);
+  l.emplace("route", labels.route);
+  l.emplace("variant", labels.model);
+  return l;
+}
+
 prometheus::Family<prometheus::Counter>& Counter(prometheus::Registry& registry,
                                                  const std::string& name, const std::string& help) {
   return prometheus::BuildCounter().Name(name).Help(help).Register(registry);
@@ -137,7 +146,7 @@ ServerMetrics::ServerMetrics(Options options, std::shared_ptr<prometheus::Regist
 
 void ServerMetrics::RecordRequest(absl::string_view rpc, const ModelLabels& labels,
                                   absl::StatusCode code, double seconds) {
-  prometheus::Labels l = ModelLabelSet(labels);
+  prometheus::Labels l = RequestLabelSet(labels);
   l.emplace("rpc", std::string(rpc));
   request_duration_.Add(l, options_.request_duration_buckets).Observe(seconds);
   l.emplace("code", absl::StatusCodeToString(code));
@@ -169,7 +178,7 @@ void ServerMetrics::RequestEnded(const ModelLabels& labels, bool started) {
 }
 
 void ServerMetrics::RecordTimeToFirstToken(const ModelLabels& labels, double seconds) {
-  time_to_first_token_.Add(ModelLabelSet(labels), options_.time_to_first_token_buckets)
+  time_to_first_token_.Add(RequestLabelSet(labels), options_.time_to_first_token_buckets)
       .Observe(seconds);
 }
 
@@ -179,7 +188,7 @@ void ServerMetrics::RecordInterTokenLatency(const ModelLabels& labels, double ga
     return;
   }
   prometheus::Histogram& histogram =
-      inter_token_latency_.Add(ModelLabelSet(labels), options_.inter_token_latency_buckets);
+      inter_token_latency_.Add(RequestLabelSet(labels), options_.inter_token_latency_buckets);
   const double per_token = gap_seconds / static_cast<double>(tokens);
   for (int64_t i = 0; i < tokens; ++i) {
     histogram.Observe(per_token);
@@ -188,7 +197,7 @@ void ServerMetrics::RecordInterTokenLatency(const ModelLabels& labels, double ga
 
 void ServerMetrics::RecordGeneration(const ModelLabels& labels, int64_t prompt_tokens,
                                      int64_t generated_tokens, absl::string_view finish_reason) {
-  prometheus::Labels l = ModelLabelSet(labels);
+  prometheus::Labels l = RequestLabelSet(labels);
   prompt_tokens_.Add(l).Increment(static_cast<double>(std::max<int64_t>(prompt_tokens, 0)));
   generated_tokens_.Add(l).Increment(static_cast<double>(std::max<int64_t>(generated_tokens, 0)));
   l.emplace("reason", std::string(finish_reason));
@@ -196,12 +205,12 @@ void ServerMetrics::RecordGeneration(const ModelLabels& labels, int64_t prompt_t
 }
 
 void ServerMetrics::RecordEmbedTokens(const ModelLabels& labels, int64_t prompt_tokens) {
-  embed_prompt_tokens_.Add(ModelLabelSet(labels))
+  embed_prompt_tokens_.Add(RequestLabelSet(labels))
       .Increment(static_cast<double>(std::max<int64_t>(prompt_tokens, 0)));
 }
 
 void ServerMetrics::RecordMirrorRequest(const ModelLabels& labels) {
-  mirror_requests_.Add(ModelLabelSet(labels)).Increment();
+  mirror_requests_.Add(RequestLabelSet(labels)).Increment();
 }
 
 void ServerMetrics::SetRouteWeights(absl::string_view route,

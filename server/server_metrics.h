@@ -7,18 +7,20 @@
 //
 // Names follow quantserve_<subsystem>_<what>_<unit> with base units; labels are `model` and
 // `quant_method` (bounded by the set of loaded models: requests that never resolved to a
-// model are recorded with empty labels), plus `rpc` and `code` on request counts:
+// model are recorded with empty labels); request series (marked *) also carry `route` (the
+// route the client named, "" for a direct call) and `variant` (the model that served it), so
+// an A/B route's variants compare side by side; plus `rpc` and `code` on request counts:
 //
-//   quantserve_rpc_requests_total{rpc,model,quant_method,code}            counter
-//   quantserve_rpc_request_duration_seconds{rpc,model,quant_method}       histogram
+// * quantserve_rpc_requests_total{rpc,model,quant_method,code}            counter
+// * quantserve_rpc_request_duration_seconds{rpc,model,quant_method}       histogram
 //   quantserve_inference_requests_waiting{model,quant_method}             gauge
 //   quantserve_inference_requests_running{model,quant_method}             gauge
-//   quantserve_generate_time_to_first_token_seconds{model,quant_method}   histogram
-//   quantserve_generate_inter_token_latency_seconds{model,quant_method}   histogram
-//   quantserve_generate_prompt_tokens_total{model,quant_method}           counter
-//   quantserve_generate_generated_tokens_total{model,quant_method}        counter
-//   quantserve_generate_finished_total{model,quant_method,reason}         counter
-//   quantserve_embed_prompt_tokens_total{model,quant_method}              counter
+// * quantserve_generate_time_to_first_token_seconds{model,quant_method}   histogram
+// * quantserve_generate_inter_token_latency_seconds{model,quant_method}   histogram
+// * quantserve_generate_prompt_tokens_total{model,quant_method}           counter
+// * quantserve_generate_generated_tokens_total{model,quant_method}        counter
+// * quantserve_generate_finished_total{model,quant_method,reason}         counter
+// * quantserve_embed_prompt_tokens_total{model,quant_method}              counter
 //   quantserve_model_loads_total{model,quant_method,code}                 counter
 //   quantserve_model_load_duration_seconds{model,quant_method}            gauge (last load)
 //   quantserve_model_memory_footprint_bytes{model,quant_method}           gauge
@@ -61,6 +63,8 @@ namespace quantserve::server {
 struct ModelLabels {
   std::string model{};         // model name; "" when the request did not resolve to a model
   std::string quant_method{};  // "none" when unquantized; "" when unknown
+  // The route a request named ("" for a direct call and for model-level series).
+  std::string route{};
 };
 
 class ServerMetrics {

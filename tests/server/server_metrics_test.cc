@@ -47,11 +47,11 @@ TEST(ServerMetricsTest, RecordsLabelledRequestAndGenerationSeries) {
   EXPECT_THAT(
       text,
       HasSubstr(
-          R"(quantserve_rpc_requests_total{code="OK",model="tiny",quant_method="hqq",rpc="Generate"} 1)"));
+          R"(quantserve_rpc_requests_total{code="OK",model="tiny",quant_method="hqq",route="",rpc="Generate",variant="tiny"} 1)"));
   EXPECT_THAT(
       text,
       HasSubstr(
-          R"(quantserve_rpc_request_duration_seconds_count{model="tiny",quant_method="hqq",rpc="Generate"} 1)"));
+          R"(quantserve_rpc_request_duration_seconds_count{model="tiny",quant_method="hqq",route="",rpc="Generate",variant="tiny"} 1)"));
   EXPECT_THAT(
       text,
       HasSubstr(R"(quantserve_inference_requests_running{model="tiny",quant_method="hqq"} 1)"));
@@ -62,22 +62,22 @@ TEST(ServerMetricsTest, RecordsLabelledRequestAndGenerationSeries) {
   EXPECT_THAT(
       text,
       HasSubstr(
-          R"(quantserve_generate_time_to_first_token_seconds_count{model="tiny",quant_method="hqq"} 1)"));
+          R"(quantserve_generate_time_to_first_token_seconds_count{model="tiny",quant_method="hqq",route="",variant="tiny"} 1)"));
   EXPECT_THAT(
       text,
       HasSubstr(
-          R"(quantserve_generate_inter_token_latency_seconds_count{model="tiny",quant_method="hqq"} 2)"));
+          R"(quantserve_generate_inter_token_latency_seconds_count{model="tiny",quant_method="hqq",route="",variant="tiny"} 2)"));
   EXPECT_THAT(
       text,
-      HasSubstr(R"(quantserve_generate_prompt_tokens_total{model="tiny",quant_method="hqq"} 5)"));
-  EXPECT_THAT(
-      text,
-      HasSubstr(
-          R"(quantserve_generate_generated_tokens_total{model="tiny",quant_method="hqq"} 3)"));
+      HasSubstr(R"(quantserve_generate_prompt_tokens_total{model="tiny",quant_method="hqq",route="",variant="tiny"} 5)"));
   EXPECT_THAT(
       text,
       HasSubstr(
-          R"(quantserve_generate_finished_total{model="tiny",quant_method="hqq",reason="length"} 1)"));
+          R"(quantserve_generate_generated_tokens_total{model="tiny",quant_method="hqq",route="",variant="tiny"} 3)"));
+  EXPECT_THAT(
+      text,
+      HasSubstr(
+          R"(quantserve_generate_finished_total{model="tiny",quant_method="hqq",reason="length",route="",variant="tiny"} 1)"));
   metrics->RequestEnded(labels, true);
   EXPECT_THAT(Scrape(*metrics), HasSubstr(R"(vllm:num_requests_running{model_name="tiny"} 0)"));
 }

@@ -1053,11 +1053,14 @@ TEST_F(RouteTest, MirrorRunsItsShareAndLeavesResponsesAlone) {
   ASSERT_TRUE(SetRoute("chat", {{"a", 1}}, "m", 50).ok());
   for (int i = 0; i < 40; ++i) EXPECT_EQ(Routed("chat"), "a");
   // The mirror's copies finish asynchronously.
-  const std::string want = R"(quantserve_mirror_requests_total{model="m",quant_method="none"} 20)";
+  const std::string want = R"(quantserve_mirror_requests_total{model="m",quant_method="none",route="chat",variant="m"} 20)";
   for (int i = 0; i < 200 && Scrape().find(want) == std::string::npos; ++i) {
     absl::SleepFor(absl::Milliseconds(10));
   }
   EXPECT_THAT(Scrape(), HasSubstr(want));
+  // Routed requests are labelled with their route and variant; the variant's own queue gauge
+  // stays per model.
+  EXPECT_THAT(Scrape(), HasSubstr(R"(quantserve_rpc_requests_total{code="OK",model="a",quant_method="none",route="chat",rpc="Generate",variant="a"} 40)"));
 }
 
 TEST_F(RouteTest, ChangesAreCheckedAgainstTheModels) {
@@ -1325,15 +1328,15 @@ TEST_F(ServerTest, MetricsCarryModelAndQuantMethodLabels) {
   const std::string text = Scrape();
   for (
       const char* series : {
-          R"(quantserve_rpc_requests_total{code="OK",model="tiny",quant_method="hqq",rpc="Generate"} 1)",
-          R"(quantserve_rpc_requests_total{code="NOT_FOUND",model="",quant_method="",rpc="Generate"} 1)",
-          R"(quantserve_rpc_requests_total{code="OK",model="tiny",quant_method="hqq",rpc="LoadModel"} 1)",
-          R"(quantserve_rpc_request_duration_seconds_count{model="tiny",quant_method="hqq",rpc="Generate"} 1)",
-          R"(quantserve_generate_time_to_first_token_seconds_count{model="tiny",quant_method="hqq"} 1)",
-          R"(quantserve_generate_inter_token_latency_seconds_count{model="tiny",quant_method="hqq"} 2)",
-          R"(quantserve_generate_generated_tokens_total{model="tiny",quant_method="hqq"} 3)",
-          R"(quantserve_generate_prompt_tokens_total{model="tiny",quant_method="hqq"} 5)",
-          R"(quantserve_generate_finished_total{model="tiny",quant_method="hqq",reason="length"} 1)",
+          R"(quantserve_rpc_requests_total{code="OK",model="tiny",quant_method="hqq",route="",rpc="Generate",variant="tiny"} 1)",
+          R"(quantserve_rpc_requests_total{code="NOT_FOUND",model="",quant_method="",route="",rpc="Generate",variant=""} 1)",
+          R"(quantserve_rpc_requests_total{code="OK",model="tiny",quant_method="hqq",route="",rpc="LoadModel",variant="tiny"} 1)",
+          R"(quantserve_rpc_request_duration_seconds_count{model="tiny",quant_method="hqq",route="",rpc="Generate",variant="tiny"} 1)",
+          R"(quantserve_generate_time_to_first_token_seconds_count{model="tiny",quant_method="hqq",route="",variant="tiny"} 1)",
+          R"(quantserve_generate_inter_token_latency_seconds_count{model="tiny",quant_method="hqq",route="",variant="tiny"} 2)",
+          R"(quantserve_generate_generated_tokens_total{model="tiny",quant_method="hqq",route="",variant="tiny"} 3)",
+          R"(quantserve_generate_prompt_tokens_total{model="tiny",quant_method="hqq",route="",variant="tiny"} 5)",
+          R"(quantserve_generate_finished_total{model="tiny",quant_method="hqq",reason="length",route="",variant="tiny"} 1)",
           R"(quantserve_inference_requests_running{model="tiny",quant_method="hqq"} 0)",
           R"(vllm:num_requests_waiting{model_name="tiny"} 0)",
           R"(quantserve_model_state{model="tiny",quant_method="hqq"} 2)",
