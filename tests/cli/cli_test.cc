@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -42,11 +43,17 @@ class CliTest : public ::testing::Test {
     fs::create_directories(root_ / "broken");
     stats_ = std::make_shared<server::testing::FakeStats>();
     metrics_ = server::ServerMetrics::CreateDefault();
+    StartServer([](server::Server::Options&) {});
+  }
+  // (Re)starts the server on 127.0.0.1:0 with the fake models; `configure` adds options.
+  void StartServer(const std::function<void(server::Server::Options&)>& configure) {
+    if (server_ != nullptr) server_->Shutdown(absl::Seconds(1));
     server::Server::Options options;
     options.listen_address = "127.0.0.1:0";
     options.model_root = root_.string();
     options.loader = server::testing::MakeFakeLoader(stats_);
     options.metrics = metrics_.get();
+    configure(options);
     auto created = server::Server::Create(options);
     ASSERT_TRUE(created.ok()) << created.status();
     server_ = *std::move(created);
@@ -222,16 +229,9 @@ TEST_F(CliTest, TokenFileAndEnvironmentAuthorize) {
   std::ofstream(root_ / "admin.tokens") << "cli-secret\n";
   std::ofstream(root_ / "client.token") << "# my token\ncli-secret\n";
   std::ofstream(root_ / "empty.token") << "# nothing\n";
-  server_->Shutdown(absl::Seconds(1));
-  server::Server::Options options;
-  options.listen_address = "127.0.0.1:0";
-  options.model_root = root_.string();
-  options.loader = server::testing::MakeFakeLoader(stats_);
-  options.metrics = metrics_.get();
-  options.admin_token_file = (root_ / "admin.tokens").string();
-  auto created = server::Server::Create(options);
-  ASSERT_TRUE(created.ok()) << created.status();
-  server_ = *std::move(created);
+  StartServer([&](server::Server::Options& o) {
+    o.admin_token_file = (root_ / "admin.tokens").string();
+  });
 
   Result r = Run({"load", "tiny", "tiny"});
   EXPECT_EQ(r.code, 1);
@@ -260,18 +260,11 @@ TEST_F(CliTest, TlsFlags) {
   quantserve::testing::TestPki pki;
   ASSERT_TRUE(quantserve::testing::MakeTestPki(root_.string(), &pki))
       << "openssl failed; see " << root_.string() << "/openssl.log";
-  server_->Shutdown(absl::Seconds(1));
-  server::Server::Options options;
-  options.listen_address = "127.0.0.1:0";
-  options.model_root = root_.string();
-  options.loader = server::testing::MakeFakeLoader(stats_);
-  options.metrics = metrics_.get();
-  options.tls = {.cert_file = pki.server_crt(),
-                 .key_file = pki.server_key(),
-                 .client_ca_file = pki.ca_crt()};
-  auto created = server::Server::Create(options);
-  ASSERT_TRUE(created.ok()) << created.status();
-  server_ = *std::move(created);
+  StartServer([&](server::Server::Options& o) {
+    o.tls = {.cert_file = pki.server_crt(),
+             .key_file = pki.server_key(),
+             .client_ca_file = pki.ca_crt()};
+  });
 
   const std::string ca = "--tls_ca_file=" + pki.ca_crt();
   Result r = Run({"--timeout_seconds=5", "list"});
