@@ -2,6 +2,7 @@
 
 #include "server/server.h"
 
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -623,6 +624,29 @@ TEST_F(ServerTest, TlsAndMutualTls) {
   EXPECT_EQ(TlsMode(tls_), "mutual_tls");
   EXPECT_NE(list(grpc::SslCredentials(trusting)), grpc::StatusCode::OK);
   EXPECT_EQ(list(grpc::SslCredentials(with_cert)), grpc::StatusCode::OK);
+
+  // Rotation: a certificate from another CA replaces the files (each renamed into place, as
+  // cert-manager's Secret update does); new connections get it without a restart.
+  ASSERT_TRUE(restart({.cert_file = d + "/server.crt", .key_file = d + "/server.key",
+                       .refresh_seconds = 1})
+                  .ok());
+  const fs::path dir2 = root_ / "pki2";
+  fs::create_directories(dir2);
+  quantserve::testing::TestPki pki2;
+  ASSERT_TRUE(quantserve::testing::MakeTestPki(dir2.string(), &pki2));
+  for (const char* name : {"server.key", "server.crt"}) {
+    fs::copy_file(dir2 / name, dir / (std::string(name) + ".new"));
+    fs::rename(dir / (std::string(name) + ".new"), dir / name);
+  }
+  grpc::SslCredentialsOptions trusting2;
+  trusting2.pem_root_certs = pki2.Read(pki2.ca_crt());
+  grpc::StatusCode rotated = grpc::StatusCode::UNKNOWN;
+  for (int i = 0; i < 50 && rotated != grpc::StatusCode::OK; ++i) {
+    absl::SleepFor(absl::Milliseconds(200));
+    rotated = list(grpc::SslCredentials(trusting2));
+  }
+  EXPECT_EQ(rotated, grpc::StatusCode::OK) << "the new certificate was not picked up";
+  EXPECT_NE(list(grpc::SslCredentials(trusting)), grpc::StatusCode::OK);
 
   server_->Shutdown(absl::Seconds(1));
   server_.reset();
@@ -1402,6 +1426,58 @@ TEST_F(ServerTest, ShutdownCancelsGenerationsPastTheDrainDeadline) {
   EXPECT_EQ(stats_->cancels.load(), 1);
   EXPECT_EQ(stats_->shutdowns.load(), 1);
   server_->Wait();  // returns at once: shutdown has finished
+}
+
+// Shutdown in the middle of traffic: clients keep calling while the server drains; every call
+// ends with OK or a shutdown/deadline code, Shutdown returns within its drain plus a grace,
+// and the port refuses afterwards.
+TEST_F(ServerTest, ShutdownUnderLoad) {
+  ASSERT_TRUE(Load("m0", "tiny").ok());
+  ASSERT_TRUE(Load("m1", "tiny2").ok());
+  std::atomic<bool> stop{false};
+  std::mutex mu;
+  std::map<int, int> codes;
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 4; ++t) {
+    clients.emplace_back([&, t] {
+      while (!stop.load()) {
+        grpc::Status s = t % 2 == 0
+                             ? Generate(GenerateRequest(t < 2 ? "m0" : "m1", "hello", 6),
+                                        nullptr, absl::Seconds(2))
+                             : [&] {
+                                 v1::ScoreRequest request;
+                                 request.set_model(t < 2 ? "m0" : "m1");
+                                 request.set_text("in the beginning");
+                                 v1::ScoreResponse response;
+                                 grpc::ClientContext c;
+                                 c.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+                                 return inference_->Score(&c, request, &response);
+                               }();
+        std::lock_guard<std::mutex> lock(mu);
+        ++codes[s.error_code()];
+      }
+    });
+  }
+  absl::SleepFor(absl::Milliseconds(300));
+  const absl::Time start = absl::Now();
+  server_->Shutdown(absl::Milliseconds(500));
+  const absl::Duration took = absl::Now() - start;
+  absl::SleepFor(absl::Milliseconds(100));  // calls after shutdown are refused
+  stop.store(true);
+  for (std::thread& c : clients) c.join();
+  EXPECT_LT(took, absl::Seconds(5));
+  int ok = 0, refused = 0;
+  for (const auto& [code, n] : codes) {
+    EXPECT_TRUE(code == grpc::StatusCode::OK || code == grpc::StatusCode::UNAVAILABLE ||
+                code == grpc::StatusCode::CANCELLED ||
+                code == grpc::StatusCode::DEADLINE_EXCEEDED)
+        << "code " << code << " x" << n;
+    if (code == grpc::StatusCode::OK) ok += n;
+    if (code == grpc::StatusCode::UNAVAILABLE) refused += n;
+  }
+  EXPECT_GT(ok, 10);
+  EXPECT_GT(refused, 0);  // the calls made after Shutdown
+  EXPECT_EQ(stats_->shutdowns.load(), 2);  // both models shut down
 }
 
 }  // namespace
