@@ -22,6 +22,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "cli/command_line.h"
+#include "cli/compare_html.h"
 #include "cli/progress_bar.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -554,6 +555,17 @@ int RunCompare(const Context& c) {
   grpc::Status status = reader->Finish();
   if (!status.ok()) return c.RpcError(status);
   if (!report.has_value()) return c.RpcError(grpc::Status(grpc::StatusCode::INTERNAL, "no report"));
+  if (c.args.Has("html")) {
+    const std::string path = c.args.GetString("html");
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out << CompareReportHtml(*report);
+    out.close();
+    if (!out) {
+      c.io.err << "error: cannot write " << path << "\n";
+      return kUsage;
+    }
+    c.io.err << "compare: wrote " << path << "\n";
+  }
   if (c.json) {
     c.PrintJson(*report);
     return kOk;
@@ -883,7 +895,11 @@ const std::vector<Verb>& Verbs() {
         {.name = "continuation_tokens",
          .value_name = "N",
          .help = "greedy continuation compared with the baseline's",
-         .default_text = "32"}},
+         .default_text = "32"},
+        {.name = "html",
+         .value_name = "FILE",
+         .help = "also write the report as a self-contained HTML page (table, per-token KL "
+                 "distribution, quality against speed)"}},
        RunCompare},
       {"routes", "", "list the A/B routes with their variants' weights and availability", 1, 1,
        {}, RunRoutes},

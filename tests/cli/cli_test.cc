@@ -254,6 +254,46 @@ TEST_F(CliTest, TokenFileAndEnvironmentAuthorize) {
   ::unsetenv("QUANTSERVE_TOKEN");
 }
 
+size_t Count(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+// compare prints the table and, with --html, writes a self-contained page: one table row per
+// variant, one KL curve and one scatter circle per candidate, names escaped.
+TEST_F(CliTest, CompareTableAndHtmlReport) {
+  ASSERT_EQ(Run({"load", "base", "tiny"}).code, 0);
+  ASSERT_EQ(Run({"load", "copy", "tiny"}).code, 0);
+  ASSERT_EQ(Run({"load", "q", "tiny",
+                 R"(--quantization_config={"quant_method":"bitsandbytes","load_in_4bit":true})"})
+                .code,
+            0);
+  const std::string html = (root_ / "report.html").string();
+  Result r = Run({"compare", "base", "copy", "q", "--text=In the beginning <b>&",
+                  "--continuation_tokens=4", "--html=" + html});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("VARIANT"));
+  EXPECT_THAT(r.err, HasSubstr("wrote " + html));
+  std::ifstream in(html);
+  const std::string page((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_THAT(page, StartsWith("<!DOCTYPE html>"));
+  EXPECT_THAT(page, HasSubstr("</html>"));
+  EXPECT_EQ(Count(page, "<tr class='variant'>"), 3u);
+  EXPECT_EQ(Count(page, "<polyline class='kl'"), 2u);
+  EXPECT_EQ(Count(page, "<circle class='variant'"), 2u);
+  EXPECT_EQ(Count(page, "<svg"), Count(page, "</svg>"));
+  EXPECT_EQ(Count(page, "<svg"), 2u);
+  EXPECT_THAT(page, HasSubstr(">bitsandbytes<"));
+  EXPECT_EQ(page.find("<b>"), std::string::npos);  // nothing from the request is unescaped
+  EXPECT_EQ(page.find("nan"), std::string::npos);
+  // An unwritable path is a usage error after the report was printed.
+  r = Run({"compare", "base", "copy", "--text=In the beginning",
+           "--html=" + (root_ / "missing-dir" / "x.html").string()});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("cannot write"));
+}
+
 // --tls_ca_file speaks TLS to a TLS server (a plaintext client is refused); mutual TLS with
 // --tls_cert_file/--tls_key_file; unreadable or half-given files are usage errors.
 TEST_F(CliTest, TlsFlags) {
