@@ -1,5 +1,6 @@
 #include "tests/server/fake_model.h"
 
+#include <atomic>
 #include <cmath>
 #include <filesystem>
 #include <thread>
@@ -105,10 +106,25 @@ class FakeModel final : public engine::ServableModel {
         return nullptr;
       }
       ++stats_->generations;
-      threads_.emplace_back([params = std::move(params), observer = std::move(observer), state,
-                             stats = stats_]() mutable {
-        Run(std::move(params), std::move(observer), *state, *stats);
-      });
+      // Finished generations are joined as new ones start, so a long test (the churn test
+      // measures the resident set) does not keep every finished thread's stack.
+      for (size_t i = 0; i < threads_.size();) {
+        if (threads_[i].done->load()) {
+          threads_[i].thread.join();
+          threads_[i] = std::move(threads_.back());
+          threads_.pop_back();
+        } else {
+          ++i;
+        }
+      }
+      auto done = std::make_shared<std::atomic<bool>>(false);
+      threads_.push_back(
+          {std::thread([params = std::move(params), observer = std::move(observer), state,
+                        stats = stats_, done]() mutable {
+             Run(std::move(params), std::move(observer), *state, *stats);
+             done->store(true);
+           }),
+           done});
     }
     return std::make_unique<FakeGenerationHandle>(state, stats_);
   }
@@ -228,13 +244,13 @@ class FakeModel final : public engine::ServableModel {
   }
 
   void JoinThreads() {
-    std::vector<std::thread> threads;
+    std::vector<Worker> threads;
     {
       absl::MutexLock lock(&mu_);
       threads.swap(threads_);
     }
-    for (std::thread& t : threads) {
-      t.join();
+    for (Worker& t : threads) {
+      t.thread.join();
     }
   }
 
@@ -242,7 +258,11 @@ class FakeModel final : public engine::ServableModel {
   const std::shared_ptr<FakeStats> stats_;
   absl::Mutex mu_;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
-  std::vector<std::thread> threads_ ABSL_GUARDED_BY(mu_);
+  struct Worker {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
+  };
+  std::vector<Worker> threads_ ABSL_GUARDED_BY(mu_);
 };
 
 bool LoadsReleased(FakeStats* stats) ABSL_NO_THREAD_SAFETY_ANALYSIS {

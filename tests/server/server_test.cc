@@ -2,6 +2,9 @@
 
 #include "server/server.h"
 
+#include <malloc.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
@@ -49,6 +52,16 @@ using testing::MakeFakeLoader;
 using ::testing::StartsWith;
 
 constexpr int kMaxRequestBytes = 256 << 10;
+
+// The process's resident set, from /proc/self/statm, after handing free heap pages back
+// (so it counts live memory, not the allocator's free lists).
+int64_t ResidentBytes() {
+  ::malloc_trim(0);
+  std::ifstream in("/proc/self/statm");
+  int64_t pages = 0, resident = 0;
+  in >> pages >> resident;
+  return resident * ::sysconf(_SC_PAGESIZE);
+}
 
 class ServerTest : public ::testing::Test {
  protected:
@@ -449,7 +462,6 @@ TEST_F(ServerTest, ChurnOfRequestsLoadsUnloadsAndRoutes) {
   ASSERT_TRUE(Load("m0", "tiny").ok());
   ASSERT_TRUE(Load("m1", "tiny2").ok());
   ASSERT_TRUE(Load("e", "embed").ok());
-  const absl::Time end = absl::Now() + absl::Seconds(3);
   std::mutex mu;
   std::map<std::string, int> seen;  // "rpc code" -> count
   const auto record = [&](const std::string& rpc, const grpc::Status& s) {
@@ -460,6 +472,9 @@ TEST_F(ServerTest, ChurnOfRequestsLoadsUnloadsAndRoutes) {
     c.set_deadline(absl::ToChronoTime(
         absl::Now() + absl::Milliseconds(std::uniform_int_distribution<int>(1, 200)(rng))));
   };
+  // One round of churn for `duration`: four clients, the lifecycle thread, the route thread.
+  const auto churn = [&](absl::Duration duration) {
+  const absl::Time end = absl::Now() + duration;
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
@@ -545,6 +560,16 @@ TEST_F(ServerTest, ChurnOfRequestsLoadsUnloadsAndRoutes) {
     }
   });
   for (std::thread& t : threads) t.join();
+  };
+  // Two rounds warm the allocator's arenas and gRPC's pools; the resident set after the last
+  // round, once drained, stays within 5% of its level before it. (Measured: +1-2% per 3 s
+  // round on a ~22 MiB process with free pages trimmed; LeakSanitizer finds nothing
+  // unreachable, see scripts/sanitize.sh.)
+  churn(absl::Seconds(1));
+  churn(absl::Seconds(2));
+  absl::SleepFor(absl::Milliseconds(200));
+  const int64_t rss_before = ResidentBytes();
+  churn(absl::Seconds(3));
 
   using C = grpc::StatusCode;
   // What each RPC may answer in a race: gone or going models (NOT_FOUND, UNAVAILABLE,
@@ -580,6 +605,10 @@ TEST_F(ServerTest, ChurnOfRequestsLoadsUnloadsAndRoutes) {
                              "quantserve_inference_requests_running{model=\"m1\",quant_method=\"none\"} 0"}) {
     EXPECT_THAT(text, HasSubstr(series));
   }
+  const int64_t rss_after = ResidentBytes();
+  std::cout << "churn RSS: " << rss_before / 1024 << " KiB before, " << rss_after / 1024
+            << " KiB after\n";
+  EXPECT_LE(rss_after, rss_before + rss_before / 20);
 }
 
 TEST_F(ServerTest, TlsAndMutualTls) {
