@@ -156,7 +156,9 @@ absl::Status Authenticator::Check(absl::string_view rpc, absl::string_view autho
     return absl::UnauthenticatedError(
         absl::StrCat(rpc, " needs an 'authorization: Bearer <token>' header"));
   }
-  if (!absl::StartsWith(authorization, kBearer) || authorization.size() == kBearer.size()) {
+  // The scheme is case-insensitive (RFC 7235); the token is not.
+  if (!absl::StartsWithIgnoreCase(authorization, kBearer) ||
+      authorization.size() == kBearer.size()) {
     return absl::UnauthenticatedError("authorization: expected 'Bearer <token>'");
   }
   const absl::string_view token = authorization.substr(kBearer.size());

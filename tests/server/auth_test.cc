@@ -85,6 +85,8 @@ TEST_F(AuthenticatorTest, ScopesAndCodes) {
   EXPECT_EQ(a.Check("LoadModel", "Bearer ").code(), absl::StatusCode::kUnauthenticated);
   EXPECT_EQ(a.Check("LoadModel", "Bearer user").code(), absl::StatusCode::kPermissionDenied);
   EXPECT_TRUE(a.Check("LoadModel", "Bearer admin").ok());
+  EXPECT_TRUE(a.Check("LoadModel", "bearer admin").ok());  // the scheme is case-insensitive
+  EXPECT_EQ(a.Check("LoadModel", "Bearer ADMIN").code(), absl::StatusCode::kPermissionDenied);
   EXPECT_TRUE(a.Check("Generate", "Bearer user").ok());
   EXPECT_TRUE(a.Check("Generate", "Bearer admin").ok());
   EXPECT_EQ(a.Check("Generate", "Bearer nobody").code(), absl::StatusCode::kPermissionDenied);
