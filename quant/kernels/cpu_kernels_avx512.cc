@@ -103,6 +103,13 @@ namespace {
 // How far ahead of the current pair of chunks the weight stream is prefetched.
 constexpr int64_t kPrefetch512 = 2048;
 
+// One chunk pair of codes; the odd last chunk is loaded alone (the next 32 bytes may lie past
+// the buffer), its partner zero.
+inline __m512i LoadPair(const uint8_t* p, bool full) {
+  return full ? _mm512_loadu_si512(p)
+              : _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+
 inline float ScaleOfBlock(const Lut4Layout& w, const float* scale, int64_t block, int64_t groups) {
   // Padding blocks past K have d = 0; their group index is clamped to stay in bounds.
   return scale[std::min(block * kQ16Block / w.group_size, groups - 1)];
@@ -135,12 +142,7 @@ void Lut4Q16Rows512(const Lut4Layout& w, const Q16PairRows& x, const float* xg, 
     for (int64_t c = 0; c < pairs + (tail ? 1 : 0); ++c) {
       const uint8_t* p = row + c * (kLut4Pair / 2);
       _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetch512), _MM_HINT_T0);
-      // The odd last chunk is loaded alone (the next 32 bytes may be past the buffer); its pair
-      // partner's activations are zero.
-      const __m512i v = c < pairs
-                            ? _mm512_loadu_si512(p)
-                            : _mm512_zextsi256_si512(_mm256_loadu_si256(
-                                  reinterpret_cast<const __m256i*>(p)));
+      const __m512i v = LoadPair(p, c < pairs);
       __m512i cv[4] = {_mm512_and_si512(v, mask),
                        _mm512_and_si512(_mm512_srli_epi16(v, 4), mask),
                        _mm512_and_si512(_mm512_srli_epi16(v, 8), mask),
@@ -267,10 +269,7 @@ void Lut4Q8Rows512(const Lut4Layout& w, const uint8_t* t8, float rescale, const 
     for (int64_t c = 0; c < pairs + (tail ? 1 : 0); ++c) {
       const uint8_t* p = row + c * (kLut4Pair / 2);
       _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetch512), _MM_HINT_T0);
-      const __m512i v = c < pairs
-                            ? _mm512_loadu_si512(p)
-                            : _mm512_zextsi256_si512(_mm256_loadu_si256(
-                                  reinterpret_cast<const __m256i*>(p)));
+      const __m512i v = LoadPair(p, c < pairs);
       __m512i lo = _mm512_and_si512(v, mask);
       __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
       if constexpr (kTable) {
