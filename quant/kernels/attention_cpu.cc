@@ -10,6 +10,7 @@
 #include "quant/kernels/attention.h"
 #include "quant/kernels/cpu_kernels.h"
 #include "quant/kernels/cpu_pack.h"
+#include "quant/kernels/worker_pool.h"
 #include "quant/kernels/packed_weight.h"
 
 namespace quantserve::quant::kernels {
@@ -85,7 +86,7 @@ at::Tensor DecodeAttentionCpu(const at::Tensor& q, const at::Tensor& keys,
   a.round_probs = a.bf16;
   a.out = out.data_ptr<float>();
   const bool vector = avx2 && d % 8 == 0;
-  at::parallel_for(0, n_kv, 1, [&](int64_t g0, int64_t g1) {
+  ParallelFor(0, n_kv, 1, [&](int64_t g0, int64_t g1) {
     DecodeAttentionArgs task = a;
     std::vector<float> scratch(DecodeAttentionScratch(a));
     task.scratch = scratch.data();

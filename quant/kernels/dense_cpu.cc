@@ -7,6 +7,7 @@
 
 #include "quant/kernels/cpu_kernels.h"
 #include "quant/kernels/cpu_pack.h"
+#include "quant/kernels/worker_pool.h"
 #include "quant/kernels/dense.h"
 #include "quant/kernels/packed_weight.h"
 
@@ -60,13 +61,13 @@ at::Tensor Bf16Gemv(const at::Tensor& x, const at::Tensor& weight, const at::Ten
   if (kernel == Bf16Kernel::kAvx512) {
     const at::Tensor xb = x2.contiguous();
     const auto* xp = reinterpret_cast<const uint16_t*>(xb.const_data_ptr<at::BFloat16>());
-    at::parallel_for(0, n, grain, [&](int64_t n0, int64_t n1) {
+    ParallelFor(0, n, grain, [&](int64_t n0, int64_t n1) {
       internal::Bf16GemvAvx512(wp, ldw, k, xp, k, m, yp, n, n0, n1);
     });
   } else {
     const at::Tensor xf = x2.to(at::kFloat).contiguous();
     const float* xp = xf.const_data_ptr<float>();
-    at::parallel_for(0, n, grain, [&](int64_t n0, int64_t n1) {
+    ParallelFor(0, n, grain, [&](int64_t n0, int64_t n1) {
       if (kernel == Bf16Kernel::kAvx2) {
         internal::Bf16GemvAvx2(wp, ldw, k, xp, k, m, yp, n, n0, n1);
       } else {

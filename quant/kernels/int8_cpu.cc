@@ -12,6 +12,7 @@
 #include "common/torch_status.h"
 #include "quant/kernels/cpu_kernels.h"
 #include "quant/kernels/cpu_pack.h"
+#include "quant/kernels/worker_pool.h"
 
 namespace quantserve::quant::kernels::internal {
 
@@ -102,7 +103,7 @@ class Int8Cpu final : public PackedWeight {
     const int8_t* cp = codes_.data_ptr<int8_t>();
     const float* sp = scale_.data_ptr<float>();
     const int64_t grain = std::max<int64_t>(16, 64 * 1024 / k_);
-    at::parallel_for(0, n_, grain, [&](int64_t n0, int64_t n1) {
+    ParallelFor(0, n_, grain, [&](int64_t n0, int64_t n1) {
       if (avx2) {
         Int8Q16Avx2(cp, sp, k_, rows, m, yp, n_, n0, n1);
       } else {

@@ -19,6 +19,7 @@
 #include "common/torch_status.h"
 #include "quant/kernels/cpu_kernels.h"
 #include "quant/kernels/cpu_pack.h"
+#include "quant/kernels/worker_pool.h"
 
 namespace quantserve::quant::kernels::internal {
 
@@ -422,12 +423,12 @@ class Lut4Cpu final : public PackedWeight {
         std::vector<float> dv(m * kp2 / 4);
         PairQ16Rows(rows, m, kp2, q2.data(), dv.data());
         const Q16PairRows pairs{q2.data(), dv.data(), kp2};
-        at::parallel_for(0, n_, GrainRows(kp_ / 2), [&](int64_t n0, int64_t n1) {
+        ParallelFor(0, n_, GrainRows(kp_ / 2), [&](int64_t n0, int64_t n1) {
           Lut4Q16Avx512(layout, pairs, xgp, m, yp, n_, n0, n1);
         });
         return y.to(x.scalar_type()).view(out_shape);
       }
-      at::parallel_for(0, n_, GrainRows(kp_ / 2), [&](int64_t n0, int64_t n1) {
+      ParallelFor(0, n_, GrainRows(kp_ / 2), [&](int64_t n0, int64_t n1) {
         if (avx2_) {
           Lut4Q16Avx2(layout, rows, xgp, m, yp, n_, n0, n1);
         } else {
@@ -494,7 +495,7 @@ class Lut4Cpu final : public PackedWeight {
     const float* xgp = xg.empty() ? nullptr : xg.data();
     const uint8_t* t8 = affine_ ? nullptr : table8_.data();
     const Q8PairRows rows{q.data(), dv.data(), bsum.data(), kp2};
-    at::parallel_for(0, n_, GrainRows(kp_ / 2), [&](int64_t n0, int64_t n1) {
+    ParallelFor(0, n_, GrainRows(kp_ / 2), [&](int64_t n0, int64_t n1) {
       if (avx512_) {
         Lut4Q8Avx512(layout, t8, rescale8_, rows, xgp, m, y, n_, n0, n1);
       } else {
