@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include "quant/kernels/dense.h"
+#include "quant/kernels/fused_ops.h"
 
 namespace quantserve::models {
 
@@ -44,11 +45,11 @@ RmsNorm::RmsNorm(int64_t dim, double eps, c10::ScalarType dtype) : eps_(eps) {
 }
 
 at::Tensor RmsNorm::Forward(const at::Tensor& x) const {
-  const auto input_dtype = x.scalar_type();
-  at::Tensor h = x.to(at::kFloat);
-  at::Tensor variance = h.pow(2).mean(-1, /*keepdim=*/true);
-  h = h * at::rsqrt(variance + eps_);
-  return weight * h.to(input_dtype);
+  if (quant::kernels::FusedOpsFit(x) && weight.scalar_type() == x.scalar_type() &&
+      weight.is_contiguous()) {
+    return quant::kernels::RmsNorm(x, weight, eps_);
+  }
+  return quant::kernels::RmsNormRef(x, weight, eps_);
 }
 
 LayerNorm::LayerNorm(int64_t dim, double eps, c10::ScalarType dtype) : dim_(dim), eps_(eps) {

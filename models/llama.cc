@@ -6,6 +6,7 @@
 #include <string>
 
 #include "quant/kernels/attention.h"
+#include "quant/kernels/fused_ops.h"
 
 namespace quantserve::models {
 namespace {
@@ -14,10 +15,15 @@ std::shared_ptr<Linear> MakeLinear(int64_t in, int64_t out, bool bias, c10::Scal
   return std::make_shared<DenseLinear>(LinearOptions{in, out, bias, dtype});
 }
 
-// [.., d] -> cat(-x2, x1), as transformers' rotate_half.
-at::Tensor RotateHalf(const at::Tensor& x) {
-  const int64_t half = x.size(-1) / 2;
-  return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+// x [T, H, d] rotated by the rows' cos/sin [T, d]; in place where the fused kernel takes it.
+at::Tensor Rotate(at::Tensor x, const at::Tensor& cos, const at::Tensor& sin) {
+  namespace k = quant::kernels;
+  if (k::FusedOpsFit(x) && k::FusedOpsFit(cos) && k::FusedOpsFit(sin) &&
+      cos.scalar_type() == x.scalar_type() && sin.scalar_type() == x.scalar_type()) {
+    k::ApplyRotaryInPlace(x, cos, sin);
+    return x;
+  }
+  return k::RotaryRef(x, cos, sin);
 }
 
 }  // namespace
@@ -71,10 +77,8 @@ at::Tensor LlamaAttention::Forward(const at::Tensor& x, const at::Tensor& cos,
   at::Tensor q = q_proj->Forward(x).view({rows, n_heads_, head_dim_});
   at::Tensor k = k_proj->Forward(x).view({rows, n_kv_heads_, head_dim_});
   at::Tensor v = v_proj->Forward(x).view({rows, n_kv_heads_, head_dim_});
-  const at::Tensor c = cos.unsqueeze(1);
-  const at::Tensor s = sin.unsqueeze(1);
-  q = q * c + RotateHalf(q) * s;
-  k = k * c + RotateHalf(k) * s;
+  q = Rotate(q, cos, sin);
+  k = Rotate(k, cos, sin);
 
   // Every span's attention output lands in its rows of one [T, H*d] tensor.
   at::Tensor attn = at::empty({rows, n_heads_ * head_dim_}, q.options());
@@ -130,7 +134,11 @@ LlamaMlp::LlamaMlp(const ModelConfig& c, c10::ScalarType dtype) {
 }
 
 at::Tensor LlamaMlp::Forward(const at::Tensor& x) const {
-  return down_proj->Forward(at::silu(gate_proj->Forward(x)) * up_proj->Forward(x));
+  // silu(gate) * up in place on the projection's fresh output: ATen's own ops (the same
+  // rounding as transformers), without two allocations.
+  at::Tensor h = gate_proj->Forward(x);
+  at::silu_(h).mul_(up_proj->Forward(x));
+  return down_proj->Forward(h);
 }
 
 LlamaDecoderLayer::LlamaDecoderLayer(const ModelConfig& c, c10::ScalarType dtype) {

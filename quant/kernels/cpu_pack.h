@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -41,16 +42,47 @@ absl::StatusOr<std::unique_ptr<PackedWeight>> PackLut4Cpu(const Lut4Weight& w,
 absl::StatusOr<std::unique_ptr<PackedWeight>> PackInt8RowwiseCpu(const Int8RowwiseWeight& w,
                                                                  const CpuPackOptions& options);
 
+// The decode (GEMV) path's input and output on raw float32 buffers, so a matmul costs one ATen
+// op (allocating its result) instead of five (reshape, to-float, empty, to-dtype, view): a
+// decode step makes ~150 matmuls. x2 is the input as [m, K] in any floating dtype; float32
+// contiguous input is read in place, other inputs are converted into a thread-local buffer, and
+// the float32 result is written into the result tensor directly (float32) or into a
+// thread-local buffer that Finish() rounds into it. Not reentrant on one thread (a matmul
+// does not call another).
+class GemvIo {
+ public:
+  GemvIo(const at::Tensor& x2, const at::Tensor& x, int64_t n);
+  int64_t m() const { return m_; }
+  const float* x() const { return x_; }
+  float* y() const { return y_; }
+  // The result, [..., n] with x's leading dimensions, in x's dtype.
+  at::Tensor Finish();
+
+ private:
+  int64_t m_ = 0;
+  int64_t n_ = 0;
+  const float* x_ = nullptr;
+  float* y_ = nullptr;
+  at::Tensor out_;
+};
 
 // A matmul input quantized to q16 (see cpu_kernels.h), owning its buffers.
 struct Q16Input {
-  at::Tensor q;     // int16 [M, KP]
-  at::Tensor d;     // float32 [M, KP / 32]
-  at::Tensor bsum;  // float32 [M, KP / 32]
+  int64_t m = 0;
+  int64_t kp = 0;
+  std::vector<int16_t> q;     // [M, KP]
+  std::vector<float> d;       // [M, KP / 32]
+  std::vector<float> bsum;    // [M, KP / 32]
   Q16Rows rows() const;
+  // Copies as tensors (tests): int16 [M, KP], float32 [M, KP / 32] twice.
+  at::Tensor q_tensor() const;
+  at::Tensor d_tensor() const;
+  at::Tensor bsum_tensor() const;
 };
-// x: float32 contiguous [M, K] on the CPU. `avx2` picks QuantizeQ16Avx2 (the caller checked
+// x: [m, k] float32 rows (row stride k). `avx2` picks QuantizeQ16Avx2 (the caller checked
 // HasAvx2Fma) or the scalar twin; both give the same codes.
+Q16Input QuantizeQ16(const float* x, int64_t m, int64_t k, bool avx2);
+// x: float32 contiguous [M, K] on the CPU.
 Q16Input QuantizeQ16(const at::Tensor& x, bool avx2);
 // Oracle side of q16: the float rows [M, K] the integer kernels multiply (q * d).
 at::Tensor DequantizeQ16(const Q16Input& q, int64_t k);

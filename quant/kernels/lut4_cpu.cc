@@ -76,15 +76,90 @@ bool HasNativeBf16() {
   return has;
 }
 
+namespace {
+
+// Per-thread buffers of GemvIo, grown to the largest matmul seen and reused.
+struct GemvScratch {
+  std::vector<float> x;
+  std::vector<float> y;
+};
+GemvScratch& ThreadGemvScratch() {
+  thread_local GemvScratch scratch;
+  return scratch;
+}
+
+template <typename T>
+void RowsToFloat(const T* src, int64_t n, float* dst) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(src[i]);
+}
+template <typename T>
+void FloatToRows(const float* src, int64_t n, T* dst) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<T>(src[i]);
+}
+
+}  // namespace
+
+GemvIo::GemvIo(const at::Tensor& x2, const at::Tensor& x, int64_t n)
+    : m_(x2.size(0)), n_(n) {
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = n;
+  out_ = at::empty(shape, x.options());
+  GemvScratch& scratch = ThreadGemvScratch();
+  const int64_t k = x2.size(1);
+  const at::ScalarType t = x2.scalar_type();
+  if (t == at::kFloat && x2.is_contiguous()) {
+    x_ = x2.const_data_ptr<float>();
+  } else {
+    const at::Tensor xc = x2.contiguous();
+    scratch.x.resize(m_ * k);
+    if (t == at::kBFloat16) {
+      RowsToFloat(xc.const_data_ptr<at::BFloat16>(), m_ * k, scratch.x.data());
+    } else if (t == at::kHalf) {
+      RowsToFloat(xc.const_data_ptr<at::Half>(), m_ * k, scratch.x.data());
+    } else {
+      const at::Tensor xf = xc.to(at::kFloat);
+      std::copy_n(xf.const_data_ptr<float>(), m_ * k, scratch.x.data());
+    }
+    x_ = scratch.x.data();
+  }
+  if (out_.scalar_type() == at::kFloat) {
+    y_ = out_.mutable_data_ptr<float>();
+  } else {
+    scratch.y.resize(m_ * n);
+    y_ = scratch.y.data();
+  }
+}
+
+at::Tensor GemvIo::Finish() {
+  const at::ScalarType t = out_.scalar_type();
+  if (t == at::kBFloat16) {
+    FloatToRows(y_, m_ * n_, out_.mutable_data_ptr<at::BFloat16>());
+  } else if (t == at::kHalf) {
+    FloatToRows(y_, m_ * n_, out_.mutable_data_ptr<at::Half>());
+  } else if (t != at::kFloat) {
+    out_.copy_(at::from_blob(y_, out_.sizes(), at::kFloat));
+  }
+  return out_;
+}
+
 Q16Rows Q16Input::rows() const {
   Q16Rows r;
-  r.q = q.data_ptr<int16_t>();
-  r.d = d.data_ptr<float>();
-  r.bsum = bsum.data_ptr<float>();
-  r.kp = q.size(1);
+  r.q = q.data();
+  r.d = d.data();
+  r.bsum = bsum.data();
+  r.kp = kp;
   return r;
 }
 
+at::Tensor Q16Input::q_tensor() const {
+  return at::from_blob(const_cast<int16_t*>(q.data()), {m, kp}, at::kShort).clone();
+}
+at::Tensor Q16Input::d_tensor() const {
+  return at::from_blob(const_cast<float*>(d.data()), {m, kp / kQ16Block}, at::kFloat).clone();
+}
+at::Tensor Q16Input::bsum_tensor() const {
+  return at::from_blob(const_cast<float*>(bsum.data()), {m, kp / kQ16Block}, at::kFloat).clone();
+}
 int ParallelForThreads(int64_t tasks) {
   std::mutex mu;
   std::set<std::thread::id> ids;
@@ -148,29 +223,28 @@ at::Tensor DequantizeQ8PairRows(const at::Tensor& q, const at::Tensor& dv, int64
 }
 
 at::Tensor DequantizeQ16(const Q16Input& q, int64_t k) {
-  const int64_t m = q.q.size(0);
-  const at::Tensor x = q.q.to(at::kFloat).view({m, -1, kQ16Block}) * q.d.unsqueeze(-1);
-  return x.view({m, -1}).narrow(1, 0, k).contiguous();
+  const at::Tensor x = q.q_tensor().to(at::kFloat).view({q.m, -1, kQ16Block}) *
+                       q.d_tensor().unsqueeze(-1);
+  return x.view({q.m, -1}).narrow(1, 0, k).contiguous();
+}
+
+Q16Input QuantizeQ16(const float* x, int64_t m, int64_t k, bool avx2) {
+  Q16Input out;
+  out.m = m;
+  out.kp = RoundUp(k, kLut4Chunk);
+  out.q.resize(m * out.kp);
+  out.d.resize(m * out.kp / kQ16Block);
+  out.bsum.resize(m * out.kp / kQ16Block);
+  if (avx2) {
+    QuantizeQ16Avx2(x, k, m, k, out.kp, out.q.data(), out.d.data(), out.bsum.data());
+  } else {
+    QuantizeQ16Scalar(x, k, m, k, out.kp, out.q.data(), out.d.data(), out.bsum.data());
+  }
+  return out;
 }
 
 Q16Input QuantizeQ16(const at::Tensor& x, bool avx2) {
-  const int64_t m = x.size(0);
-  const int64_t k = x.size(1);
-  const int64_t kp = RoundUp(k, kLut4Chunk);
-  Q16Input out;
-  out.q = at::empty({m, kp}, at::kShort);
-  out.d = at::empty({m, kp / kQ16Block}, at::kFloat);
-  out.bsum = at::empty({m, kp / kQ16Block}, at::kFloat);
-  const float* xp = x.data_ptr<float>();
-  auto* qp = out.q.data_ptr<int16_t>();
-  float* dp = out.d.data_ptr<float>();
-  float* sp = out.bsum.data_ptr<float>();
-  if (avx2) {
-    QuantizeQ16Avx2(xp, k, m, k, kp, qp, dp, sp);
-  } else {
-    QuantizeQ16Scalar(xp, k, m, k, kp, qp, dp, sp);
-  }
-  return out;
+  return QuantizeQ16(x.const_data_ptr<float>(), x.size(0), x.size(1), avx2);
 }
 
 void QuantizeQ16Scalar(const float* x, int64_t ldx, int64_t rows, int64_t k, int64_t kp,
@@ -389,76 +463,46 @@ class Lut4Cpu final : public PackedWeight {
     at::Tensor x2 = x.reshape({-1, k_});
     if (perm_.defined()) x2 = x2.index_select(1, perm_);
     const int64_t m = x2.size(0);
+    const Lut4Layout layout = Layout();
+    if (m > 0 && m <= max_gemv_rows_) {
+      GemvIo io(x2, x, n_);
+      if (q8_) {
+        MatmulQ8(io.x(), m, layout, io.y());
+      } else {
+        MatmulQ16(io.x(), m, layout, io.y());
+      }
+      return io.Finish();
+    }
     std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
     out_shape.back() = n_;
     if (m == 0) return at::empty(out_shape, x.options());
     // Prefill with bf16 activations on a CPU with native bf16 multiplies bf16 tiles (below);
     // everything else reads the input in float32.
-    const bool bf16_gemm =
-        m > max_gemv_rows_ && x.scalar_type() == at::kBFloat16 && HasNativeBf16();
+    const bool bf16_gemm = x.scalar_type() == at::kBFloat16 && HasNativeBf16();
     const at::Tensor xf = bf16_gemm ? x2.contiguous() : x2.to(at::kFloat).contiguous();
-    const Lut4Layout layout = Layout();
     at::Tensor y = at::empty({m, n_}, x2.options().dtype(at::kFloat));
-    float* yp = y.data_ptr<float>();
-    if (q8_ && m <= max_gemv_rows_) {
-      MatmulQ8(xf, layout, yp);
-    } else if (m <= max_gemv_rows_) {
-      const Q16Input q = QuantizeQ16(xf, avx2_);
-      const Q16Rows rows = q.rows();
-      // Per-group sums of the quantized rows, for the offsets: the sum each zero point meets.
-      std::vector<float> xg;
-      if (offset_.defined()) {
-        const int64_t groups = k_ / group_size_;
-        const int64_t blocks = group_size_ / kQ16Block;
-        xg.assign(m * groups, 0.f);
-        for (int64_t r = 0; r < m; ++r) {
-          const float* bsum = rows.bsum + r * (kp_ / kQ16Block);
-          for (int64_t b = 0; b < k_ / kQ16Block; ++b) xg[r * groups + b / blocks] += bsum[b];
-        }
-      }
-      const float* xgp = xg.empty() ? nullptr : xg.data();
-      if (avx512_) {
-        const int64_t kp2 = RoundUp(k_, kLut4Pair);
-        std::vector<int16_t> q2(m * kp2);
-        std::vector<float> dv(m * kp2 / 4);
-        PairQ16Rows(rows, m, kp2, q2.data(), dv.data());
-        const Q16PairRows pairs{q2.data(), dv.data(), kp2};
-        ParallelFor(0, n_, GrainRows(kp_ / 2), [&](int64_t n0, int64_t n1) {
-          Lut4Q16Avx512(layout, pairs, xgp, m, yp, n_, n0, n1);
-        });
-        return y.to(x.scalar_type()).view(out_shape);
-      }
-      ParallelFor(0, n_, GrainRows(kp_ / 2), [&](int64_t n0, int64_t n1) {
+    // Prefill: tiles of the weight are dequantized into a per-task buffer and multiplied
+    // there, so no float copy of the whole layer is ever made. With bf16 activations on a
+    // CPU with native bf16 the tiles are rounded to bf16 and multiplied in bf16, as the bf16
+    // model and transformers (dequantize to the compute dtype, F.linear) do; else float32.
+    // The tasks run ATen ops on OpenMP's threads: they carry the caller's thread-local state
+    // (InferenceMode above all, or writing into y would be refused).
+    const at::ThreadLocalState state;
+    at::parallel_for(0, n_, kDequantTile, [&](int64_t n0, int64_t n1) {
+      const at::ThreadLocalStateGuard guard(state);
+      std::vector<float> tile(kDequantTile * k_);
+      for (int64_t t0 = n0; t0 < n1; t0 += kDequantTile) {
+        const int64_t t1 = std::min(n1, t0 + kDequantTile);
         if (avx2_) {
-          Lut4Q16Avx2(layout, rows, xgp, m, yp, n_, n0, n1);
+          Lut4DequantAvx2(layout, t0, t1, tile.data());
         } else {
-          Lut4Q16Scalar(layout, rows, xgp, m, yp, n_, n0, n1);
+          Lut4DequantScalar(layout, t0, t1, tile.data());
         }
-      });
-    } else {
-      // Prefill: tiles of the weight are dequantized into a per-task buffer and multiplied
-      // there, so no float copy of the whole layer is ever made. With bf16 activations on a
-      // CPU with native bf16 the tiles are rounded to bf16 and multiplied in bf16, as the bf16
-      // model and transformers (dequantize to the compute dtype, F.linear) do; else float32.
-      // The tasks run ATen ops on OpenMP's threads: they carry the caller's thread-local state
-      // (InferenceMode above all, or writing into y would be refused).
-      const at::ThreadLocalState state;
-      at::parallel_for(0, n_, kDequantTile, [&](int64_t n0, int64_t n1) {
-        const at::ThreadLocalStateGuard guard(state);
-        std::vector<float> tile(kDequantTile * k_);
-        for (int64_t t0 = n0; t0 < n1; t0 += kDequantTile) {
-          const int64_t t1 = std::min(n1, t0 + kDequantTile);
-          if (avx2_) {
-            Lut4DequantAvx2(layout, t0, t1, tile.data());
-          } else {
-            Lut4DequantScalar(layout, t0, t1, tile.data());
-          }
-          at::Tensor wt = at::from_blob(tile.data(), {t1 - t0, k_});
-          if (bf16_gemm) wt = wt.to(at::kBFloat16);
-          y.narrow(1, t0, t1 - t0).copy_(at::mm(xf, wt.t()));
-        }
-      });
-    }
+        at::Tensor wt = at::from_blob(tile.data(), {t1 - t0, k_});
+        if (bf16_gemm) wt = wt.to(at::kBFloat16);
+        y.narrow(1, t0, t1 - t0).copy_(at::mm(xf, wt.t()));
+      }
+    });
     return y.to(x.scalar_type()).view(out_shape);
   }
 
@@ -474,14 +518,49 @@ class Lut4Cpu final : public PackedWeight {
   // Weight rows per dequantized prefill tile (64 x K floats stay in L2 for K <= 4096).
   static constexpr int64_t kDequantTile = 64;
 
-  // y [m, n_] = xf [m, k_] (float32) W^T with int8 activations.
-  void MatmulQ8(const at::Tensor& xf, const Lut4Layout& layout, float* y) const {
-    const int64_t m = xf.size(0);
+  // y [m, n_] = x [m, k_] (float32 rows) W^T with int16 activations.
+  void MatmulQ16(const float* x, int64_t m, const Lut4Layout& layout, float* y) const {
+    const Q16Input q = QuantizeQ16(x, m, k_, avx2_);
+    const Q16Rows rows = q.rows();
+    // Per-group sums of the quantized rows, for the offsets: the sum each zero point meets.
+    std::vector<float> xg;
+    if (offset_.defined()) {
+      const int64_t groups = k_ / group_size_;
+      const int64_t blocks = group_size_ / kQ16Block;
+      xg.assign(m * groups, 0.f);
+      for (int64_t r = 0; r < m; ++r) {
+        const float* bsum = rows.bsum + r * (kp_ / kQ16Block);
+        for (int64_t b = 0; b < k_ / kQ16Block; ++b) xg[r * groups + b / blocks] += bsum[b];
+      }
+    }
+    const float* xgp = xg.empty() ? nullptr : xg.data();
+    if (avx512_) {
+      const int64_t kp2 = RoundUp(k_, kLut4Pair);
+      std::vector<int16_t> q2(m * kp2);
+      std::vector<float> dv(m * kp2 / 4);
+      PairQ16Rows(rows, m, kp2, q2.data(), dv.data());
+      const Q16PairRows pairs{q2.data(), dv.data(), kp2};
+      ParallelFor(0, n_, GrainRows(kp_ / 2), [&](int64_t n0, int64_t n1) {
+        Lut4Q16Avx512(layout, pairs, xgp, m, y, n_, n0, n1);
+      });
+      return;
+    }
+    ParallelFor(0, n_, GrainRows(kp_ / 2), [&](int64_t n0, int64_t n1) {
+      if (avx2_) {
+        Lut4Q16Avx2(layout, rows, xgp, m, y, n_, n0, n1);
+      } else {
+        Lut4Q16Scalar(layout, rows, xgp, m, y, n_, n0, n1);
+      }
+    });
+  }
+
+  // y [m, n_] = x [m, k_] (float32 rows) W^T with int8 activations.
+  void MatmulQ8(const float* x, int64_t m, const Lut4Layout& layout, float* y) const {
     const int64_t kp2 = RoundUp(k_, kLut4Pair);
     const int64_t chunks = kp2 / kQ8Block;
     std::vector<int8_t> q(m * kp2);
     std::vector<float> dv(m * kp2 / 8), bsum(m * chunks);
-    QuantizeQ8PairRows(xf.data_ptr<float>(), k_, m, k_, kp2, q.data(), dv.data(), bsum.data());
+    QuantizeQ8PairRows(x, k_, m, k_, kp2, q.data(), dv.data(), bsum.data());
     // Per-group sums of the quantized rows: for the zero points and the tables' +128.
     const int64_t groups = k_ / group_size_;
     std::vector<float> xg;

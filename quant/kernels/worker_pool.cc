@@ -24,7 +24,7 @@ using Clock = std::chrono::steady_clock;
 // How long a worker spins for its next range before sleeping: longer than the serial glue
 // between two loops of a decode step (tens of microseconds), short enough that an idle server
 // sleeps almost at once.
-constexpr auto kSpin = std::chrono::microseconds(1000);
+constexpr auto kSpin = std::chrono::microseconds(500);
 
 // True on a thread while it runs a range (caller or worker): a nested ParallelFor runs inline.
 thread_local bool in_loop = false;
@@ -37,14 +37,34 @@ inline void CpuRelax() {
 #endif
 }
 
-// One worker thread and its mailbox. The submitter writes fn/begin/end, then publishes them by
-// bumping `posted`; the worker runs them and publishes `done`.
-struct alignas(64) Worker {
-  std::atomic<uint64_t> posted{0};
-  std::atomic<uint64_t> done{0};
+// Pieces per participating thread: small enough that a thread which starts late or reads
+// memory more slowly takes fewer of them, large enough that claiming one costs nothing.
+constexpr int64_t kPiecesPerThread = 4;
+
+// One loop: `pieces` contiguous pieces of [begin, end), claimed from `next` by whoever is free.
+struct Job {
   const Fn* fn = nullptr;
   int64_t begin = 0;
   int64_t end = 0;
+  int64_t piece = 1;
+  int64_t pieces = 0;
+  std::atomic<int64_t> next{0};
+
+  void Run() {
+    for (int64_t i = next.fetch_add(1, std::memory_order_relaxed); i < pieces;
+         i = next.fetch_add(1, std::memory_order_relaxed)) {
+      const int64_t b = begin + i * piece;
+      (*fn)(b, std::min(end, b + piece));
+    }
+  }
+};
+
+// One worker thread and its mailbox. The submitter stores the job, then publishes it by
+// bumping `posted`; the worker runs pieces of it and publishes `done`.
+struct alignas(64) Worker {
+  std::atomic<uint64_t> posted{0};
+  std::atomic<uint64_t> done{0};
+  Job* job = nullptr;
 
   std::mutex mu;
   std::condition_variable cv;
@@ -56,7 +76,7 @@ struct alignas(64) Worker {
     for (;;) {
       WaitForPost(seen);
       seen = posted.load(std::memory_order_acquire);
-      (*fn)(begin, end);
+      job->Run();
       done.store(seen, std::memory_order_release);
     }
   }
@@ -65,8 +85,14 @@ struct alignas(64) Worker {
     const Clock::time_point deadline = Clock::now() + kSpin;
     for (int i = 1;; ++i) {
       if (posted.load(std::memory_order_acquire) != seen) return;
-      CpuRelax();
-      if (i % 256 == 0 && Clock::now() > deadline) break;
+      // Mostly pause, but hand the CPU over now and then: other runnable threads (OpenMP's
+      // workers in a prefill GEMM, another model's step) take it, an idle CPU comes back at once.
+      if (i % 64 == 0) {
+        std::this_thread::yield();
+        if (Clock::now() > deadline) break;
+      } else {
+        CpuRelax();
+      }
     }
     std::unique_lock<std::mutex> lock(mu);
     sleeping = true;
@@ -74,10 +100,8 @@ struct alignas(64) Worker {
     sleeping = false;
   }
 
-  void Post(const Fn* f, int64_t b, int64_t e, uint64_t seq) {
-    fn = f;
-    begin = b;
-    end = e;
+  void Post(Job* j, uint64_t seq) {
+    job = j;
     posted.store(seq, std::memory_order_release);
     // Under mu: a worker between "sleeping = true" and its wait holds mu, so it cannot miss this.
     std::lock_guard<std::mutex> lock(mu);
@@ -104,9 +128,9 @@ class Pool {
     if (begin >= end) return;
     const int64_t range = end - begin;
     grain = std::max<int64_t>(grain, 1);
-    const int64_t parts =
+    const int64_t threads =
         std::min<int64_t>(at::get_num_threads(), (range + grain - 1) / grain);
-    if (parts <= 1 || in_loop || at::in_parallel_region()) {
+    if (threads <= 1 || in_loop || at::in_parallel_region()) {
       fn(begin, end);
       return;
     }
@@ -116,24 +140,23 @@ class Pool {
       at::parallel_for(begin, end, grain, [&](int64_t b, int64_t e) { fn(b, e); });
       return;
     }
-    while (static_cast<int64_t>(workers_.size()) < parts - 1) {
+    while (static_cast<int64_t>(workers_.size()) < threads - 1) {
       Worker& w = workers_.emplace_back();
       std::thread(&Worker::Loop, &w).detach();
     }
-    // at::parallel_for's split: `parts` contiguous ranges of ceil(range / parts) items.
-    const int64_t chunk = (range + parts - 1) / parts;
+    Job job;
+    job.fn = &fn;
+    job.begin = begin;
+    job.end = end;
+    job.piece = std::max(grain, (range + threads * kPiecesPerThread - 1) /
+                                    (threads * kPiecesPerThread));
+    job.pieces = (range + job.piece - 1) / job.piece;
     const uint64_t seq = ++seq_;
-    int64_t posted = 0;
-    for (int64_t p = 1; p < parts; ++p) {
-      const int64_t b = begin + p * chunk;
-      if (b >= end) break;
-      workers_[p - 1].Post(&fn, b, std::min(end, b + chunk), seq);
-      ++posted;
-    }
+    for (int64_t p = 0; p < threads - 1; ++p) workers_[p].Post(&job, seq);
     in_loop = true;
-    fn(begin, std::min(end, begin + chunk));
+    job.Run();
     in_loop = false;
-    for (int64_t p = 0; p < posted; ++p) workers_[p].WaitDone(seq);
+    for (int64_t p = 0; p < threads - 1; ++p) workers_[p].WaitDone(seq);
   }
 
  private:
@@ -153,14 +176,17 @@ namespace internal {
 int WorkerPoolThreads(int64_t tasks) {
   std::mutex mu;
   std::set<std::thread::id> ids;
+  std::atomic<int64_t> arrived{0};
   ParallelFor(0, tasks, 1, [&](int64_t b, int64_t e) {
-    // Enough work per task that the caller could not take them all before the workers start.
-    volatile double sink = 0;
-    for (int64_t i = b; i < e; ++i) {
-      for (int j = 0; j < 200000; ++j) sink = sink + j;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      ids.insert(std::this_thread::get_id());
     }
-    std::lock_guard<std::mutex> lock(mu);
-    ids.insert(std::this_thread::get_id());
+    // A barrier (with a timeout): a thread holding a task cannot claim another, so `tasks`
+    // tasks meet `tasks` threads if the pool has them.
+    arrived.fetch_add(e - b);
+    const Clock::time_point deadline = Clock::now() + std::chrono::seconds(2);
+    while (arrived.load() < tasks && Clock::now() < deadline) std::this_thread::yield();
   });
   return static_cast<int>(ids.size());
 }

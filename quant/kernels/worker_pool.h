@@ -9,10 +9,11 @@
 // loops of a step) and only then sleep, so the loops of a step find them awake; an idle server
 // still sleeps.
 //
-// The split is static and mirrors at::parallel_for's: min(at::get_num_threads(), ceil(range /
-// grain)) contiguous ranges of equal size, the caller running the first. Every kernel computes
-// each output element the same way whatever range it lands in, so results do not depend on the
-// number of threads. One caller at a time owns the workers: a concurrent caller falls back to
+// Up to min(at::get_num_threads(), ceil(range / grain)) threads, the caller one of them, claim
+// contiguous pieces of at least `grain` items (about four per thread) from a shared counter, so
+// a thread that starts late or reads memory more slowly takes fewer. Every kernel computes each
+// output element the same way whatever piece it lands in, so results depend neither on the
+// number of threads nor on who ran what. One caller at a time owns the workers: a concurrent caller falls back to
 // at::parallel_for, and a call from inside a range runs inline.
 
 #include <cstdint>

@@ -357,17 +357,18 @@ TEST(Q16Test, QuantizerMatchesScalarTwinAndBounds) {
     at::Tensor x = at::randn({3, k}) * 10;
     x[1].zero_();  // an all-zero row: d = 0, codes 0
     const internal::Q16Input s = internal::QuantizeQ16(x, /*avx2=*/false);
-    ASSERT_EQ(s.q.size(1) % 64, 0);
-    EXPECT_EQ(s.q.abs().max().item<int>(), 32767);
-    EXPECT_EQ(s.q[1].abs().max().item<int>(), 0);
-    EXPECT_EQ(s.q.narrow(1, k, s.q.size(1) - k).abs().sum().item<int64_t>(), 0);
+    const at::Tensor sq = s.q_tensor();
+    ASSERT_EQ(sq.size(1) % 64, 0);
+    EXPECT_EQ(sq.abs().max().item<int>(), 32767);
+    EXPECT_EQ(sq[1].abs().max().item<int>(), 0);
+    EXPECT_EQ(sq.narrow(1, k, sq.size(1) - k).abs().sum().item<int64_t>(), 0);
     EXPECT_LE((internal::DequantizeQ16(s, k) - x).abs().max().item<double>(),
               x.abs().max().item<double>() / 65534 * 1.001);
     if (internal::HasAvx2Fma()) {
       const internal::Q16Input a = internal::QuantizeQ16(x, /*avx2=*/true);
-      EXPECT_TRUE(at::equal(a.q, s.q)) << "K=" << k;
-      EXPECT_TRUE(at::equal(a.d, s.d)) << "K=" << k;
-      EXPECT_TRUE(at::allclose(a.bsum, s.bsum, 1e-6, 1e-6)) << "K=" << k;
+      EXPECT_TRUE(at::equal(a.q_tensor(), sq)) << "K=" << k;
+      EXPECT_TRUE(at::equal(a.d_tensor(), s.d_tensor())) << "K=" << k;
+      EXPECT_TRUE(at::allclose(a.bsum_tensor(), s.bsum_tensor(), 1e-6, 1e-6)) << "K=" << k;
     }
   }
 }
