@@ -216,6 +216,12 @@ absl::StatusOr<SaveModelResult> SaveModel(const LoadedModel& model, const std::s
     return fail(s);
   }
   result.files.push_back("config.json");
+  for (const auto& [name, contents] : model.quantizer->ExtraSavedFiles()) {
+    if (absl::Status s = WriteText(env, common::JoinPath(tmp, name), contents); !s.ok()) {
+      return fail(s);
+    }
+    result.files.push_back(name);
+  }
   for (const char* name : kCopiedFiles) {
     const std::string src = common::JoinPath(source_dir, name);
     if (!env->FileExists(src)) continue;

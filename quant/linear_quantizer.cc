@@ -169,6 +169,11 @@ absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> LinearQuantizer:
         "models quantized with '", method_, "' cannot be saved (transformers' ", method_,
         " quantizer is not serializable); save the unquantized model and quantize at load"));
   }
+  return ModuleState(root);
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> LinearQuantizer::ModuleState(
+    const models::Module& root) const {
   std::vector<std::pair<std::string, at::Tensor>> out;
   std::unordered_map<std::string, bool> emitted;  // converted module -> written
   for (const auto& p : root.NamedParameters()) {

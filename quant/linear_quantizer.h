@@ -57,6 +57,11 @@ class LinearQuantizer : public Quantizer {
   QuantizedLinear* converted_module(const std::string& name) const;
 
  protected:
+  // SerializedState without the is_serializable check: the float parameters and each
+  // converted module's SerializedTensors, by checkpoint name.
+  absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> ModuleState(
+      const models::Module& root) const;
+
   LinearQuantizer(std::string method, QuantizerTraits traits, std::string normalized_config_json,
                   std::optional<std::vector<std::string>> modules_to_not_convert);
 

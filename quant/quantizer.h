@@ -123,6 +123,9 @@ class Quantizer {
       const models::Module& root) const;
   // The quantization_config written to the saved config.json ("" = none).
   virtual std::string SerializedConfigJson() const { return NormalizedConfigJson(); }
+  // Files SaveModel writes beside the weights, name -> contents (optimum-quanto's
+  // quanto_qmap.json). Default: none.
+  virtual std::map<std::string, std::string> ExtraSavedFiles() const { return {}; }
   // Extra safetensors "__metadata__" entries, written into every saved shard (torchao keeps
   // its tensor subclass metadata there), given all saved tensor names.
   virtual std::map<std::string, std::string> SafetensorsMetadata(

@@ -1,4 +1,5 @@
-// The SaveModel round trip for every serializable method quantized at load: quantize the
+// The SaveModel round trip for every savable method quantized at load (quanto in
+// optimum-quanto's own layout): quantize the
 // default model -> SaveModel -> load the saved directory (pre-quantized path) -> the same
 // serialized state bit for bit and the same log-probabilities. It also writes, for the
 // methods transformers can load on CPU, our log-probabilities beside each saved directory
@@ -43,6 +44,10 @@ const Case kCases[] = {
      "float32", 2, 1e-4},
     {"fbgemm_fp8", R"({"quant_method": "fbgemm_fp8"})", "bfloat16", 2, -1},
     {"eetq_int8", R"({"quant_method": "eetq", "weights": "int8"})", "float32", 2, -1},
+    // optimum-quanto's own layout; the checker loads it with QuantizedModelForCausalLM (our
+    // int4 kernel accumulates in another order than its dequantize-and-matmul).
+    {"quanto_int4", R"({"quant_method": "quanto", "weights": "int4"})", "float32", 2, 2e-4},
+    {"quanto_int8", R"({"quant_method": "quanto", "weights": "int8"})", "float32", 2, 2e-4},
 };
 
 std::map<std::string, at::Tensor> State(const loader::LoadedModel& m) {

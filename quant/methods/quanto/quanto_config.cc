@@ -27,6 +27,15 @@ const char* ToQmapName(const std::string& name) {
   return "none";
 }
 
+nlohmann::ordered_json QmapJson(const std::map<std::string, QuantoConfig::ModuleQTypes>& map) {
+  nlohmann::ordered_json out = nlohmann::ordered_json::object();
+  for (const auto& [module, q] : map) {
+    out[module] = {{"weights", ToQmapName(q.weights)},
+                   {"activations", q.activations ? ToQmapName(*q.activations) : "none"}};
+  }
+  return out;
+}
+
 absl::StatusOr<std::map<std::string, QuantoConfig::ModuleQTypes>> ParseQuantizationMap(
     const nlohmann::json& map) {
   if (!map.is_object()) {
@@ -104,12 +113,7 @@ std::string QuantoConfig::ToJson() const {
   nlohmann::ordered_json j;
   j["quant_method"] = "quanto";
   if (quantization_map.has_value()) {
-    nlohmann::ordered_json map = nlohmann::ordered_json::object();
-    for (const auto& [module, q] : *quantization_map) {
-      map[module] = {{"weights", ToQmapName(q.weights)},
-                     {"activations", q.activations ? ToQmapName(*q.activations) : "none"}};
-    }
-    j["quantization_map"] = std::move(map);
+    j["quantization_map"] = QmapJson(*quantization_map);
     return j.dump();
   }
   j["weights"] = weights;
@@ -119,6 +123,10 @@ std::string QuantoConfig::ToJson() const {
                                     ? nlohmann::ordered_json(*modules_to_not_convert)
                                     : nlohmann::ordered_json();
   return j.dump();
+}
+
+std::string QuantoConfig::QuantizationMapJson(const std::map<std::string, ModuleQTypes>& map) {
+  return QmapJson(map).dump();
 }
 
 }  // namespace quantserve::quant

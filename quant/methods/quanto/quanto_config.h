@@ -52,6 +52,10 @@ struct QuantoConfig {
   // {"quant_method":"quanto","weights":"int8","activations":null,"modules_to_not_convert":null}
   // and, with a map, {"quant_method":"quanto","quantization_map":{...}} in qmap names.
   std::string ToJson() const;
+
+  // quanto_qmap.json as optimum-quanto writes it: module -> {"weights", "activations"} in
+  // qmap names.
+  static std::string QuantizationMapJson(const std::map<std::string, ModuleQTypes>& map);
 };
 
 }  // namespace quantserve::quant

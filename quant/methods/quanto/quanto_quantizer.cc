@@ -140,6 +140,21 @@ absl::Status QuantoQuantizer::Calibrate(models::Module& root,
   return status;
 }
 
+std::map<std::string, std::string> QuantoQuantizer::ExtraSavedFiles() const {
+  std::map<std::string, QuantoConfig::ModuleQTypes> map;
+  for (const std::string& name : converted_modules()) {
+    const auto* q = dynamic_cast<const QuantoLinear*>(converted_module(name));
+    if (q == nullptr) continue;
+    QuantoConfig::ModuleQTypes types;
+    types.weights = q->quanto_options().weights->name;
+    if (q->quanto_options().activations != nullptr) {
+      types.activations = q->quanto_options().activations->name;
+    }
+    map.emplace(name, std::move(types));
+  }
+  return {{"quanto_qmap.json", QuantoConfig::QuantizationMapJson(map)}};
+}
+
 absl::Status RegisterQuantoQuantizer(QuantizerRegistry& registry) {
   return registry.Register("quanto", &QuantoQuantizer::Create);
 }

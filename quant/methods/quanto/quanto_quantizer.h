@@ -24,10 +24,13 @@
 //                        passes as config.quantization_map): exactly the Linear modules of the
 //                        map are converted, each with its qtypes, and load the saved state
 //                        (activation scales included: no calibration). A map entry that is not
-//                        a Linear of the model is INVALID_ARGUMENT. Saving stays
-//                        FAILED_PRECONDITION (transformers' is_serializable is False).
+//                        a Linear of the model is INVALID_ARGUMENT.
+//   save                 transformers cannot save quanto models (is_serializable False, kept
+//                        in traits); SaveModel writes optimum-quanto's layout instead, which
+//                        optimum-quanto's from_pretrained and this loader read back.
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -55,6 +58,15 @@ class QuantoQuantizer final : public LinearQuantizer {
   }
   absl::Status Calibrate(models::Module& root,
                          const std::function<absl::Status()>& run_texts) override;
+  // SaveModel writes optimum-quanto's own layout (QuantizedModelForCausalLM.save_pretrained):
+  // every module's state under QLinear.state_dict() names, config.json without a
+  // quantization_config, and quanto_qmap.json naming each converted module's qtypes.
+  absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> SerializedState(
+      const models::Module& root) const override {
+    return ModuleState(root);
+  }
+  std::string SerializedConfigJson() const override { return ""; }
+  std::map<std::string, std::string> ExtraSavedFiles() const override;
 
  protected:
   absl::StatusOr<std::shared_ptr<QuantizedLinear>> MakeLinear(const std::string& name,

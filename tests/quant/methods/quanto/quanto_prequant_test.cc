@@ -108,29 +108,67 @@ TEST_P(QuantoPrequantCase, MatchesOptimumQuanto) {
 INSTANTIATE_TEST_SUITE_P(Cases, QuantoPrequantCase,
                          ::testing::Values("int8", "int4", "int2", "float8"));
 
-TEST(QuantoPrequant, SaveIsFailedPrecondition) {
-  auto model = LoadModelDir(PrequantCheckpoint("quanto", "int8"), "", "float32");
+// SaveModel writes optimum-quanto's own layout: saving what optimum-quanto saved gives back its
+// files (every tensor bit for bit under the same name, the same quanto_qmap.json, a config.json
+// without quantization_config), and the saved directory reloads to the same log-probabilities.
+TEST_P(QuantoPrequantCase, SaveWritesOptimumQuantoLayout) {
+  const std::string name = GetParam();
+  const std::string source = PrequantCheckpoint("quanto", name);
+  const nlohmann::json ref = PrequantReference("quanto", name);
+  auto model = LoadModelDir(source, "", ref.at("dtype"));
   ASSERT_TRUE(model.ok()) << model.status();
   loader::SaveModelOptions o;
-  o.output_dir = TempDir("quanto_save");
-  auto saved = loader::SaveModel(*model, PrequantCheckpoint("quanto", "int8"), o);
-  ASSERT_FALSE(saved.ok());
-  EXPECT_EQ(saved.status().code(), absl::StatusCode::kFailedPrecondition) << saved.status();
-  EXPECT_TRUE(absl::StrContains(saved.status().message(), "quanto")) << saved.status();
-  EXPECT_FALSE(fs::exists(o.output_dir) && !fs::is_empty(o.output_dir));
-  // The quantizer says so directly too.
-  EXPECT_EQ(model->quantizer->SerializedState(*model->causal_lm).status().code(),
-            absl::StatusCode::kFailedPrecondition);
+  o.output_dir = TempDir("quanto_save_" + name);
+  fs::remove_all(o.output_dir);
+  auto saved = loader::SaveModel(*model, source, o);
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  EXPECT_NE(std::find(saved->files.begin(), saved->files.end(), "quanto_qmap.json"),
+            saved->files.end());
+
+  auto read_json = [](const std::string& path) {
+    std::ifstream f(path);
+    return nlohmann::json::parse(f);
+  };
+  EXPECT_EQ(read_json(o.output_dir + "/quanto_qmap.json"), read_json(source + "/quanto_qmap.json"));
+  EXPECT_FALSE(read_json(o.output_dir + "/config.json").contains("quantization_config"));
+  auto ours = loader::ReadSafetensorsFile(common::Env::Default(), o.output_dir + "/model.safetensors");
+  auto theirs = loader::ReadSafetensorsFile(common::Env::Default(), source + "/model.safetensors");
+  ASSERT_TRUE(ours.ok() && theirs.ok());
+  EXPECT_EQ(ours->size(), theirs->size());
+  for (const auto& [tensor, t] : *theirs) {
+    ASSERT_TRUE(ours->count(tensor)) << tensor;
+    EXPECT_EQ(ours->at(tensor).scalar_type(), t.scalar_type()) << tensor;
+    EXPECT_TRUE(BitEqual(ours->at(tensor), t)) << tensor;
+  }
+
+  auto reloaded = LoadModelDir(o.output_dir, "", ref.at("dtype"));
+  ASSERT_TRUE(reloaded.ok()) << reloaded.status();
+  EXPECT_EQ(reloaded->quantizer->quant_method(), "quanto");
+  const nlohmann::json windows = QuantWindows()["windows"];
+  nlohmann::json used = nlohmann::json::array({windows[0]});
+  EXPECT_TRUE(at::equal(TargetLogprobs(*model->causal_lm, used),
+                        TargetLogprobs(*reloaded->causal_lm, used)));
 }
 
-TEST(QuantoPrequant, QuantizeAtLoadSaveIsFailedPrecondition) {
+// Quantized at load, the save names every converted
+// module in quanto_qmap.json with its qtypes, as optimum-quanto's quantization_map does.
+TEST(QuantoPrequant, QuantizeAtLoadSavesTheQuantizationMap) {
   auto model = LoadModelDir(DefaultModelDir(), R"({"quant_method": "quanto", "weights": "int8"})",
                             "float32");
   ASSERT_TRUE(model.ok()) << model.status();
   loader::SaveModelOptions o;
   o.output_dir = TempDir("quanto_save_fly");
+  fs::remove_all(o.output_dir);
   auto saved = loader::SaveModel(*model, DefaultModelDir(), o);
-  EXPECT_EQ(saved.status().code(), absl::StatusCode::kFailedPrecondition) << saved.status();
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  std::ifstream f(o.output_dir + "/quanto_qmap.json");
+  const nlohmann::json qmap = nlohmann::json::parse(f);
+  auto* q = dynamic_cast<QuantoQuantizer*>(model->quantizer.get());
+  ASSERT_NE(q, nullptr);
+  ASSERT_EQ(qmap.size(), q->converted_modules().size());
+  for (const std::string& m : q->converted_modules()) {
+    EXPECT_EQ(qmap.at(m), (nlohmann::json{{"weights", "qint8"}, {"activations", "none"}})) << m;
+  }
 }
 
 TEST(QuantoPrequant, RequestConfigOfSameMethodIsIgnored) {
