@@ -4,6 +4,7 @@
 
 #include "quant/kernels/dense.h"
 #include "quant/kernels/fused_ops.h"
+#include "quant/kernels/packed_weight.h"
 
 namespace quantserve::models {
 
@@ -18,6 +19,23 @@ DenseLinear::DenseLinear(const LinearOptions& options) : Linear(options) {
     bias = MetaTensor({options.out_features}, options.dtype);
     RegisterParameter("bias", &bias);
   }
+}
+
+std::vector<at::Tensor> ForwardSameInput(const std::vector<const Linear*>& linears,
+                                         const at::Tensor& x) {
+  std::vector<const quant::kernels::PackedWeight*> packed;
+  for (const Linear* l : linears) {
+    const quant::kernels::PackedWeight* w = l->DirectPackedWeight(x.scalar_type());
+    if (w == nullptr) break;
+    packed.push_back(w);
+  }
+  if (packed.size() == linears.size() && !packed.empty()) {
+    return quant::kernels::MatmulSameInput(packed, x);
+  }
+  std::vector<at::Tensor> ys;
+  ys.reserve(linears.size());
+  for (const Linear* l : linears) ys.push_back(l->Forward(x));
+  return ys;
 }
 
 at::Tensor DenseLinear::Forward(const at::Tensor& x) const {

@@ -12,6 +12,10 @@
 
 #include "models/module.h"
 
+namespace quantserve::quant::kernels {
+class PackedWeight;
+}  // namespace quantserve::quant::kernels
+
 namespace quantserve::models {
 
 // Tensor options for a skeleton parameter: `dtype` on the meta device (no memory).
@@ -38,10 +42,22 @@ class Linear : public Module {
   virtual std::string kernel_name() const = 0;
   // Bytes held by this module's weights and quantization state.
   virtual int64_t memory_footprint_bytes() const = 0;
+  // The packed weight whose Matmul(x) is exactly Forward(x) for an input of dtype `x_dtype`
+  // (no bias, no conversion), or null. Lets projections that read one input quantize it once
+  // (ForwardSameInput).
+  virtual const quant::kernels::PackedWeight* DirectPackedWeight(c10::ScalarType x_dtype) const {
+    return nullptr;
+  }
 
  protected:
   LinearOptions options_;
 };
+
+// linears[i]->Forward(x) for projections that read the same input (a layer's q/k/v, gate/up),
+// bit for bit; when every one has a DirectPackedWeight, through kernels::MatmulSameInput (the
+// input quantized once, one parallel loop).
+std::vector<at::Tensor> ForwardSameInput(const std::vector<const Linear*>& linears,
+                                         const at::Tensor& x);
 
 // The unquantized nn.Linear: `weight` [out, in] and optional `bias` [out]. Decode-sized bf16
 // inputs on CPU run our bf16 GEMV (quant/kernels/dense.h), the rest at::linear.

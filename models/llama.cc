@@ -74,9 +74,10 @@ at::Tensor LlamaAttention::Forward(const at::Tensor& x, const at::Tensor& cos,
                                    const std::vector<SequenceSpan>& spans) const {
   const int64_t rows = x.size(0);
   // [T, H*d] -> [T, H, d]; rotary tables broadcast over heads.
-  at::Tensor q = q_proj->Forward(x).view({rows, n_heads_, head_dim_});
-  at::Tensor k = k_proj->Forward(x).view({rows, n_kv_heads_, head_dim_});
-  at::Tensor v = v_proj->Forward(x).view({rows, n_kv_heads_, head_dim_});
+  const std::vector<at::Tensor> qkv = ForwardSameInput({q_proj.get(), k_proj.get(), v_proj.get()}, x);
+  at::Tensor q = qkv[0].view({rows, n_heads_, head_dim_});
+  at::Tensor k = qkv[1].view({rows, n_kv_heads_, head_dim_});
+  at::Tensor v = qkv[2].view({rows, n_kv_heads_, head_dim_});
   q = Rotate(q, cos, sin);
   k = Rotate(k, cos, sin);
 
@@ -136,9 +137,9 @@ LlamaMlp::LlamaMlp(const ModelConfig& c, c10::ScalarType dtype) {
 at::Tensor LlamaMlp::Forward(const at::Tensor& x) const {
   // silu(gate) * up in place on the projection's fresh output: ATen's own ops (the same
   // rounding as transformers), without two allocations.
-  at::Tensor h = gate_proj->Forward(x);
-  at::silu_(h).mul_(up_proj->Forward(x));
-  return down_proj->Forward(h);
+  std::vector<at::Tensor> gate_up = ForwardSameInput({gate_proj.get(), up_proj.get()}, x);
+  at::silu_(gate_up[0]).mul_(gate_up[1]);
+  return down_proj->Forward(gate_up[0]);
 }
 
 LlamaDecoderLayer::LlamaDecoderLayer(const ModelConfig& c, c10::ScalarType dtype) {

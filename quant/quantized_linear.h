@@ -57,6 +57,11 @@ class QuantizedLinear : public models::Linear {
   std::string kernel_name() const override;
   // The weight repacked for a fast kernel, or null (reference path).
   const kernels::PackedWeight* packed_weight() const { return packed_.get(); }
+  // What DirectPackedWeight returns in a method whose Forward is exactly packed->Matmul(x)
+  // (+ bias): each method opts in itself, as only it knows its Forward.
+  const kernels::PackedWeight* PackedWithoutBias() const {
+    return bias.defined() ? nullptr : packed_.get();
+  }
   // False when the environment says QS_KERNELS=ref: methods then do not pack.
   static bool KernelsEnabled();
 

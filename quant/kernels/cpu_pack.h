@@ -44,27 +44,40 @@ absl::StatusOr<std::unique_ptr<PackedWeight>> PackInt8RowwiseCpu(const Int8Rowwi
 
 // The decode (GEMV) path's input and output on raw float32 buffers, so a matmul costs one ATen
 // op (allocating its result) instead of five (reshape, to-float, empty, to-dtype, view): a
-// decode step makes ~150 matmuls. x2 is the input as [m, K] in any floating dtype; float32
-// contiguous input is read in place, other inputs are converted into a thread-local buffer, and
-// the float32 result is written into the result tensor directly (float32) or into a
-// thread-local buffer that Finish() rounds into it. Not reentrant on one thread (a matmul
-// does not call another).
-class GemvIo {
+// decode step makes ~150 matmuls.
+//
+// GemvInput: x2 as [m, K] float32 rows, read in place when it is float32 and contiguous, else
+// converted into a thread-local buffer (so not reentrant on one thread: a matmul does not call
+// another).
+class GemvInput {
  public:
-  GemvIo(const at::Tensor& x2, const at::Tensor& x, int64_t n);
+  explicit GemvInput(const at::Tensor& x2);
   int64_t m() const { return m_; }
   const float* x() const { return x_; }
-  float* y() const { return y_; }
-  // The result, [..., n] with x's leading dimensions, in x's dtype.
-  at::Tensor Finish();
 
  private:
   int64_t m_ = 0;
-  int64_t n_ = 0;
   const float* x_ = nullptr;
+};
+// GemvOutput: the result [..., n] with x's leading dimensions in x's dtype; the kernel writes
+// float32 rows to y() (the result itself when float32), Finish() rounds them into it.
+class GemvOutput {
+ public:
+  GemvOutput(const at::Tensor& x, int64_t m, int64_t n);
+  float* y() { return y_; }
+  at::Tensor Finish();
+
+ private:
+  int64_t count_ = 0;
   float* y_ = nullptr;
+  std::vector<float> buffer_;
   at::Tensor out_;
 };
+
+// MatmulSameInput's CPU 4-bit path: the results when every weight is a CPU 4-bit kernel that
+// quantizes its input the same way and x is decode-sized; nullopt otherwise.
+std::optional<std::vector<at::Tensor>> Lut4MatmulSameInput(
+    const std::vector<const PackedWeight*>& weights, const at::Tensor& x);
 
 // A matmul input quantized to q16 (see cpu_kernels.h), owning its buffers.
 struct Q16Input {

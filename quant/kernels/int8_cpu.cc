@@ -96,10 +96,11 @@ class Int8Cpu final : public PackedWeight {
       return at::_weight_int8pack_mm(x2.contiguous(), codes_, sc).view(out_shape);
     }
     const bool avx2 = kernel_ == CpuKernel::kAvx2;
-    GemvIo io(x2, x, n_);
-    const Q16Input q = QuantizeQ16(io.x(), m, k_, avx2);
+    const GemvInput in(x2);
+    GemvOutput out(x, m, n_);
+    const Q16Input q = QuantizeQ16(in.x(), m, k_, avx2);
     const Q16Rows rows = q.rows();
-    float* yp = io.y();
+    float* yp = out.y();
     const int8_t* cp = codes_.data_ptr<int8_t>();
     const float* sp = scale_.data_ptr<float>();
     const int64_t grain = std::max<int64_t>(16, 64 * 1024 / k_);
@@ -110,7 +111,7 @@ class Int8Cpu final : public PackedWeight {
         Int8Q16Scalar(cp, sp, k_, rows, m, yp, n_, n0, n1);
       }
     });
-    return io.Finish();
+    return out.Finish();
   }
 
   const std::string& name() const override { return name_; }

@@ -78,14 +78,10 @@ bool HasNativeBf16() {
 
 namespace {
 
-// Per-thread buffers of GemvIo, grown to the largest matmul seen and reused.
-struct GemvScratch {
-  std::vector<float> x;
-  std::vector<float> y;
-};
-GemvScratch& ThreadGemvScratch() {
-  thread_local GemvScratch scratch;
-  return scratch;
+// The input buffer of GemvInput, per thread, grown to the largest matmul seen and reused.
+std::vector<float>& ThreadGemvInputBuffer() {
+  thread_local std::vector<float> buffer;
+  return buffer;
 }
 
 template <typename T>
@@ -99,43 +95,45 @@ void FloatToRows(const float* src, int64_t n, T* dst) {
 
 }  // namespace
 
-GemvIo::GemvIo(const at::Tensor& x2, const at::Tensor& x, int64_t n)
-    : m_(x2.size(0)), n_(n) {
-  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
-  shape.back() = n;
-  out_ = at::empty(shape, x.options());
-  GemvScratch& scratch = ThreadGemvScratch();
-  const int64_t k = x2.size(1);
+GemvInput::GemvInput(const at::Tensor& x2) : m_(x2.size(0)) {
+  const int64_t count = x2.numel();
   const at::ScalarType t = x2.scalar_type();
   if (t == at::kFloat && x2.is_contiguous()) {
     x_ = x2.const_data_ptr<float>();
-  } else {
-    const at::Tensor xc = x2.contiguous();
-    scratch.x.resize(m_ * k);
-    if (t == at::kBFloat16) {
-      RowsToFloat(xc.const_data_ptr<at::BFloat16>(), m_ * k, scratch.x.data());
-    } else if (t == at::kHalf) {
-      RowsToFloat(xc.const_data_ptr<at::Half>(), m_ * k, scratch.x.data());
-    } else {
-      const at::Tensor xf = xc.to(at::kFloat);
-      std::copy_n(xf.const_data_ptr<float>(), m_ * k, scratch.x.data());
-    }
-    x_ = scratch.x.data();
+    return;
   }
+  const at::Tensor xc = x2.contiguous();
+  std::vector<float>& buffer = ThreadGemvInputBuffer();
+  buffer.resize(count);
+  if (t == at::kBFloat16) {
+    RowsToFloat(xc.const_data_ptr<at::BFloat16>(), count, buffer.data());
+  } else if (t == at::kHalf) {
+    RowsToFloat(xc.const_data_ptr<at::Half>(), count, buffer.data());
+  } else {
+    const at::Tensor xf = xc.to(at::kFloat);
+    std::copy_n(xf.const_data_ptr<float>(), count, buffer.data());
+  }
+  x_ = buffer.data();
+}
+
+GemvOutput::GemvOutput(const at::Tensor& x, int64_t m, int64_t n) : count_(m * n) {
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = n;
+  out_ = at::empty(shape, x.options());
   if (out_.scalar_type() == at::kFloat) {
     y_ = out_.mutable_data_ptr<float>();
   } else {
-    scratch.y.resize(m_ * n);
-    y_ = scratch.y.data();
+    buffer_.resize(count_);
+    y_ = buffer_.data();
   }
 }
 
-at::Tensor GemvIo::Finish() {
+at::Tensor GemvOutput::Finish() {
   const at::ScalarType t = out_.scalar_type();
   if (t == at::kBFloat16) {
-    FloatToRows(y_, m_ * n_, out_.mutable_data_ptr<at::BFloat16>());
+    FloatToRows(y_, count_, out_.mutable_data_ptr<at::BFloat16>());
   } else if (t == at::kHalf) {
-    FloatToRows(y_, m_ * n_, out_.mutable_data_ptr<at::Half>());
+    FloatToRows(y_, count_, out_.mutable_data_ptr<at::Half>());
   } else if (t != at::kFloat) {
     out_.copy_(at::from_blob(y_, out_.sizes(), at::kFloat));
   }
@@ -465,13 +463,13 @@ class Lut4Cpu final : public PackedWeight {
     const int64_t m = x2.size(0);
     const Lut4Layout layout = Layout();
     if (m > 0 && m <= max_gemv_rows_) {
-      GemvIo io(x2, x, n_);
-      if (q8_) {
-        MatmulQ8(io.x(), m, layout, io.y());
-      } else {
-        MatmulQ16(io.x(), m, layout, io.y());
-      }
-      return io.Finish();
+      const GemvInput in(x2);
+      GemvOutput out(x, m, n_);
+      const PreparedInput prepared = Prepare(in.x(), m);
+      float* y = out.y();
+      ParallelFor(0, n_, GrainRows(kp_ / 2),
+                  [&](int64_t n0, int64_t n1) { Run(prepared, layout, y, n_, n0, n1); });
+      return out.Finish();
     }
     std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
     out_shape.back() = n_;
@@ -506,6 +504,50 @@ class Lut4Cpu final : public PackedWeight {
     return y.to(x.scalar_type()).view(out_shape);
   }
 
+  // MatmulSameInput's shared path: true when `other` quantizes its input exactly as this one
+  // does (same K, groups, activation precision, kernel level, no permutation).
+  bool SharesInputWith(const Lut4Cpu& other) const {
+    return k_ == other.k_ && group_size_ == other.group_size_ && q8_ == other.q8_ &&
+           avx2_ == other.avx2_ && avx512_ == other.avx512_ && !perm_.defined() &&
+           !other.perm_.defined() && max_gemv_rows_ == other.max_gemv_rows_;
+  }
+
+  // y_i = x W_i^T for weights that all SharesInputWith(*ws[0]): the input prepared once, one
+  // parallel loop over the rows of all of them. nullopt when x is not decode-sized.
+  static std::optional<std::vector<at::Tensor>> MatmulShared(const std::vector<const Lut4Cpu*>& ws,
+                                                             const at::Tensor& x) {
+    const Lut4Cpu& first = *ws[0];
+    const absl::Status s = CheckInput(x, first.k_, c10::Device(c10::kCPU), first.name_);
+    TORCH_CHECK(s.ok(), std::string(s.message()));
+    const at::Tensor x2 = x.reshape({-1, first.k_});
+    const int64_t m = x2.size(0);
+    if (m == 0 || m > first.max_gemv_rows_) return std::nullopt;
+    const GemvInput in(x2);
+    const PreparedInput prepared = first.Prepare(in.x(), m);
+    std::vector<GemvOutput> outs;
+    std::vector<Lut4Layout> layouts;
+    std::vector<int64_t> starts;  // each weight's first row in the loop over all rows
+    int64_t total = 0;
+    for (const Lut4Cpu* w : ws) {
+      outs.emplace_back(x, m, w->n_);
+      layouts.push_back(w->Layout());
+      starts.push_back(total);
+      total += w->n_;
+    }
+    ParallelFor(0, total, GrainRows(first.kp_ / 2), [&](int64_t b, int64_t e) {
+      for (size_t i = 0; i < ws.size(); ++i) {
+        const int64_t lo = std::max(b, starts[i]);
+        const int64_t hi = std::min(e, starts[i] + ws[i]->n_);
+        if (lo < hi) {
+          ws[i]->Run(prepared, layouts[i], outs[i].y(), ws[i]->n_, lo - starts[i], hi - starts[i]);
+        }
+      }
+    });
+    std::vector<at::Tensor> ys;
+    for (GemvOutput& out : outs) ys.push_back(out.Finish());
+    return ys;
+  }
+
   const std::string& name() const override { return name_; }
   int64_t bytes() const override {
     int64_t b = packed_.nbytes() + scale_.nbytes() + sizeof(lut_) + sizeof(table_);
@@ -518,69 +560,79 @@ class Lut4Cpu final : public PackedWeight {
   // Weight rows per dequantized prefill tile (64 x K floats stay in L2 for K <= 4096).
   static constexpr int64_t kDequantTile = 64;
 
-  // y [m, n_] = x [m, k_] (float32 rows) W^T with int16 activations.
-  void MatmulQ16(const float* x, int64_t m, const Lut4Layout& layout, float* y) const {
-    const Q16Input q = QuantizeQ16(x, m, k_, avx2_);
-    const Q16Rows rows = q.rows();
-    // Per-group sums of the quantized rows, for the offsets: the sum each zero point meets.
-    std::vector<float> xg;
-    if (offset_.defined()) {
-      const int64_t groups = k_ / group_size_;
-      const int64_t blocks = group_size_ / kQ16Block;
-      xg.assign(m * groups, 0.f);
+  // A decode-size input quantized for this weight's kernel (int8 or int16 rows, with the
+  // per-group sums zero points and tables need). Weights for which SharesInputWith() holds take
+  // the same PreparedInput, so projections reading one input (q/k/v, gate/up) quantize it once.
+  struct PreparedInput {
+    int64_t m = 0;
+    std::vector<int8_t> q8;      // q8: Q8PairRows
+    std::vector<float> dv;       // q8 and the AVX-512 q16 kernel
+    std::vector<float> bsum;     // q8
+    Q16Input q16;                // q16
+    std::vector<int16_t> q16p;   // q16 on AVX-512: pair order
+    std::vector<float> xg;       // [m, K / group_size]: each group's sum of the quantized row
+  };
+
+  PreparedInput Prepare(const float* x, int64_t m) const {
+    PreparedInput p;
+    p.m = m;
+    const int64_t groups = k_ / group_size_;
+    p.xg.assign(m * groups, 0.f);
+    if (q8_) {
+      const int64_t kp2 = RoundUp(k_, kLut4Pair);
+      const int64_t chunks = kp2 / kQ8Block;
+      p.q8.resize(m * kp2);
+      p.dv.resize(m * kp2 / 8);
+      p.bsum.resize(m * chunks);
+      QuantizeQ8PairRows(x, k_, m, k_, kp2, p.q8.data(), p.dv.data(), p.bsum.data());
+      const int64_t per_group = group_size_ / kQ8Block;
       for (int64_t r = 0; r < m; ++r) {
-        const float* bsum = rows.bsum + r * (kp_ / kQ16Block);
-        for (int64_t b = 0; b < k_ / kQ16Block; ++b) xg[r * groups + b / blocks] += bsum[b];
+        for (int64_t c = 0; c < k_ / kQ8Block; ++c) {
+          p.xg[r * groups + c / per_group] += p.bsum[r * chunks + c];
+        }
       }
+      return p;
     }
-    const float* xgp = xg.empty() ? nullptr : xg.data();
+    p.q16 = QuantizeQ16(x, m, k_, avx2_);
+    const Q16Rows rows = p.q16.rows();
+    const int64_t blocks = group_size_ / kQ16Block;
+    for (int64_t r = 0; r < m; ++r) {
+      const float* bsum = rows.bsum + r * (kp_ / kQ16Block);
+      for (int64_t b = 0; b < k_ / kQ16Block; ++b) p.xg[r * groups + b / blocks] += bsum[b];
+    }
     if (avx512_) {
       const int64_t kp2 = RoundUp(k_, kLut4Pair);
-      std::vector<int16_t> q2(m * kp2);
-      std::vector<float> dv(m * kp2 / 4);
-      PairQ16Rows(rows, m, kp2, q2.data(), dv.data());
-      const Q16PairRows pairs{q2.data(), dv.data(), kp2};
-      ParallelFor(0, n_, GrainRows(kp_ / 2), [&](int64_t n0, int64_t n1) {
-        Lut4Q16Avx512(layout, pairs, xgp, m, y, n_, n0, n1);
-      });
-      return;
+      p.q16p.resize(m * kp2);
+      p.dv.resize(m * kp2 / 4);
+      PairQ16Rows(rows, m, kp2, p.q16p.data(), p.dv.data());
     }
-    ParallelFor(0, n_, GrainRows(kp_ / 2), [&](int64_t n0, int64_t n1) {
-      if (avx2_) {
-        Lut4Q16Avx2(layout, rows, xgp, m, y, n_, n0, n1);
-      } else {
-        Lut4Q16Scalar(layout, rows, xgp, m, y, n_, n0, n1);
-      }
-    });
+    return p;
   }
 
-  // y [m, n_] = x [m, k_] (float32 rows) W^T with int8 activations.
-  void MatmulQ8(const float* x, int64_t m, const Lut4Layout& layout, float* y) const {
-    const int64_t kp2 = RoundUp(k_, kLut4Pair);
-    const int64_t chunks = kp2 / kQ8Block;
-    std::vector<int8_t> q(m * kp2);
-    std::vector<float> dv(m * kp2 / 8), bsum(m * chunks);
-    QuantizeQ8PairRows(x, k_, m, k_, kp2, q.data(), dv.data(), bsum.data());
-    // Per-group sums of the quantized rows: for the zero points and the tables' +128.
-    const int64_t groups = k_ / group_size_;
-    std::vector<float> xg;
-    if (offset_.defined() || !affine_) {
-      const int64_t per_group = group_size_ / kQ8Block;
-      xg.assign(m * groups, 0.f);
-      for (int64_t r = 0; r < m; ++r) {
-        for (int64_t c = 0; c < k_ / kQ8Block; ++c) xg[r * groups + c / per_group] += bsum[r * chunks + c];
-      }
-    }
-    const float* xgp = xg.empty() ? nullptr : xg.data();
-    const uint8_t* t8 = affine_ ? nullptr : table8_.data();
-    const Q8PairRows rows{q.data(), dv.data(), bsum.data(), kp2};
-    ParallelFor(0, n_, GrainRows(kp_ / 2), [&](int64_t n0, int64_t n1) {
+  // Output rows [n0, n1) of y = x W^T for a prepared x; y has row stride ldy.
+  void Run(const PreparedInput& p, const Lut4Layout& layout, float* y, int64_t ldy, int64_t n0,
+           int64_t n1) const {
+    const int64_t m = p.m;
+    if (q8_) {
+      const float* xgp = offset_.defined() || !affine_ ? p.xg.data() : nullptr;
+      const uint8_t* t8 = affine_ ? nullptr : table8_.data();
+      const Q8PairRows rows{p.q8.data(), p.dv.data(), p.bsum.data(), RoundUp(k_, kLut4Pair)};
       if (avx512_) {
-        Lut4Q8Avx512(layout, t8, rescale8_, rows, xgp, m, y, n_, n0, n1);
+        Lut4Q8Avx512(layout, t8, rescale8_, rows, xgp, m, y, ldy, n0, n1);
       } else {
-        Lut4Q8Scalar(layout, t8, rescale8_, rows, xgp, m, y, n_, n0, n1);
+        Lut4Q8Scalar(layout, t8, rescale8_, rows, xgp, m, y, ldy, n0, n1);
       }
-    });
+      return;
+    }
+    const float* xgp = offset_.defined() ? p.xg.data() : nullptr;
+    if (avx512_) {
+      const Q16PairRows pairs{p.q16p.data(), p.dv.data(), RoundUp(k_, kLut4Pair)};
+      Lut4Q16Avx512(layout, pairs, xgp, m, y, ldy, n0, n1);
+    } else if (avx2_) {
+      Lut4Q16Avx2(layout, p.q16.rows(), xgp, m, y, ldy, n0, n1);
+    } else {
+      Lut4Q16Scalar(layout, p.q16.rows(), xgp, m, y, ldy, n0, n1);
+    }
   }
 
   Lut4Layout Layout() const {
@@ -658,6 +710,18 @@ bool AtenInt4Fits(const Lut4Weight& w) {
 }
 
 }  // namespace
+
+std::optional<std::vector<at::Tensor>> Lut4MatmulSameInput(
+    const std::vector<const PackedWeight*>& weights, const at::Tensor& x) {
+  std::vector<const Lut4Cpu*> ws;
+  for (const PackedWeight* w : weights) {
+    const auto* lut4 = dynamic_cast<const Lut4Cpu*>(w);
+    if (lut4 == nullptr || (!ws.empty() && !ws[0]->SharesInputWith(*lut4))) return std::nullopt;
+    ws.push_back(lut4);
+  }
+  if (ws.empty()) return std::nullopt;
+  return Lut4Cpu::MatmulShared(ws, x);
+}
 
 absl::StatusOr<std::unique_ptr<PackedWeight>> PackLut4Cpu(const Lut4Weight& w,
                                                           const CpuPackOptions& options) {

@@ -211,6 +211,17 @@ std::string CpuLut4KernelName(bool affine, int64_t group_size, int activation_bi
              : "lut4_q16_avx2";
 }
 
+std::vector<at::Tensor> MatmulSameInput(const std::vector<const PackedWeight*>& weights,
+                                        const at::Tensor& x) {
+  if (std::optional<std::vector<at::Tensor>> shared = internal::Lut4MatmulSameInput(weights, x)) {
+    return *std::move(shared);
+  }
+  std::vector<at::Tensor> ys;
+  ys.reserve(weights.size());
+  for (const PackedWeight* w : weights) ys.push_back(w->Matmul(x));
+  return ys;
+}
+
 bool KernelsEnabled() {
   static const bool enabled = [] {
     const char* v = std::getenv("QS_KERNELS");

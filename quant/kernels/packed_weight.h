@@ -18,6 +18,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -35,6 +36,13 @@ class PackedWeight {
   // counted in the model's footprint.
   virtual int64_t bytes() const = 0;
 };
+
+// y_i = weights[i]->Matmul(x) for weights that read the same input (a layer's q/k/v or
+// gate/up projections), bit for bit. Where every weight is a CPU 4-bit kernel quantizing its
+// input the same way and x is decode-sized, x is converted and quantized once and one parallel
+// loop covers the rows of all of them; otherwise each Matmul runs in turn.
+std::vector<at::Tensor> MatmulSameInput(const std::vector<const PackedWeight*>& weights,
+                                        const at::Tensor& x);
 
 // A 4-bit weight: w[n, k] = lut[q[n, k]] * scale[n, k / g] + offset[n, k / g].
 // Affine integer formats (GPTQ, AWQ, HQQ, torchao int4, quanto int4, compressed-tensors) use

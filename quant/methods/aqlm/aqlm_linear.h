@@ -52,6 +52,10 @@ class AqlmLinear final : public QuantizedLinear {
   // AQLM codebooks are learned offline (requires_calibration): FAILED_PRECONDITION.
   absl::Status QuantizeWeight(const at::Tensor& weight, const LoadTarget& target) override;
   at::Tensor Dequantize() const override;
+  // Forward is packed->Matmul(x) + bias where packed.
+  const kernels::PackedWeight* DirectPackedWeight(c10::ScalarType) const override {
+    return PackedWithoutBias();
+  }
   std::string kernel_name() const override { return "aqlm_dequantize_gemm"; }
   const char* type_name() const override { return "AqlmLinear"; }
 

@@ -170,6 +170,10 @@ class BnbLinear4bit final : public QuantizedLinear {
   // In the dtype the weight was quantized from (the load dtype, bnb's quant_state.dtype).
   at::Tensor Dequantize() const override;
   at::Tensor Forward(const at::Tensor& x) const override;
+  // Forward is packed->Matmul(x) + bias when x is already in the compute dtype.
+  const kernels::PackedWeight* DirectPackedWeight(c10::ScalarType x_dtype) const override {
+    return x_dtype == bnb_options_.compute_dtype ? PackedWithoutBias() : nullptr;
+  }
   std::string kernel_name() const override;
   const char* type_name() const override { return "Linear4bit"; }
 

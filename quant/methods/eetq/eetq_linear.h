@@ -58,6 +58,10 @@ class EetqLinear final : public QuantizedLinear {
   // INVALID_ARGUMENT unless in_features and out_features are multiples of 64.
   absl::Status QuantizeWeight(const at::Tensor& weight, const LoadTarget& target) override;
   at::Tensor Dequantize() const override;
+  // Forward is packed->Matmul(x) + bias where packed.
+  const kernels::PackedWeight* DirectPackedWeight(c10::ScalarType) const override {
+    return PackedWithoutBias();
+  }
   const char* type_name() const override { return "EetqLinear"; }
   absl::Status FinishSerializedLoad(const std::string& name, const LoadTarget& target) override;
   absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> SerializedTensors()

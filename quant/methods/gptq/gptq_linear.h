@@ -68,6 +68,10 @@ class GptqLinear final : public QuantizedLinear {
   absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> SerializedTensors()
       const override;
   at::Tensor Dequantize() const override;
+  // Forward is packed->Matmul(x) + bias where packed.
+  const kernels::PackedWeight* DirectPackedWeight(c10::ScalarType) const override {
+    return PackedWithoutBias();
+  }
   std::string kernel_name() const override;
   const char* type_name() const override { return "GptqLinear"; }
 

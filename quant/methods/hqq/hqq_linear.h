@@ -89,6 +89,10 @@ class HqqLinear final : public QuantizedLinear {
 
   absl::Status QuantizeWeight(const at::Tensor& weight, const LoadTarget& target) override;
   at::Tensor Dequantize() const override;
+  // Forward is packed->Matmul(x) + bias where packed.
+  const kernels::PackedWeight* DirectPackedWeight(c10::ScalarType) const override {
+    return PackedWithoutBias();
+  }
   at::Tensor Forward(const at::Tensor& x) const override;
   const char* type_name() const override { return "HQQLinear"; }
 

@@ -86,6 +86,10 @@ class QuantoLinear final : public QuantizedLinear {
   // quantize along the wrong axis (a one-row int4/int2 weight without groups).
   absl::Status QuantizeWeight(const at::Tensor& weight, const LoadTarget& target) override;
   at::Tensor Dequantize() const override;
+  // Forward is packed->Matmul(x) + bias where packed.
+  const kernels::PackedWeight* DirectPackedWeight(c10::ScalarType) const override {
+    return PackedWithoutBias();
+  }
   at::Tensor Forward(const at::Tensor& x) const override;
   std::string kernel_name() const override;
   const char* type_name() const override { return "QLinear"; }

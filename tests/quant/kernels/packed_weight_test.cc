@@ -294,6 +294,61 @@ TEST(Lut4Q8Test, MatchesReference) {
             << ", vs float formula " << worst_formula << "\n";
 }
 
+// Projections that read one input (q/k/v) through MatmulSameInput: every result equals that
+// weight's own Matmul bit for bit, on the shared path (same K, groups, activation precision) and
+// on the fallback (a permuted weight, another K, more rows than the GEMV takes).
+TEST(Lut4SharedInputTest, EqualsSeparateMatmulsBitForBit) {
+  at::manual_seed(23);
+  std::vector<CpuKernel> kernels = {CpuKernel::kScalar, CpuKernel::kAvx2};
+  if (internal::HasAvx512Vnni()) kernels.push_back(CpuKernel::kAvx512);
+  for (CpuKernel kernel : kernels) {
+    for (int bits : {16, 8}) {
+      for (bool nf4 : {false, true}) {
+        for (int64_t group : {64, 128}) {
+          SCOPED_TRACE(absl::StrCat("kernel=", static_cast<int>(kernel), " bits=", bits,
+                                    " nf4=", nf4, " g=", group));
+          std::vector<std::unique_ptr<PackedWeight>> owned;
+          for (int64_t n : {256, 64, 64, 200}) {  // q, k, v, and one of another shape below
+            Lut4Weight w = RandomLut4({n, 512, group}, nf4, /*offset=*/!nf4, /*perm=*/false);
+            w.activation_bits = bits;
+            auto packed = internal::PackLut4Cpu(w, CpuPackOptions{kernel, 16});
+            ASSERT_TRUE(packed.ok()) << packed.status();
+            owned.push_back(*std::move(packed));
+          }
+          Lut4Weight other = RandomLut4({32, 256, group}, nf4, !nf4, /*perm=*/false);
+          Lut4Weight permuted = RandomLut4({48, 512, group}, nf4, !nf4, /*perm=*/true);
+          other.activation_bits = permuted.activation_bits = bits;
+          auto packed_other = internal::PackLut4Cpu(other, CpuPackOptions{kernel, 16});
+          auto packed_permuted = internal::PackLut4Cpu(permuted, CpuPackOptions{kernel, 16});
+          ASSERT_TRUE(packed_other.ok() && packed_permuted.ok());
+          const std::vector<const PackedWeight*> same = {owned[0].get(), owned[1].get(),
+                                                         owned[2].get(), owned[3].get()};
+          const std::vector<const PackedWeight*> mixed = {owned[0].get(),
+                                                          packed_permuted->get()};
+          for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+            for (int64_t m : {1, 3, 16, 17}) {
+              SCOPED_TRACE(absl::StrCat("M=", m, " dtype=", c10::toString(dtype)));
+              const at::Tensor x = at::randn({m, 512}).to(dtype);
+              for (const auto* group_of : {&same, &mixed}) {
+                const std::vector<at::Tensor> ys = MatmulSameInput(*group_of, x);
+                ASSERT_EQ(ys.size(), group_of->size());
+                for (size_t i = 0; i < ys.size(); ++i) {
+                  EXPECT_EQ(ys[i].scalar_type(), dtype);
+                  EXPECT_TRUE(at::equal(ys[i], (*group_of)[i]->Matmul(x))) << "weight " << i;
+                }
+              }
+              // Another K cannot share: each runs alone, with its own input.
+              const at::Tensor x256 = at::randn({m, 256}).to(dtype);
+              const std::vector<at::Tensor> y_other = MatmulSameInput({packed_other->get()}, x256);
+              EXPECT_TRUE(at::equal(y_other[0], (*packed_other)->Matmul(x256)));
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(Lut4Q8Test, RowResultDoesNotDependOnBatchAndFallsBackForGroupsOf32) {
   at::manual_seed(22);
   for (bool nf4 : {false, true}) {
