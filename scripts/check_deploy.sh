@@ -59,8 +59,11 @@ assert "replicas" not in full["Deployment"]["spec"], "KEDA owns the replica coun
 pod = full["Deployment"]["spec"]["template"]["spec"]
 c = pod["containers"][0]
 assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
+# TLS on the gRPC port: the probes (which cannot speak TLS) use the plaintext health port.
+health_port = int([a for a in c["args"] if a.startswith("--health_listen=")][0].rsplit(":", 1)[1])
+assert {"name": "health", "containerPort": health_port} in c["ports"], c["ports"]
 for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-    assert "grpc" in c[probe], probe
+    assert c[probe]["grpc"]["port"] == health_port, (probe, c[probe])
 assert c["readinessProbe"]["grpc"]["service"] == "llama-nf4"
 sc = c["securityContext"]
 assert sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"]
@@ -81,15 +84,20 @@ for flag, secret in (("--auth_token_file=", "quantserve-admin-tokens"),
     path = [a for a in c["args"] if a.startswith(flag)][0][len(flag):]
     vol = volumes[mounts[path.rsplit("/", 1)[0]]]
     assert vol["secret"]["secretName"] == secret and not any("subPath" in m for m in c["volumeMounts"]), vol
+for flag in ("--tls_cert_file=", "--tls_key_file=", "--tls_client_ca_file="):
+    path = [a for a in c["args"] if a.startswith(flag)][0][len(flag):]
+    assert volumes[mounts[path.rsplit("/", 1)[0]]]["secret"]["secretName"] == "quantserve-tls", flag
 default = {d["kind"]: d for d in docs(sys.argv[2])}
-assert not any("token_file" in a for a in default["Deployment"]["spec"]["template"]["spec"]["containers"][0]["args"])
+dc = default["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+assert not any("token_file" in a or "tls_" in a or "health_listen" in a for a in dc["args"]), dc["args"]
+assert dc["readinessProbe"]["grpc"]["port"] == dc["ports"][0]["containerPort"], dc["readinessProbe"]
 assert set(default) == {"ServiceAccount", "ConfigMap", "Service", "Deployment", "PodDisruptionBudget"}, set(default)
 print("crd and config checks passed")
 PY
 
 log "values.schema.json rejects bad values"
 for bad in "replicaCount=-1" "bogus=1" "modelStorage.type=nfs" "server.extraArgs[0]=max_batch_size" \
-           "routes[0].name=bad name"; do
+           "routes[0].name=bad name" "tls.mutual=maybe" "server.healthPort=0"; do
   if helm template qs "$chart" --set "$bad" >/dev/null 2>"$tmp/err"; then
     log "values.schema.json accepted --set $bad"
     exit 1

@@ -95,6 +95,10 @@ ABSL_FLAG(std::string, tls_cert_file, "",
           "when it changes. Empty = plaintext (terminate TLS in front, or keep the port "
           "private). The metrics endpoint stays plain HTTP.");
 ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls_cert_file.");
+ABSL_FLAG(std::string, health_listen, "",
+          "host:port of a second, plaintext gRPC port serving only grpc.health.v1 (the same "
+          "statuses as the main port), for probes that cannot speak TLS such as Kubernetes' "
+          "native gRPC probes. Empty = none.");
 ABSL_FLAG(std::string, tls_client_ca_file, "",
           "PEM CA bundle: clients must present a certificate it signed (mutual TLS).");
 ABSL_FLAG(std::string, auth_token_file, "",
@@ -255,6 +259,7 @@ int main(int argc, char** argv) {
                  .key_file = absl::GetFlag(FLAGS_tls_key_file),
                  .client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file)};
   options.inference_token_file = absl::GetFlag(FLAGS_inference_token_file);
+  options.health_listen_address = absl::GetFlag(FLAGS_health_listen);
   absl::StatusOr<std::unique_ptr<server::Server>> created = server::Server::Create(options);
   if (!created.ok()) {
     QS_LOG(ERROR) << "cannot start" << Kv("code", absl::StatusCodeToString(created.status().code()))
@@ -268,6 +273,9 @@ int main(int argc, char** argv) {
                << Kv("devices", quantserve::engine::DescribeDevices())
                << Kv("models", absl::StrJoin(srv->startup_models(), ","))
                << Kv("transport", server::TlsMode(options.tls))
+               << Kv("health_port", srv->health_port() == 0
+                                        ? std::string("none")
+                                        : absl::StrCat(srv->health_port(), " (plaintext)"))
                << Kv("admin_auth", options.admin_token_file.empty() ? "open" : "token")
                << Kv("inference_auth", options.inference_token_file.empty() ? "open" : "token")
                << Kv("quant_methods",

@@ -157,9 +157,25 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(Options options) {
   if (server->grpc_server_ == nullptr || server->port_ == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on '", opts.listen_address, "'"));
   }
+  if (!opts.health_listen_address.empty()) {
+    // Only the default health service: EnableDefaultHealthCheckService gives every server
+    // built from now on its own, which SetServing keeps in step with the main one.
+    grpc::ServerBuilder health_builder;
+    health_builder.AddListeningPort(opts.health_listen_address, grpc::InsecureServerCredentials(),
+                                    &server->health_port_);
+    server->health_server_ = health_builder.BuildAndStart();
+    if (server->health_server_ == nullptr || server->health_port_ == 0) {
+      server->grpc_server_->Shutdown();
+      return absl::UnavailableError(
+          absl::StrCat("cannot listen on '", opts.health_listen_address, "' (health port)"));
+    }
+  }
   {
     absl::MutexLock lock(&server->health_mu_);
     server->health_ = server->grpc_server_->GetHealthCheckService();
+    if (server->health_server_ != nullptr) {
+      server->plain_health_ = server->health_server_->GetHealthCheckService();
+    }
   }
 
   if (opts.metrics != nullptr) {
@@ -200,8 +216,8 @@ std::string Server::address() const {
 
 void Server::SetServing(const std::string& name, bool serving) {
   absl::MutexLock lock(&health_mu_);
-  if (health_ != nullptr) {
-    health_->SetServingStatus(name, serving);
+  for (grpc::HealthCheckServiceInterface* h : {health_, plain_health_}) {
+    if (h != nullptr) h->SetServingStatus(name, serving);
   }
 }
 
@@ -236,18 +252,20 @@ void Server::Shutdown(absl::Duration drain_timeout) {
                << Kv("drain_timeout_seconds", absl::ToDoubleSeconds(drain_timeout));
   {
     absl::MutexLock lock(&health_mu_);
-    if (health_ != nullptr) {
-      health_->SetServingStatus(false);
+    for (grpc::HealthCheckServiceInterface* h : {health_, plain_health_}) {
+      if (h != nullptr) h->SetServingStatus(false);
     }
   }
   if (grpc_server_ != nullptr) {
     grpc_server_->Shutdown(absl::ToChronoTime(deadline));
   }
+  if (health_server_ != nullptr) health_server_->Shutdown(absl::ToChronoTime(deadline));
   stop_stats_.Notify();
   if (stats_thread_.joinable()) stats_thread_.join();
   {
     absl::MutexLock lock(&health_mu_);
-    health_ = nullptr;  // the registry's unloads below must not reach the stopped service
+    health_ = nullptr;  // the registry's unloads below must not reach the stopped services
+    plain_health_ = nullptr;
   }
   if (registry_ != nullptr) {
     registry_->Shutdown(std::max(deadline - absl::Now(), absl::ZeroDuration()));

@@ -74,6 +74,10 @@ class Server {
     std::string inference_token_file{};
     // Transport security of the gRPC port (server/tls.h); default plaintext.
     TlsOptions tls{};
+    // host:port of a second, plaintext gRPC port serving only grpc.health.v1 (the same
+    // statuses), for probes that cannot speak TLS (Kubernetes' native gRPC probes); "" = none.
+    // Nothing else is served there, so the main port's TLS and tokens still guard every RPC.
+    std::string health_listen_address{};
     // How often each READY model's scheduler is sampled for the KV-usage gauges.
     absl::Duration stats_interval = absl::Seconds(1);
   };
@@ -89,6 +93,8 @@ class Server {
 
   // The port actually bound (useful with port 0) and "host:port" with it.
   int port() const { return port_; }
+  // The health-only port actually bound; 0 without health_listen_address.
+  int health_port() const { return health_port_; }
   std::string address() const;
   // Names of the models the startup config asked for, in config order.
   const std::vector<std::string>& startup_models() const { return startup_models_; }
@@ -110,7 +116,10 @@ class Server {
   // Declared before the registry, whose health callback uses them, so they outlive it.
   absl::Mutex health_mu_;
   grpc::HealthCheckServiceInterface* health_ ABSL_GUARDED_BY(health_mu_) = nullptr;
+  // The health-only server's service (null without one), kept in step with health_.
+  grpc::HealthCheckServiceInterface* plain_health_ ABSL_GUARDED_BY(health_mu_) = nullptr;
   int port_ = 0;
+  int health_port_ = 0;
   std::vector<std::string> startup_models_;
   std::unique_ptr<ModelRegistry> registry_;
   RouteTable routes_;
@@ -118,6 +127,7 @@ class Server {
   std::unique_ptr<ModelService> model_service_;
   std::unique_ptr<InferenceService> inference_service_;
   std::unique_ptr<grpc::Server> grpc_server_;
+  std::unique_ptr<grpc::Server> health_server_;  // health_listen_address; null without
 
   absl::Mutex shutdown_mu_;
   bool shutdown_started_ ABSL_GUARDED_BY(shutdown_mu_) = false;

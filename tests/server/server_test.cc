@@ -107,6 +107,7 @@ class ServerTest : public ::testing::Test {
     options.stats_interval = absl::Milliseconds(20);
     options.admin_token_file = admin_token_file_;
     options.tls = tls_;
+    options.health_listen_address = health_listen_;
     options.inference_token_file = inference_token_file_;
     absl::StatusOr<std::unique_ptr<Server>> server = Server::Create(options);
     if (!server.ok()) {
@@ -219,6 +220,7 @@ class ServerTest : public ::testing::Test {
   std::shared_ptr<FakeStats> stats_;
   std::unique_ptr<ServerMetrics> metrics_;
   TlsOptions tls_;
+  std::string health_listen_;
   std::string admin_token_file_;
   std::string inference_token_file_;
   std::unique_ptr<Server> server_;
@@ -609,6 +611,52 @@ TEST_F(ServerTest, ChurnOfRequestsLoadsUnloadsAndRoutes) {
   std::cout << "churn RSS: " << rss_before / 1024 << " KiB before, " << rss_after / 1024
             << " KiB after\n";
   EXPECT_LE(rss_after, rss_before + rss_before / 20);
+}
+
+// A TLS server's plaintext health port (what Kubernetes' native gRPC probes reach): the same
+// statuses as the main port, and nothing but grpc.health.v1.
+TEST_F(ServerTest, PlaintextHealthPortBesideTls) {
+  const fs::path dir = root_ / "pki";
+  fs::create_directories(dir);
+  const std::string d = dir.string();
+  quantserve::testing::TestPki pki;
+  ASSERT_TRUE(quantserve::testing::MakeTestPki(d, &pki)) << "openssl failed; see " << d
+                                                         << "/openssl.log";
+  server_->Shutdown(absl::Seconds(1));
+  server_.reset();
+  EXPECT_EQ(server_, nullptr);
+  tls_ = {.cert_file = d + "/server.crt", .key_file = d + "/server.key"};
+  health_listen_ = "127.0.0.1:0";
+  ASSERT_TRUE(StartServer().ok());
+  ASSERT_GT(server_->health_port(), 0);
+  ASSERT_NE(server_->health_port(), server_->port());
+
+  // Admin calls over TLS, as before.
+  grpc::SslCredentialsOptions trusting;
+  trusting.pem_root_certs = pki.Read(d + "/ca.crt");
+  channel_ = grpc::CreateChannel(server_->address(), grpc::SslCredentials(trusting));
+  models_ = v1::ModelService::NewStub(channel_);
+  ASSERT_TRUE(Load("tiny", "tiny").ok());
+
+  // The plaintext port answers health, for the server and per model, and nothing else.
+  const auto plain = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->health_port()),
+                                         grpc::InsecureChannelCredentials());
+  health_ = Health::NewStub(plain);
+  grpc::StatusCode code = grpc::StatusCode::UNKNOWN;
+  EXPECT_EQ(HealthOf("", &code), HealthCheckResponse::SERVING);
+  EXPECT_EQ(code, grpc::StatusCode::OK);
+  EXPECT_EQ(HealthOf("tiny", &code), HealthCheckResponse::SERVING);
+  EXPECT_EQ(code, grpc::StatusCode::OK);
+  HealthOf("no-such-model", &code);
+  EXPECT_EQ(code, grpc::StatusCode::NOT_FOUND);
+  grpc::ClientContext context;
+  v1::ListModelsResponse response;
+  EXPECT_EQ(v1::ModelService::NewStub(plain)
+                ->ListModels(&context, v1::ListModelsRequest(), &response)
+                .error_code(),
+            grpc::StatusCode::UNIMPLEMENTED);
+  ASSERT_TRUE(Unload("tiny").ok());
+  EXPECT_NE(HealthOf("tiny", &code), HealthCheckResponse::SERVING);
 }
 
 TEST_F(ServerTest, TlsAndMutualTls) {
