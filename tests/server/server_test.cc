@@ -197,6 +197,16 @@ class ServerTest : public ::testing::Test {
     return false;
   }
 
+  // A test CA with server and client certificates in root_/pki (tests/testing/test_pki.h);
+  // returns the directory. Fails the test when openssl does.
+  std::string MakePki(quantserve::testing::TestPki* pki) {
+    const fs::path dir = root_ / "pki";
+    fs::create_directories(dir);
+    EXPECT_TRUE(quantserve::testing::MakeTestPki(dir.string(), pki))
+        << "openssl failed; see " << dir.string() << "/openssl.log";
+    return dir.string();
+  }
+
   HealthCheckResponse::ServingStatus HealthOf(const std::string& service,
                                               grpc::StatusCode* code = nullptr) {
     HealthCheckRequest request;
@@ -616,15 +626,11 @@ TEST_F(ServerTest, ChurnOfRequestsLoadsUnloadsAndRoutes) {
 // A TLS server's plaintext health port (what Kubernetes' native gRPC probes reach): the same
 // statuses as the main port, and nothing but grpc.health.v1.
 TEST_F(ServerTest, PlaintextHealthPortBesideTls) {
-  const fs::path dir = root_ / "pki";
-  fs::create_directories(dir);
-  const std::string d = dir.string();
   quantserve::testing::TestPki pki;
-  ASSERT_TRUE(quantserve::testing::MakeTestPki(d, &pki)) << "openssl failed; see " << d
-                                                         << "/openssl.log";
+  const std::string d = MakePki(&pki);
+  ASSERT_FALSE(HasFailure());
   server_->Shutdown(absl::Seconds(1));
   server_.reset();
-  EXPECT_EQ(server_, nullptr);
   tls_ = {.cert_file = d + "/server.crt", .key_file = d + "/server.key"};
   health_listen_ = "127.0.0.1:0";
   ASSERT_TRUE(StartServer().ok());
@@ -660,12 +666,9 @@ TEST_F(ServerTest, PlaintextHealthPortBesideTls) {
 }
 
 TEST_F(ServerTest, TlsAndMutualTls) {
-  const fs::path dir = root_ / "pki";
-  fs::create_directories(dir);
-  const std::string d = dir.string();
   quantserve::testing::TestPki pki;
-  ASSERT_TRUE(quantserve::testing::MakeTestPki(d, &pki)) << "openssl failed; see " << d
-                                                         << "/openssl.log";
+  const std::string d = MakePki(&pki);
+  ASSERT_FALSE(HasFailure());
   const auto read = [&](const char* name) { return pki.Read(d + "/" + name); };
   const auto list = [&](const std::shared_ptr<grpc::ChannelCredentials>& creds) {
     auto stub = v1::ModelService::NewStub(grpc::CreateChannel(server_->address(), creds));
@@ -712,8 +715,8 @@ TEST_F(ServerTest, TlsAndMutualTls) {
   quantserve::testing::TestPki pki2;
   ASSERT_TRUE(quantserve::testing::MakeTestPki(dir2.string(), &pki2));
   for (const char* name : {"server.key", "server.crt"}) {
-    fs::copy_file(dir2 / name, dir / (std::string(name) + ".new"));
-    fs::rename(dir / (std::string(name) + ".new"), dir / name);
+    fs::copy_file(dir2 / name, fs::path(d) / (std::string(name) + ".new"));
+    fs::rename(fs::path(d) / (std::string(name) + ".new"), fs::path(d) / name);
   }
   grpc::SslCredentialsOptions trusting2;
   trusting2.pem_root_certs = pki2.Read(pki2.ca_crt());
