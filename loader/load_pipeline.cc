@@ -511,9 +511,23 @@ absl::StatusOr<LoadedModel> RunLoadPipeline(
           .bytes_total = progress.bytes_total});
   if (out.causal_lm) out.causal_lm->FinishLoading();
   QS_RETURN_IF_ERROR(out.quantizer->ProcessModelAfterWeightLoading(*root, target));
+  // Codes a quantized module keeps only inside its packed weight (ReleaseToPacked) are meta
+  // tensors now: loaded, counted as parameters, not as bytes.
+  std::unordered_set<const at::Tensor*> released;
+  for (const auto& m : root->NamedModules()) {
+    if (const auto* q = dynamic_cast<const quant::QuantizedLinear*>(m.module); q != nullptr) {
+      for (const auto& p : m.module->NamedParameters()) {
+        if (q->IsReleased(p.slot.tensor)) released.insert(p.slot.tensor);
+      }
+    }
+  }
   std::unordered_set<const void*> counted;
   for (const auto& named : root->NamedParameters()) {
     const at::Tensor& t = *named.slot.tensor;
+    if (released.count(named.slot.tensor) != 0) {
+      out.parameters += t.numel();
+      continue;
+    }
     if (!t.defined() || t.is_meta()) {
       return absl::InternalError(absl::StrCat("parameter '", named.name, "' was not loaded"));
     }

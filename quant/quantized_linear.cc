@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <unordered_map>
 #include <unordered_set>
 
 #include "absl/strings/str_cat.h"
@@ -102,7 +103,94 @@ absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> QuantizedLinear:
   std::vector<std::pair<std::string, at::Tensor>> out;
   for (const auto& p : NamedParameters()) {
     if (!p.slot.tied_to.empty()) continue;
-    out.emplace_back(p.name, *p.slot.tensor);
+    out.emplace_back(p.name, Resident(*p.slot.tensor));
+  }
+  return out;
+}
+
+namespace {
+
+// Equal bit for bit: codes stored in a float dtype (bnb's quant_storage, hqq's view_as_float)
+// may read as NaNs, which at::equal would call different.
+bool BitEqual(const at::Tensor& a, const at::Tensor& b) {
+  const auto bits = [](const at::Tensor& t) {
+    switch (t.element_size()) {
+      case 1: return t.view(at::kByte);
+      case 2: return t.view(at::kShort);
+      case 4: return t.view(at::kInt);
+      default: return t.view(at::kLong);
+    }
+  };
+  return at::equal(bits(a.contiguous()), bits(b.contiguous()));
+}
+
+}  // namespace
+
+void QuantizedLinear::SetPackedWeight(std::unique_ptr<kernels::PackedWeight> packed) {
+  for (const Released& r : released_) *r.slot = r.rebuild(*packed_->Codes());
+  released_.clear();
+  packed_ = std::move(packed);
+}
+
+bool QuantizedLinear::ReleaseToPacked(at::Tensor* slot, CodesRebuild rebuild,
+                                      const std::vector<at::Tensor*>& aliases) {
+  if (packed_ == nullptr || !slot->defined() || slot->is_meta() || !slot->device().is_cpu()) {
+    return false;
+  }
+  const std::optional<at::Tensor> codes = packed_->Codes();
+  if (!codes.has_value()) return false;
+  const at::Tensor rebuilt = rebuild(*codes);
+  if (!rebuilt.defined() || rebuilt.sizes() != slot->sizes() ||
+      rebuilt.scalar_type() != slot->scalar_type() || !BitEqual(rebuilt, *slot)) {
+    return false;
+  }
+  const int64_t bytes = slot->numel() * static_cast<int64_t>(slot->element_size());
+  const at::Tensor meta = at::empty(slot->sizes(), slot->options().device(at::kMeta));
+  for (at::Tensor* alias : aliases) {
+    if (alias == slot || !alias->defined() || !alias->is_same(*slot)) continue;
+    *alias = meta;
+    released_.push_back({alias, rebuild, 0});
+  }
+  *slot = meta;
+  released_.push_back({slot, std::move(rebuild), bytes});
+  return true;
+}
+
+at::Tensor QuantizedLinear::Resident(const at::Tensor& slot) const {
+  for (const Released& r : released_) {
+    if (r.slot == &slot) return r.rebuild(*packed_->Codes());
+  }
+  return slot;
+}
+
+bool QuantizedLinear::IsReleased(const at::Tensor* slot) const {
+  for (const Released& r : released_) {
+    if (r.slot == slot) return true;
+  }
+  return false;
+}
+
+int64_t QuantizedLinear::released_bytes() const {
+  int64_t n = 0;
+  for (const Released& r : released_) n += r.bytes;
+  return n;
+}
+
+std::vector<std::pair<std::string, at::Tensor>> ResidentParameters(const models::Module& root) {
+  // NamedModules() hands out mutable pointers; nothing here writes through them.
+  std::unordered_map<const at::Tensor*, const QuantizedLinear*> owner;
+  for (const auto& m : const_cast<models::Module&>(root).NamedModules()) {
+    if (const auto* q = dynamic_cast<const QuantizedLinear*>(m.module); q != nullptr) {
+      for (const auto& p : q->NamedParameters()) {
+        if (q->IsReleased(p.slot.tensor)) owner.emplace(p.slot.tensor, q);
+      }
+    }
+  }
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& p : root.NamedParameters()) {
+    auto it = owner.find(p.slot.tensor);
+    const at::Tensor& t = *p.slot.tensor;
+    out.emplace_back(p.name, it == owner.end() ? t : it->second->Resident(t));
   }
   return out;
 }

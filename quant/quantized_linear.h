@@ -18,12 +18,14 @@
 // QuantizeWeight / FinishSerializedLoad) and installs the result of kernels::PackLut4 /
 // PackInt8Rowwise with SetPackedWeight; the default Forward then runs packed->Matmul and
 // kernel_name() names that kernel. The packed copy is runtime state (never saved, counted in
-// runtime_bytes()). Environment: QS_KERNELS=ref (read once per process) makes
-// KernelsEnabled() false, so no method packs and every forward takes the dequantize
-// reference path (A/B comparisons, debugging).
+// runtime_bytes()), and where it holds the codes the method drops its own serialized copy
+// (ReleaseToPacked), so each weight is resident once. Environment: QS_KERNELS=ref (read once
+// per process) makes KernelsEnabled() false, so no method packs and every forward takes the
+// dequantize reference path (A/B comparisons, debugging).
 
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -92,6 +94,15 @@ class QuantizedLinear : public models::Linear {
   // LoadSerializedTensor accepts), on any device. Default: every registered parameter.
   virtual absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> SerializedTensors() const;
 
+  // Registered tensors whose memory ReleaseToPacked dropped (meta tensors now): the loader
+  // neither counts their bytes nor reports them as missing.
+  bool IsReleased(const at::Tensor* slot) const;
+  // `slot` (a member of this module), or what ReleaseToPacked dropped from it, rebuilt on the
+  // CPU: read a module's serialized tensors through this.
+  at::Tensor Resident(const at::Tensor& slot) const;
+  // Their bytes as they were resident, for reports.
+  int64_t released_bytes() const;
+
   at::Tensor bias;  // registered by the subclass when options().bias
 
  protected:
@@ -103,9 +114,20 @@ class QuantizedLinear : public models::Linear {
   void RegisterRuntimeTensor(const at::Tensor* tensor) { runtime_.push_back(tensor); }
   // Installs (or, with null, removes) the packed weight the default Forward uses. Call it only
   // during load, before the module is shared between threads.
-  void SetPackedWeight(std::unique_ptr<kernels::PackedWeight> packed) {
-    packed_ = std::move(packed);
-  }
+  // Tensors released to the old packed weight are rebuilt first.
+  void SetPackedWeight(std::unique_ptr<kernels::PackedWeight> packed);
+  // One resident copy of the codes. Once the packed weight holds the codes (its Codes()), a
+  // method drops its own serialized copy `*slot` (a member registered as a parameter): the
+  // slot becomes a meta tensor of the same shape and dtype, and Resident(*slot) rebuilds the
+  // real tensor on demand as rebuild(packed codes), for SaveModel and Dequantize. The rebuild
+  // is compared with `*slot` bit for bit before anything is dropped; when it differs, or the
+  // packed weight keeps no codes, `*slot` stays and this returns false, so a wrong rebuild
+  // costs memory, never correctness. `aliases` are other members holding the same tensor (a
+  // float input slot bound to the codes): they are released with it, their bytes counted once.
+  // Call it only during load, after SetPackedWeight.
+  using CodesRebuild = std::function<at::Tensor(const at::Tensor& codes)>;
+  bool ReleaseToPacked(at::Tensor* slot, CodesRebuild rebuild,
+                       const std::vector<at::Tensor*>& aliases = {});
   // INVALID_ARGUMENT naming `full_name` unless `value` has exactly `shape` and `dtype`;
   // `what` says which layout expects it ("gptq 4-bit, group_size 128").
   static absl::Status ExpectTensor(const std::string& full_name, const at::Tensor& value,
@@ -113,8 +135,18 @@ class QuantizedLinear : public models::Linear {
                                    const std::string& what);
 
  private:
+  struct Released {
+    at::Tensor* slot;
+    CodesRebuild rebuild;
+    int64_t bytes;
+  };
   std::vector<const at::Tensor*> runtime_;
   std::unique_ptr<kernels::PackedWeight> packed_;
+  std::vector<Released> released_;
 };
+
+// Every registered tensor of `root` by dotted name (NamedParameters order, tied ones too), with
+// codes a module released to its packed weight rebuilt: the state as a checkpoint holds it.
+std::vector<std::pair<std::string, at::Tensor>> ResidentParameters(const models::Module& root);
 
 }  // namespace quantserve::quant

@@ -115,6 +115,7 @@ class Int8Cpu final : public PackedWeight {
   }
 
   const std::string& name() const override { return name_; }
+  std::optional<at::Tensor> Codes() const override { return codes_; }
   int64_t bytes() const override {
     // Codes another owner (the module) still holds are its bytes, not ours.
     int64_t b = (codes_.use_count() > 1 ? 0 : codes_.nbytes()) + scale_.nbytes();

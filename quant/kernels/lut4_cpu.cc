@@ -549,6 +549,18 @@ class Lut4Cpu final : public PackedWeight {
   }
 
   const std::string& name() const override { return name_; }
+  // The inverse of the word layout built in the constructor.
+  std::optional<at::Tensor> Codes() const override {
+    const at::Tensor b = packed_.view({n_, kp_ / kLut4Chunk, 16, 2});
+    const at::Tensor lo = b.select(3, 0);  // code[j] | code[16 + j] << 4
+    const at::Tensor hi = b.select(3, 1);  // code[32 + j] | code[48 + j] << 4
+    return at::stack({at::bitwise_and(lo, 0x0F), at::bitwise_right_shift(lo, 4),
+                      at::bitwise_and(hi, 0x0F), at::bitwise_right_shift(hi, 4)},
+                     2)
+        .reshape({n_, kp_})
+        .narrow(1, 0, k_)
+        .contiguous();
+  }
   int64_t bytes() const override {
     int64_t b = packed_.nbytes() + scale_.nbytes() + sizeof(lut_) + sizeof(table_);
     if (offset_.defined()) b += offset_.nbytes();

@@ -115,6 +115,7 @@ class Lut4DequantLinear final : public PackedWeight {
     if (perm_.defined()) b += perm_.nbytes();
     return b;
   }
+  std::optional<at::Tensor> Codes() const override { return codes_.to(at::kCPU).clone(); }
 
  private:
   const std::string name_ = "lut4_dequant_linear";
@@ -133,6 +134,7 @@ class Int8DequantLinear final : public PackedWeight {
   }
   const std::string& name() const override { return name_; }
   int64_t bytes() const override { return codes_.nbytes() + scale_.nbytes(); }
+  std::optional<at::Tensor> Codes() const override { return codes_.to(at::kCPU).clone(); }
 
  private:
   const std::string name_ = "int8_dequant_linear";

@@ -35,6 +35,11 @@ class PackedWeight {
   // Bytes this object holds beyond what it shares with its module (packed codes, scales),
   // counted in the model's footprint.
   virtual int64_t bytes() const = 0;
+  // The codes this weight was packed from, rebuilt from its own layout bit for bit:
+  // Lut4Weight::codes (uint8 [N, K]) or Int8RowwiseWeight::codes (int8 [N, K]); nullopt where
+  // the layout does not keep them recoverably (LibTorch's packs). With them a method need not
+  // keep its serialized copy of the codes resident (QuantizedLinear::ReleaseToPacked).
+  virtual std::optional<at::Tensor> Codes() const { return std::nullopt; }
 };
 
 // y_i = weights[i]->Matmul(x) for weights that read the same input (a layer's q/k/v or

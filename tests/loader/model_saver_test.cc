@@ -18,6 +18,7 @@
 #include "loader/load_pipeline.h"
 #include "tests/testing/fault_injection_env.h"
 #include "tests/testing/fixtures.h"
+#include "quant/quantized_linear.h"
 
 namespace quantserve::loader {
 namespace {
@@ -42,7 +43,7 @@ LoadedModel Load(const std::string& dir) {
 
 std::map<std::string, at::Tensor> Params(const LoadedModel& m) {
   std::map<std::string, at::Tensor> out;
-  for (const auto& p : m.causal_lm->NamedParameters()) out[p.name] = *p.slot.tensor;
+  for (auto& [name, t] : quant::ResidentParameters(*m.causal_lm)) out[name] = t;
   return out;
 }
 

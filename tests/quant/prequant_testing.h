@@ -45,10 +45,11 @@ inline std::vector<std::string> Sorted(std::vector<std::string> v) {
   return v;
 }
 
-// The module tree's registered tensors by dotted name.
+// The module tree's registered tensors by dotted name (codes kept only by a packed kernel
+// rebuilt).
 inline TensorMap ParamState(const models::Module& root) {
   TensorMap out;
-  for (const auto& p : root.NamedParameters()) out.emplace(p.name, *p.slot.tensor);
+  for (auto& [name, t] : quant::ResidentParameters(root)) out.emplace(name, std::move(t));
   return out;
 }
 

@@ -20,6 +20,7 @@
 #include "models/layers.h"
 #include "models/llama.h"
 #include "quant/linear_quantizer.h"
+#include "quant/quantized_linear.h"
 #include "tests/testing/fixtures.h"
 
 namespace quantserve::testing {
@@ -81,7 +82,7 @@ inline int ExpectStateMatches(const models::Module& root, const std::string& ref
   EXPECT_TRUE(ref.ok()) << ref.status();
   if (!ref.ok()) return 0;
   std::map<std::string, at::Tensor> params;
-  for (const auto& p : root.NamedParameters()) params.emplace(p.name, *p.slot.tensor);
+  for (auto& [name, t] : quant::ResidentParameters(root)) params.emplace(name, std::move(t));
   int compared = 0;
   for (const auto& [name, want] : *ref) {
     auto it = params.find(name);

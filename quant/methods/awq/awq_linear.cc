@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "common/torch_status.h"
 #include "models/layers.h"
 #include "quant/kernels/packed_weight.h"
 
@@ -24,12 +25,29 @@ at::Tensor UnpackNibbles(const at::Tensor& packed) {
   return n.reshape({packed.size(0), packed.size(1) * 8}).to(at::kChar);
 }
 
-// Undoes the gemm interleave along the last dimension.
-at::Tensor ReverseAwqOrder(const at::Tensor& unpacked) {
+// The inverse of kAwqReverse.
+constexpr int64_t kAwqOrder[8] = {0, 2, 4, 6, 1, 3, 5, 7};
+
+// The inverse of UnpackNibbles: [R, 8C] values 0..15 -> [R, C] int32 words.
+at::Tensor PackNibbles(const at::Tensor& values) {
+  const at::Tensor shifts = at::arange(0, 32, 4, values.options().dtype(at::kLong));
+  const at::Tensor v = values.to(at::kLong).reshape({values.size(0), -1, 8});
+  at::Tensor words = at::bitwise_left_shift(v, shifts).sum(-1);  // < 2^32, exact in int64
+  words = at::where(words >= (int64_t{1} << 31), words - (int64_t{1} << 32), words);
+  return words.to(at::kInt);
+}
+
+// Permutes the last dimension in groups of 8: column c takes (c / 8) * 8 + order[c % 8].
+at::Tensor PermuteInEights(const at::Tensor& unpacked, const int64_t (&order)[8]) {
   const int64_t cols = unpacked.size(-1);
   std::vector<int64_t> index(static_cast<size_t>(cols));
-  for (int64_t c = 0; c < cols; ++c) index[static_cast<size_t>(c)] = (c / 8) * 8 + kAwqReverse[c % 8];
+  for (int64_t c = 0; c < cols; ++c) index[static_cast<size_t>(c)] = (c / 8) * 8 + order[c % 8];
   return unpacked.index_select(-1, at::tensor(index, at::kLong).to(unpacked.device())).contiguous();
+}
+
+// Undoes the gemm interleave along the last dimension.
+at::Tensor ReverseAwqOrder(const at::Tensor& unpacked) {
+  return PermuteInEights(unpacked, kAwqReverse);
 }
 
 absl::Status CheckFiniteScales(const at::Tensor& s, const std::string& full_name) {
@@ -189,7 +207,7 @@ absl::Status AwqLinear::FinishSerializedLoad(const std::string& name, const Load
 }
 
 at::Tensor AwqLinear::UnpackCodes() const {
-  const at::Tensor qw = qweight.cpu();
+  const at::Tensor qw = Resident(qweight).cpu();
   if (awq_.packing == AwqPacking::kGemm) return ReverseAwqOrder(UnpackNibbles(qw));
   return UnpackNibbles(qw).t().contiguous();  // [N, K] -> [K, N]
 }
@@ -212,7 +230,13 @@ absl::Status AwqLinear::PackForCpu(const std::string& name, const c10::Device& d
   }
   SetPackedWeight(std::move(*packed));
   codes_ = at::Tensor();
-  return absl::OkStatus();
+  // One resident copy: `qweight` is rebuilt from the kernel's codes [N, K] when Save or
+  // Dequantize needs it.
+  return common::TorchCall("awq: dropping the serialized codes", [&] {
+    ReleaseToPacked(&qweight, [gemm = awq_.packing == AwqPacking::kGemm](const at::Tensor& codes) {
+      return gemm ? PackNibbles(PermuteInEights(codes.t(), kAwqOrder)) : PackNibbles(codes);
+    });
+  });
 }
 
 std::string AwqLinear::kernel_name() const {

@@ -604,7 +604,19 @@ absl::Status BnbLinear4bit::PackForKernels(const LoadTarget& target) {
   }));
   if (!packed.ok()) return packed.status();
   SetPackedWeight(*std::move(packed));
-  return absl::OkStatus();
+  // The packed weight holds the codes: `weight` is rebuilt from it when Save or Dequantize
+  // needs it (two codes per byte, high nibble first, in the storage dtype's shape).
+  return common::TorchCall("bitsandbytes 4-bit: dropping the serialized codes", [&] {
+    ReleaseToPacked(&weight, [sizes = weight.sizes().vec(), dtype = weight.scalar_type()](
+                                 const at::Tensor& codes) {
+      at::Tensor flat = codes.reshape(-1);
+      if (flat.numel() % 2 != 0) flat = at::constant_pad_nd(flat, {0, 1}, 0);
+      const at::Tensor pairs = flat.view({-1, 2});
+      const at::Tensor bytes =
+          at::bitwise_or(at::bitwise_left_shift(pairs.select(1, 0), 4), pairs.select(1, 1));
+      return bytes.contiguous().view(dtype).reshape(sizes);
+    });
+  });
 }
 
 absl::Status BnbLinear4bit::LoadSerializedTensor(const std::string& local,
@@ -785,7 +797,7 @@ at::Tensor BnbLinear4bit::BlockAbsmax() const {
 }
 
 at::Tensor BnbLinear4bit::DequantizeTo(c10::ScalarType dtype) const {
-  return bnb::Dequantize4bit(weight.view(at::kByte), BlockAbsmax(), dequant_lut_,
+  return bnb::Dequantize4bit(Resident(weight).view(at::kByte), BlockAbsmax(), dequant_lut_,
                              bnb_options_.blocksize,
                              {options().out_features, options().in_features}, dtype);
 }

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
+#include "common/torch_status.h"
 #include "quant/kernels/packed_weight.h"
 
 namespace quantserve::quant {
@@ -85,6 +86,16 @@ at::Tensor UnpackRows(const at::Tensor& packed, int64_t bits, int64_t cols) {
   at::Tensor hi = p.index_select(1, word + 1).bitwise_left_shift(32 - off);
   at::Tensor v = lo.bitwise_or(hi).bitwise_and((int64_t{1} << bits) - 1);
   return (v - (int64_t{1} << (bits - 1))).to(at::kChar);
+}
+
+// The inverse of UnpackRows for 4 bits (eight fields per word, none straddling): unsigned
+// fields [rows, cols] (code + 8), cols a multiple of 8 -> int32 [rows, cols / 8].
+at::Tensor PackNibbleRows(const at::Tensor& fields) {
+  const at::Tensor shifts = at::arange(0, 32, 4, at::kLong);
+  const at::Tensor v = fields.to(at::kLong).reshape({fields.size(0), -1, 8});
+  at::Tensor words = at::bitwise_left_shift(v, shifts).sum(-1);  // < 2^32, exact in int64
+  words = at::where(words >= (int64_t{1} << 31), words - (int64_t{1} << 32), words);
+  return words.to(at::kInt);
 }
 
 // `t` [a, b] (a per-strategy scale or zero point) broadcast to the weight's [rows, cols].
@@ -447,14 +458,29 @@ absl::Status CompressedTensorsLinear::PackForCpu(const std::string& name,
   SetPackedWeight(std::move(*packed));
   // Unpacked codes are the forward's alone; int-quantized codes are `weight` itself.
   if (ct_.format == "pack-quantized") codes_ = at::Tensor();
-  return absl::OkStatus();
+  if (w.num_bits != 4) return absl::OkStatus();  // the int8 kernel reads the codes in place
+  // One resident copy: the serialized 4-bit codes are rebuilt from the kernel's (code + 8)
+  // when Save or Dequantize needs them.
+  return common::TorchCall("compressed-tensors: dropping the serialized codes", [&] {
+    if (ct_.format == "pack-quantized") {
+      ReleaseToPacked(&weight_packed, PackNibbleRows);
+    } else if (weight.is_same(codes_)) {
+      codes_ = at::Tensor();
+      if (!ReleaseToPacked(&weight, [dtype = weight.scalar_type()](const at::Tensor& codes) {
+            return (codes.to(at::kShort) - 8).to(dtype);
+          })) {
+        codes_ = weight;
+      }
+    }
+  });
 }
 
 at::Tensor CompressedTensorsLinear::Codes() const {
   if (codes_.defined()) return codes_;
-  return UnpackRows(weight_packed.to(at::kCPU), ct_.scheme.weights->num_bits,
-                    options().in_features)
-      .to(weight_packed.device());
+  if (ct_.format != "pack-quantized") return Resident(weight);
+  const at::Tensor packed = Resident(weight_packed);
+  return UnpackRows(packed.to(at::kCPU), ct_.scheme.weights->num_bits, options().in_features)
+      .to(packed.device());
 }
 
 at::Tensor CompressedTensorsLinear::Dequantize() const {

@@ -76,7 +76,11 @@ absl::Status EetqLinear::PackForKernels(const LoadTarget& target) {
   }));
   if (!packed.ok()) return packed.status();
   SetPackedWeight(*std::move(packed));
-  return absl::OkStatus();
+  // One resident copy: the kernel holds the codes [N, K]; `weight` [K, N] is their transpose,
+  // rebuilt when Save or Dequantize needs it.
+  return common::TorchCall("eetq: dropping the transposed codes", [&] {
+    ReleaseToPacked(&weight, [](const at::Tensor& codes) { return codes.t().contiguous(); });
+  });
 }
 
 absl::Status EetqLinear::FinishSerializedLoad(const std::string& name, const LoadTarget& target) {
@@ -98,7 +102,7 @@ absl::Status EetqLinear::FinishSerializedLoad(const std::string& name, const Loa
 
 absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> EetqLinear::SerializedTensors()
     const {
-  auto preprocessed = EetqPreprocessSm80(weight);
+  auto preprocessed = EetqPreprocessSm80(Resident(weight));
   if (!preprocessed.ok()) return preprocessed.status();
   std::vector<std::pair<std::string, at::Tensor>> out;
   out.emplace_back("weight", *std::move(preprocessed));
@@ -109,7 +113,7 @@ absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> EetqLinear::Seri
 
 at::Tensor EetqLinear::Dequantize() const {
   const auto dtype = options().dtype;
-  return weight.t().to(dtype) * weight_scales.to(dtype).unsqueeze(1);
+  return Resident(weight).t().to(dtype) * weight_scales.to(dtype).unsqueeze(1);
 }
 
 }  // namespace quantserve::quant

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "common/torch_status.h"
 #include "quant/kernels/packed_weight.h"
 
 namespace quantserve::quant {
@@ -219,12 +220,21 @@ absl::Status GptqLinear::PackForCpu(const std::string& name, const at::Tensor& g
   }
   SetPackedWeight(std::move(*packed));
   codes_ = at::Tensor();
-  return absl::OkStatus();
+  // One resident copy: `qweight` is rebuilt from the kernel's codes (back in checkpoint row
+  // order when they were sorted by group) when Save or Dequantize needs it.
+  return common::TorchCall("gptq: dropping the serialized codes", [&] {
+    const at::Tensor inverse = permuted ? at::argsort(perm) : at::Tensor();
+    ReleaseToPacked(&qweight, [bits = gptq_.bits, inverse](const at::Tensor& codes) {
+      const at::Tensor c = inverse.defined() ? codes.index_select(1, inverse) : codes;
+      return GptqPackRows(c.t().to(at::kInt), bits);
+    });
+  });
 }
 
 at::Tensor GptqLinear::Codes() const {
   if (codes_.defined()) return codes_;
-  return GptqUnpackRows(qweight, gptq_.bits, options().in_features).to(qweight.device());
+  const at::Tensor q = Resident(qweight);
+  return GptqUnpackRows(q, gptq_.bits, options().in_features).to(q.device());
 }
 
 std::string GptqLinear::kernel_name() const {
@@ -234,7 +244,7 @@ std::string GptqLinear::kernel_name() const {
 absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> GptqLinear::SerializedTensors()
     const {
   std::vector<std::pair<std::string, at::Tensor>> out = {
-      {"qweight", qweight}, {"qzeros", qzeros}, {"scales", scales}};
+      {"qweight", Resident(qweight)}, {"qzeros", qzeros}, {"scales", scales}};
   if (has_g_idx_) out.emplace_back("g_idx", g_idx);
   if (options().bias) out.emplace_back("bias", bias);
   return out;

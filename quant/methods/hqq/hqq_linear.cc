@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <sstream>
 #include <tuple>
 #include <vector>
@@ -11,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
+#include "common/torch_status.h"
 #include "quant/kernels/packed_weight.h"
 
 namespace quantserve::quant {
@@ -262,7 +264,18 @@ absl::Status HqqLinear::PackForCpu(const c10::Device& device) {
   auto made = kernels::PackLut4(w, device);
   if (!made.ok()) return common::Annotate(made.status(), absl::StrCat("packing ", Describe()));
   SetPackedWeight(std::move(*made));
-  return absl::OkStatus();
+  // One resident copy: W_q (and the float input slot aliasing it after a quantize-at-load) is
+  // rebuilt from the kernel's codes when Save or Dequantize needs it.
+  return common::TorchCall("hqq: dropping the serialized codes", [&] {
+    const std::optional<c10::ScalarType> view =
+        params_.view_as_float ? std::optional<c10::ScalarType>(options().dtype) : std::nullopt;
+    const CodesRebuild rebuild = [packing = layout_.packing, g = layout_.group_size,
+                                  view](const at::Tensor& codes) {
+      const at::Tensor packed = HqqPack(codes.reshape({-1, g}), *packing);
+      return view.has_value() ? packed.view(*view) : packed;
+    };
+    ReleaseToPacked(&w_q, rebuild, {&weight});
+  });
 }
 
 absl::Status HqqLinear::LoadSerializedTensor(const std::string& local,
@@ -337,13 +350,14 @@ absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> HqqLinear::Seria
   std::vector<std::pair<std::string, at::Tensor>> out;
   for (const auto& p : NamedParameters()) {
     if (p.name == "weight" || !p.slot.tied_to.empty()) continue;
-    out.emplace_back(p.name, *p.slot.tensor);
+    out.emplace_back(p.name, Resident(*p.slot.tensor));
   }
   return out;
 }
 
 at::Tensor HqqLinear::Dequantize() const {
-  const at::Tensor packed = params_.view_as_float ? w_q.view(layout_.packing->storage) : w_q;
+  const at::Tensor q = Resident(w_q);
+  const at::Tensor packed = params_.view_as_float ? q.view(layout_.packing->storage) : q;
   at::Tensor w = HqqUnpack(packed, *layout_.packing, options().dtype);
   // Only the 3-bit format pads rows (Quantizer.dequantize trims when nbits == 3).
   if (layout_.packing->pads_rows) w = w.slice(0, 0, layout_.grouped_rows);

@@ -214,7 +214,14 @@ absl::Status QuantoLinear::PackForKernels(const LoadTarget& target) {
   }));
   if (!packed.ok()) return packed.status();
   SetPackedWeight(*std::move(packed));
-  return absl::OkStatus();
+  if (q.bits == 8) return absl::OkStatus();  // the kernel reads `data` itself: one copy already
+  // One resident copy: the packed 4-bit `data` is rebuilt from the kernel's codes when Save or
+  // Dequantize needs it.
+  return common::TorchCall("quanto: dropping the serialized codes", [&] {
+    ReleaseToPacked(&data, [bits = q.bits, rows = rows_](const at::Tensor& codes) {
+      return QuantoPackWeights(codes.reshape({rows, -1}), bits);
+    });
+  });
 }
 
 absl::Status QuantoLinear::QuantizeWeight(const at::Tensor& value, const LoadTarget& target) {
@@ -273,7 +280,7 @@ at::Tensor QuantoLinear::Dequantize() const {
     return at::mul(scale, q.is_floating_point ? data.to(scale.scalar_type()) : data);
   }
   // QBitsDequantizer with a float shift: scale * u - shift, then ungroup.
-  at::Tensor u = QuantoUnpackWeights(data, q.bits, rows_);
+  at::Tensor u = QuantoUnpackWeights(Resident(data), q.bits, rows_);
   return at::sub(at::mul(scale, u), shift).reshape({options_.out_features, options_.in_features});
 }
 

@@ -38,15 +38,20 @@ absl::StatusOr<QuantizedState> QuantizeInt4Plain(const at::Tensor& weight, int64
   // True division (mslk divides; only torchao's int8 path multiplies by a reciprocal).
   const at::Tensor out = x.sub(min_val).div(scales).round().clamp_(0, 15);
   const at::Tensor q = (out - 8).to(at::kChar).reshape({n, k});
-  // pack_int4: even k in the low nibble (sign bits masked off), odd k shifted to the high one.
-  const at::Tensor low = at::bitwise_and(q.slice(1, 0, k, 2), 0xF);
-  const at::Tensor high = at::bitwise_left_shift(q.slice(1, 1, k, 2), 4);
   QuantizedState s;
-  s.qdata = at::bitwise_or(low, high).contiguous();
+  s.qdata = PackInt4(q);
   // [K/G, N] ("column major" for the CUTLASS kernel), then the weight's dtype.
   s.scale = scales.reshape({n, k / group_size}).t().contiguous().to(weight.scalar_type());
   s.zero_point = zeros.reshape({n, k / group_size}).t().contiguous().to(weight.scalar_type());
   return s;
+}
+
+at::Tensor PackInt4(const at::Tensor& q) {
+  // pack_int4: even k in the low nibble (sign bits masked off), odd k shifted to the high one.
+  const int64_t k = q.size(1);
+  const at::Tensor low = at::bitwise_and(q.slice(1, 0, k, 2), 0xF);
+  const at::Tensor high = at::bitwise_left_shift(q.slice(1, 1, k, 2), 4);
+  return at::bitwise_or(low, high).contiguous();
 }
 
 at::Tensor UnpackInt4(const at::Tensor& qdata) {
@@ -282,7 +287,7 @@ absl::Status TorchAoLinearBase::FinishSerializedLoad(const std::string& name,
 absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>>
 TorchAoLinearBase::SerializedTensors() const {
   std::vector<std::pair<std::string, at::Tensor>> out = {
-      {"_weight_qdata", weight_qdata},
+      {"_weight_qdata", Resident(weight_qdata)},
       {"_weight_scale", weight_scale},
       {"_weight_zero_point", weight_zero_point}};
   if (bias.defined()) out.emplace_back("bias", bias);
@@ -363,12 +368,19 @@ absl::Status TorchAoInt4Linear::PackForKernels(const LoadTarget& target) {
   }));
   if (!packed.ok()) return packed.status();
   SetPackedWeight(*std::move(packed));
-  return absl::OkStatus();
+  // One resident copy: _weight_qdata (and the float input slot aliasing it) is rebuilt from
+  // the kernel's codes, q + 8, when Save or Dequantize needs it.
+  return common::TorchCall("torchao int4: dropping the serialized codes", [&] {
+    const CodesRebuild rebuild = [](const at::Tensor& codes) {
+      return torchao::PackInt4(codes.to(at::kChar) - 8);
+    };
+    ReleaseToPacked(&weight_qdata, rebuild, {&weight});
+  });
 }
 
 at::Tensor TorchAoInt4Linear::Dequantize() const {
-  return torchao::DequantizeInt4Plain({weight_qdata, weight_scale, weight_zero_point}, group_size_,
-                                      options().dtype);
+  return torchao::DequantizeInt4Plain({Resident(weight_qdata), weight_scale, weight_zero_point},
+                                      group_size_, options().dtype);
 }
 
 TorchAoInt8Linear::TorchAoInt8Linear(const models::LinearOptions& options,

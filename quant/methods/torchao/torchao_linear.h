@@ -49,6 +49,8 @@ struct QuantizedState {
 absl::StatusOr<QuantizedState> QuantizeInt4Plain(const at::Tensor& weight, int64_t group_size);
 // The signed codes [N, K] (int8 in [-8, 7]) of a packed Int4Tensor qdata [N, K/2].
 at::Tensor UnpackInt4(const at::Tensor& qdata);
+// The inverse: int8 [N, K] codes in [-8, 7] -> int8 [N, K / 2] (even k in the low nibble).
+at::Tensor PackInt4(const at::Tensor& q);
 // q * scale + zero_point per group, in float32, rounded once to `dtype`. torchao has no CPU
 // dequantize for Int4Tensor (its matmul is CUDA-only mslk), so this is quantserve's choice.
 at::Tensor DequantizeInt4Plain(const QuantizedState& state, int64_t group_size,

@@ -24,6 +24,7 @@
 #include "quant/methods/awq/awq_linear.h"
 #include "quant/methods/awq/awq_quantizer.h"
 #include "tests/quant/prequant_testing.h"
+#include "quant/quantized_linear.h"
 
 namespace quantserve::quant {
 namespace {
@@ -122,11 +123,11 @@ TEST_P(AwqPrequantTest, SaveAndReloadIsIdentical) {
   auto reloaded = LoadModelDir(o.output_dir, "", "float32");
   ASSERT_TRUE(reloaded.ok()) << reloaded.status();
   TensorMap before;
-  for (const auto& p : loaded->causal_lm->NamedParameters()) before.emplace(p.name, *p.slot.tensor);
-  for (const auto& p : reloaded->causal_lm->NamedParameters()) {
-    auto it = before.find(p.name);
-    ASSERT_NE(it, before.end()) << p.name;
-    EXPECT_TRUE(BitEqual(it->second, *p.slot.tensor)) << p.name;
+  for (auto& [name, t] : quant::ResidentParameters(*loaded->causal_lm)) before.emplace(name, t);
+  for (const auto& [name, t] : quant::ResidentParameters(*reloaded->causal_lm)) {
+    auto it = before.find(name);
+    ASSERT_NE(it, before.end()) << name;
+    EXPECT_TRUE(BitEqual(it->second, t)) << name;
   }
   nlohmann::json one = nlohmann::json::array({testing::QuantWindows()["windows"][0]});
   EXPECT_TRUE(at::equal(testing::TargetLogprobs(*loaded->causal_lm, one),

@@ -24,6 +24,7 @@
 #include "quant/methods/bitsandbytes/bitsandbytes_linear.h"
 #include "quant/methods/bitsandbytes/bitsandbytes_quantizer.h"
 #include "tests/quant/prequant_testing.h"
+#include "quant/quantized_linear.h"
 
 namespace quantserve::quant {
 namespace {
@@ -137,12 +138,12 @@ TEST_P(BnbPrequantTest, PrequantizedSaveAndReload) {
   auto reloaded = testing::SaveAndReload(*loaded, dir, "bnb_resave_" + GetParam());
   ASSERT_TRUE(reloaded.ok()) << reloaded.status();
   TensorMap before;
-  for (const auto& p : loaded->causal_lm->NamedParameters()) before.emplace(p.name, *p.slot.tensor);
+  for (auto& [name, t] : quant::ResidentParameters(*loaded->causal_lm)) before.emplace(name, t);
   int compared = 0;
-  for (const auto& p : reloaded->causal_lm->NamedParameters()) {
-    auto it = before.find(p.name);
-    ASSERT_NE(it, before.end()) << p.name;
-    EXPECT_TRUE(BitEqual(it->second, *p.slot.tensor)) << p.name;
+  for (const auto& [name, t] : quant::ResidentParameters(*reloaded->causal_lm)) {
+    auto it = before.find(name);
+    ASSERT_NE(it, before.end()) << name;
+    EXPECT_TRUE(BitEqual(it->second, t)) << name;
     ++compared;
   }
   EXPECT_EQ(compared, static_cast<int>(before.size()));
@@ -165,8 +166,9 @@ TEST(BnbPrequantConfigTest, BlocksizeComesFromTheQuantState) {
   EXPECT_NE(JsonOf(m->quant_state).find("\"blocksize\": 128"), std::string::npos);
   // bnb's CPU dequantization with blocksize 128 (the fixture's own bnb run gives the same
   // logprobs, see MatchesTransformersPrequantizedLoad/nf4_blocksize128).
-  at::Tensor want = bnb::Dequantize4bit(m->weight, m->absmax, bnb::FourBitCpuLut(bnb::FourBitType::kNf4),
-                                        128, {256, 256}, at::kFloat);
+  at::Tensor want = bnb::Dequantize4bit(m->Resident(m->weight), m->absmax,
+                                        bnb::FourBitCpuLut(bnb::FourBitType::kNf4), 128,
+                                        {256, 256}, at::kFloat);
   EXPECT_TRUE(BitEqual(m->Dequantize(), want));
 }
 

@@ -13,6 +13,7 @@
 #include "quant/linear_quantizer.h"
 #include "quant/methods/compressed_tensors/compressed_tensors_linear.h"
 #include "tests/quant/prequant_testing.h"
+#include "quant/quantized_linear.h"
 
 namespace quantserve::quant {
 namespace {
@@ -60,15 +61,14 @@ TEST_P(CompressedTensorsPrequantCaseTest, SaveAndReloadIsIdentical) {
   // Every tensor as loaded from the library's checkpoint (so the saved files hold the
   // library's bytes), dtype included.
   std::map<std::string, at::Tensor> before;
-  for (const auto& p : model->causal_lm->NamedParameters()) before[p.name] = *p.slot.tensor;
+  for (auto& [name, t] : quant::ResidentParameters(*model->causal_lm)) before[name] = t;
   int compared = 0;
-  for (const auto& p : reloaded->causal_lm->NamedParameters()) {
-    ASSERT_TRUE(before.count(p.name)) << p.name;
-    const at::Tensor& a = before[p.name];
-    const at::Tensor& b = *p.slot.tensor;
-    ASSERT_EQ(a.scalar_type(), b.scalar_type()) << p.name;
-    ASSERT_EQ(a.sizes(), b.sizes()) << p.name;
-    EXPECT_TRUE(at::equal(a.view(at::kByte), b.view(at::kByte))) << p.name;
+  for (const auto& [name, b] : quant::ResidentParameters(*reloaded->causal_lm)) {
+    ASSERT_TRUE(before.count(name)) << name;
+    const at::Tensor& a = before[name];
+    ASSERT_EQ(a.scalar_type(), b.scalar_type()) << name;
+    ASSERT_EQ(a.sizes(), b.sizes()) << name;
+    EXPECT_TRUE(at::equal(a.view(at::kByte), b.view(at::kByte))) << name;
     ++compared;
   }
   EXPECT_EQ(compared, static_cast<int>(before.size()));

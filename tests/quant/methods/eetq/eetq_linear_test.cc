@@ -87,13 +87,15 @@ TEST(EetqLinearTest, StateHasEetqNamesShapesAndDtypes) {
   EXPECT_EQ(lin.weight.scalar_type(), at::kChar);
   EXPECT_EQ(lin.weight_scales.sizes(), (std::vector<int64_t>{128}));
   EXPECT_EQ(lin.weight_scales.scalar_type(), at::kHalf);
-  // int8 [64,128] + f16 scales [128] (+ bias once loaded), plus the CPU kernel's packed copy
-  // (int8 [128, 64] + f32 scales [128]).
+  // f16 scales [128] (+ bias once loaded) and the CPU kernel's packed copy (int8 [128, 64] +
+  // f32 scales [128]); the serialized int8 [64, 128] is the kernel's codes transposed, rebuilt
+  // on demand, not held.
   lin.bias = at::zeros({128}, at::kHalf);
   ASSERT_NE(lin.packed_weight(), nullptr);
   EXPECT_EQ(lin.packed_weight()->bytes(), 64 * 128 + 128 * 4);
-  EXPECT_EQ(lin.memory_footprint_bytes(),
-            64 * 128 + 128 * 2 + 128 * 2 + lin.packed_weight()->bytes());
+  EXPECT_EQ(lin.released_bytes(), 64 * 128);
+  EXPECT_TRUE(lin.weight.is_meta());
+  EXPECT_EQ(lin.memory_footprint_bytes(), 128 * 2 + 128 * 2 + lin.packed_weight()->bytes());
 }
 
 TEST(EetqLinearTest, DequantizeAndForwardUseTheFloat16Scale) {
@@ -103,7 +105,8 @@ TEST(EetqLinearTest, DequantizeAndForwardUseTheFloat16Scale) {
   at::Tensor deq = lin.Dequantize();
   EXPECT_EQ(deq.scalar_type(), at::kFloat);
   EXPECT_TRUE(at::equal(
-      deq, lin.weight.t().to(at::kFloat) * lin.weight_scales.to(at::kFloat).unsqueeze(1)));
+      deq, lin.Resident(lin.weight).t().to(at::kFloat) *
+               lin.weight_scales.to(at::kFloat).unsqueeze(1)));
   // Half a step, except the absmax element: 128 steps clamp to 127 (one full step).
   EXPECT_LE((deq - w).abs().max().item<float>(),
             (w.abs().amax(1) / 128).max().item<float>() * 1.1f);
@@ -121,7 +124,7 @@ TEST(EetqLinearTest, QuantizesTheWeightInTheComputeDtype) {
   at::Tensor w = at::randn({64, 64});
   ASSERT_TRUE(lin.QuantizeWeight(w, LoadTarget{}).ok());
   auto [q, s] = EetqQuantizeRef(w.to(at::kHalf));
-  EXPECT_TRUE(at::equal(lin.weight, q));
+  EXPECT_TRUE(at::equal(lin.Resident(lin.weight), q));
   EXPECT_TRUE(at::equal(lin.weight_scales, s));
   at::Tensor deq = lin.Dequantize();
   EXPECT_EQ(deq.scalar_type(), at::kHalf);

@@ -59,7 +59,7 @@ TEST(EetqPrequantTest, MatchesTransformersPrequantizedLoad) {
   const TensorMap checkpoint = ReadTensors(dir + "/model.safetensors");
   auto plain = EetqUnpreprocessSm80(checkpoint.at(std::string(kQProj) + ".weight"));
   ASSERT_TRUE(plain.ok()) << plain.status();
-  EXPECT_TRUE(BitEqual(linear->weight, *plain));
+  EXPECT_TRUE(BitEqual(linear->Resident(linear->weight), *plain));
   const double diff = testing::ExpectMatchesLibrary(*loaded, ref);
   std::cout << "[eetq prequant] default: max |dlogprob| vs transformers " << diff << " (atol "
             << ref["logprob_atol"] << "), load " << loaded->seconds << " s\n";

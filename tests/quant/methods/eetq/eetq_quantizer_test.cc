@@ -67,11 +67,12 @@ TEST_P(EetqCaseTest, MatchesTheReference) {
 
   // transformers' get_memory_footprint counts buffers too (the rotary inv_freq pair, 256 bytes);
   // ours counts parameters and quantization state only.
-  // Ours also counts the packed copies the CPU kernels read (runtime state).
+  // Ours also counts the packed copies the CPU kernels read (runtime state), less the
+  // serialized codes they replace (released_bytes).
   int64_t packed = 0;
   for (const auto& module : quantizer->converted_modules()) {
-    const ::quantserve::quant::kernels::PackedWeight* pw = quantizer->converted_module(module)->packed_weight();
-    if (pw != nullptr) packed += pw->bytes();
+    const auto* m = quantizer->converted_module(module);
+    if (m->packed_weight() != nullptr) packed += m->packed_weight()->bytes() - m->released_bytes();
   }
   EXPECT_EQ(loaded->memory_footprint_bytes - packed,
             ref["memory_footprint_bytes"].get<int64_t>() - ref["buffer_bytes"].get<int64_t>());

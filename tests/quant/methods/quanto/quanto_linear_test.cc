@@ -15,6 +15,7 @@
 #include "common/env.h"
 #include "loader/load_pipeline.h"
 #include "tests/quant/quant_testing.h"
+#include "quant/quantized_linear.h"
 
 namespace quantserve::quant {
 namespace {
@@ -93,7 +94,7 @@ TEST(QuantoLinearTest, MatchesOptimumQuantoEdgeModules) {
     if (!a.empty()) m->input_scale = t.at(name + ".input_scale");
     // The whole state_dict, nothing more, nothing less.
     std::map<std::string, at::Tensor> ours;
-    for (const auto& p : m->NamedParameters()) ours.emplace(p.name, *p.slot.tensor);
+    for (auto& [pname, t] : ResidentParameters(*m)) ours.emplace(pname, t);
     int state = 0;
     for (const auto& [key, want] : t) {
       if (key.rfind(name + ".", 0) != 0) continue;
@@ -131,7 +132,9 @@ TEST(QuantoLinearTest, MatchesOptimumQuantoEdgeModules) {
     if (name == "bf16_int8") {
       EXPECT_EQ(m->kernel_name(), packed != nullptr ? packed->name() : "qbytes_mm_w8a32_quanto");
     }
-    EXPECT_EQ(m->memory_footprint_bytes() - (packed != nullptr ? packed->bytes() : 0), [&] {
+    EXPECT_EQ(m->memory_footprint_bytes() - (packed != nullptr ? packed->bytes() : 0) +
+                  m->released_bytes(),
+              [&] {
       int64_t n = 0;
       for (const auto& [k, v] : ours) n += v.numel() * v.element_size();
       return n;

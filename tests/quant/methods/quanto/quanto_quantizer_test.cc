@@ -18,6 +18,7 @@
 #include "models/llama.h"
 #include "quant/methods/quanto/quanto_linear.h"
 #include "tests/quant/quant_testing.h"
+#include "quant/quantized_linear.h"
 
 namespace quantserve::quant {
 namespace {
@@ -105,7 +106,7 @@ TEST_P(QuantoCaseTest, MatchesOptimumQuanto) {
   auto state = loader::ReadSafetensorsFile(common::Env::Default(), dir + "/reference.safetensors");
   ASSERT_TRUE(state.ok()) << state.status();
   std::map<std::string, at::Tensor> params;
-  for (const auto& p : model.NamedParameters()) params.emplace(p.name, *p.slot.tensor);
+  for (auto& [name, t] : quant::ResidentParameters(model)) params.emplace(name, t);
   double worst_scale = 0;
   for (const auto& [name, want] : *state) {
     auto it = params.find(name);
@@ -178,11 +179,12 @@ TEST_P(QuantoCaseTest, MatchesOptimumQuanto) {
   // model's state_dict (tied embedding once). transformers' get_memory_footprint instead
   // counts each frozen quanto weight as N*K elements of the float dtype (a QTensor's
   // nelement() * element_size()) plus the RoPE buffers inv_freq/original_inv_freq.
-  // Plus, in ours, the packed copies the CPU kernels read (runtime state).
+  // Plus, in ours, the packed copies the CPU kernels read (runtime state), less the
+  // serialized codes they replace (released_bytes).
   int64_t packed = 0;
   for (const auto& name : q->converted_modules()) {
-    const ::quantserve::quant::kernels::PackedWeight* pw = q->converted_module(name)->packed_weight();
-    if (pw != nullptr) packed += pw->bytes();
+    const auto* m = q->converted_module(name);
+    if (m->packed_weight() != nullptr) packed += m->packed_weight()->bytes() - m->released_bytes();
   }
   EXPECT_EQ(loaded->memory_footprint_bytes - packed, ref["state_bytes"].get<int64_t>());
   int64_t float_weights = 0;

@@ -129,11 +129,12 @@ TEST_P(TorchAoCaseTest, MatchesTorchao) {
   // Footprint: the bytes torchao's tensors actually hold (each parameter once plus every
   // qdata/scale/zero_point). transformers' get_memory_footprint reports more: it counts a
   // torchao weight at its wrapper's float shape and dtype (and adds the rotary buffers).
-  // Our footprint also counts the packed copies the CPU kernels read (runtime state).
+  // Our footprint also counts the packed copies the CPU kernels read (runtime state), and
+  // not the serialized codes they replace (released_bytes).
   int64_t packed = 0;
   for (const auto& name : ours) {
-    const ::quantserve::quant::kernels::PackedWeight* p = q->converted_module(name)->packed_weight();
-    if (p != nullptr) packed += p->bytes();
+    const auto* m = q->converted_module(name);
+    if (m->packed_weight() != nullptr) packed += m->packed_weight()->bytes() - m->released_bytes();
   }
   EXPECT_EQ(loaded->memory_footprint_bytes - packed,
             ref["quantized_state_bytes"].get<int64_t>());
