@@ -103,20 +103,24 @@ int main(int argc, char** argv) {
             {"dense bf16 " + qk::DenseKernelName(wb),
              [&] { return qk::DenseLinear(x.to(at::kBFloat16), wb, at::Tensor()); }, {}},
             {"dense fp32 at::linear", [&] { return at::linear(x.to(at::kFloat), wf); }, {}},
-            {"aten_weight_int8pack_mm", [&] { return aten8->Matmul(x); }, {}},
             {"int8_q16_avx2", [&] { return ours8->Matmul(x); }, {}},
+            // Last: OpenMP's spinning workers would slow the candidate after it (see below).
+            {"aten_weight_int8pack_mm", [&] { return aten8->Matmul(x); }, {}},
         };
         Race("int8 " + tag, c, rounds);
         std::vector<Candidate> c4 = {
             {"dense bf16 at::linear", [&] { return at::linear(x.to(at::kBFloat16), wb); }, {}}};
         std::vector<std::unique_ptr<qk::PackedWeight>> keep;
+        // LibTorch's int4 kernel runs on OpenMP, whose workers spin after it and take a CPU
+        // from whatever runs next: its candidates go last, after a dense one, not before ours.
+        std::vector<Candidate> aten4;
         for (int64_t g : {32, 64, 128, 256}) {
           const qk::Lut4Weight w = lut4(true, g);
           keep.push_back(Must(qk::internal::PackLut4Cpu(w, CpuPackOptions{CpuKernel::kAten, 4})));
           keep.push_back(Must(qk::internal::PackLut4Cpu(w, CpuPackOptions{CpuKernel::kAvx2, 4})));
           const qk::PackedWeight* a = keep[keep.size() - 2].get();
           const qk::PackedWeight* o = keep.back().get();
-          c4.push_back({"aten_int4pack g" + std::to_string(g), [a, &x] { return a->Matmul(x); }, {}});
+          aten4.push_back({"aten_int4pack g" + std::to_string(g), [a, &x] { return a->Matmul(x); }, {}});
           c4.push_back({"lut4_q16_avx2 affine g" + std::to_string(g),
                         [o, &x] { return o->Matmul(x); }, {}});
           if (avx512) {
@@ -143,6 +147,7 @@ int main(int argc, char** argv) {
                           [o, &x] { return o->Matmul(x); }, {}});
           }
         }
+        for (Candidate& a : aten4) c4.push_back(std::move(a));
         Race("4-bit " + tag, c4, rounds);
       }
     }

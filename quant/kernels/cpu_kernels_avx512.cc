@@ -125,11 +125,20 @@ void Lut4Q16Rows512(const Lut4Layout& w, const Q16PairRows& x, const float* xg, 
   const bool tail = (kp / kLut4Chunk) % 2 != 0;
   const int64_t groups = w.k / w.group_size;
   const __m512i mask = _mm512_set1_epi16(0x0F);
-  __m512i table = _mm512_setzero_si512();
+  // Tables: the low and high bytes of the 16 int16 entries, for byte lookups (vpshufb; vpermw
+  // on words is several times slower on Zen 4).
+  const __m512i nibbles = _mm512_set1_epi8(0x0F);
+  constexpr __mmask64 kOddBytes = 0xAAAAAAAAAAAAAAAAull;
+  __m512i table_lo = _mm512_setzero_si512(), table_hi = _mm512_setzero_si512();
   if constexpr (!kAffine) {
-    alignas(64) int16_t t[32];
-    for (int i = 0; i < 32; ++i) t[i] = w.table[i % 16];
-    table = _mm512_load_si512(t);
+    alignas(16) uint8_t lo[16], hi[16];
+    for (int i = 0; i < 16; ++i) {
+      const uint16_t v = static_cast<uint16_t>(w.table[i]);
+      lo[i] = static_cast<uint8_t>(v & 0xFF);
+      hi[i] = static_cast<uint8_t>(v >> 8);
+    }
+    table_lo = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(lo)));
+    table_hi = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(hi)));
   }
   const __m512i kHalves = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
   const __m512i kBlocks02 = _mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0);
@@ -143,12 +152,27 @@ void Lut4Q16Rows512(const Lut4Layout& w, const Q16PairRows& x, const float* xg, 
       const uint8_t* p = row + c * (kLut4Pair / 2);
       _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetch512), _MM_HINT_T0);
       const __m512i v = LoadPair(p, c < pairs);
-      __m512i cv[4] = {_mm512_and_si512(v, mask),
-                       _mm512_and_si512(_mm512_srli_epi16(v, 4), mask),
-                       _mm512_and_si512(_mm512_srli_epi16(v, 8), mask),
-                       _mm512_srli_epi16(v, 12)};
-      if constexpr (!kAffine) {
-        for (int i = 0; i < 4; ++i) cv[i] = _mm512_permutexvar_epi16(cv[i], table);
+      // cv[i]: word j holds the code (affine) or table value at bits 4i..4i+3 of word j.
+      __m512i cv[4];
+      if constexpr (kAffine) {
+        cv[0] = _mm512_and_si512(v, mask);
+        cv[1] = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
+        cv[2] = _mm512_and_si512(_mm512_srli_epi16(v, 8), mask);
+        cv[3] = _mm512_srli_epi16(v, 12);
+      } else {
+        // Bytes of word j: a = (bits 0-3, bits 8-11), b = (bits 4-7, bits 12-15); each
+        // nibble looked up in both byte tables, then the even bytes' values and the odd
+        // bytes' values reassembled into words.
+        const __m512i a = _mm512_and_si512(v, nibbles);
+        const __m512i b = _mm512_and_si512(_mm512_srli_epi16(v, 4), nibbles);
+        const __m512i a_lo = _mm512_shuffle_epi8(table_lo, a);
+        const __m512i a_hi = _mm512_shuffle_epi8(table_hi, a);
+        const __m512i b_lo = _mm512_shuffle_epi8(table_lo, b);
+        const __m512i b_hi = _mm512_shuffle_epi8(table_hi, b);
+        cv[0] = _mm512_mask_blend_epi8(kOddBytes, a_lo, _mm512_slli_epi16(a_hi, 8));
+        cv[1] = _mm512_mask_blend_epi8(kOddBytes, b_lo, _mm512_slli_epi16(b_hi, 8));
+        cv[2] = _mm512_mask_blend_epi8(kOddBytes, _mm512_srli_epi16(a_lo, 8), a_hi);
+        cv[3] = _mm512_mask_blend_epi8(kOddBytes, _mm512_srli_epi16(b_lo, 8), b_hi);
       }
       // Lanes 0-7 of the A sums are block 4c, lanes 8-15 block 4c+2; B: 4c+1 and 4c+3.
       __m512 sa, sb;

@@ -102,6 +102,9 @@ at::Tensor DequantizeQ16(const Q16Input& q, int64_t k);
 // The integer kernels multiply by round(lut * s) / s with s = Q16TableScale(lut): 1 for the
 // affine table 0..15 (exact), else 16383 / max |lut| (NF4: within 3.1e-5 of each value).
 float Q16TableScale(const std::array<float, 16>& lut);
+// Whether PackLut4 prefers the AVX-512 q16 kernel to the AVX2 one (where the CPU has both) for
+// an affine (0..15) or value table with this group size.
+bool Lut4Avx512Wins(bool affine, int64_t group_size);
 // The int8-activation kernels' table scale: 1 for the affine table, else 127 / max |lut|, and
 // the float table they multiply by: round(lut * s) / s.
 float Q8TableScale(const std::array<float, 16>& lut);

@@ -173,6 +173,14 @@ int ParallelForThreads(int64_t tasks) {
   return static_cast<int>(ids.size());
 }
 
+bool Lut4Avx512Wins(bool affine, int64_t group_size) {
+  // Measured in the model (qs_decode_bench A/B on Zen 4, bench/RESULTS.md section 11): value
+  // tables (NF4/FP4) with groups of 64+ decode ~11% faster on AVX-512 (byte lookups, one load
+  // per 128 codes); affine tables decode ~18% faster on AVX2 even where the single-layer
+  // kernel bench favours AVX-512 (groups of 128: 0.18 vs 0.20 ms), so they stay on AVX2.
+  return !affine && group_size % kLut4Chunk == 0;
+}
+
 float Q16TableScale(const std::array<float, 16>& lut) {
   // Largest int16 table value: four products of it with a q16 code (|q| <= 32767) fit an
   // int32 lane, which is what one 64-column chunk adds up per lane before converting to float.
@@ -763,10 +771,7 @@ absl::StatusOr<std::unique_ptr<PackedWeight>> PackLut4Cpu(const Lut4Weight& w,
     }
     CpuKernel level = CpuKernel::kScalar;
     if (options.kernel != CpuKernel::kScalar && HasAvx2Fma()) level = CpuKernel::kAvx2;
-    // The AVX-512 kernel wins (bench/kernels_bench on Zen 4: ~10-20%) only where one scale
-    // covers a whole 128-column load; with groups of 64 its scale shuffles, and for tables its
-    // vpermw, cost more than the halved instruction count saves, so those stay on AVX2.
-    const bool avx512_wins = Q16TableScale(w.lut) == 1.f && w.group_size % kLut4Pair == 0;
+    const bool avx512_wins = Lut4Avx512Wins(Q16TableScale(w.lut) == 1.f, w.group_size);
     if (HasAvx2Fma() && HasAvx512Vnni() &&
         (options.kernel == CpuKernel::kAvx512 ||
          (options.kernel == CpuKernel::kAuto && avx512_wins))) {

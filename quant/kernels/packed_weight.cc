@@ -197,7 +197,8 @@ at::Tensor Int8RowwiseMatmulRef(const Int8RowwiseWeight& w, const at::Tensor& x)
 }
 
 std::string CpuKernelLevel() {
-  // The integer kernels are AVX2; only the dense bf16 GEMV has an AVX-512 (BF16) variant.
+  // The integer kernels need AVX2 (their AVX-512 VNNI variants are named per layer, see
+  // CpuLut4KernelName); "+avx512bf16" says the dense bf16 GEMV and prefill tiles use native bf16.
   if (internal::HasAvx2Fma()) return internal::HasNativeBf16() ? "avx2+avx512bf16" : "avx2";
   return "scalar";
 }
@@ -208,7 +209,7 @@ std::string CpuLut4KernelName(bool affine, int64_t group_size, int activation_bi
     return internal::HasAvx2Fma() ? "lut4_q8_avx512" : "lut4_q8_scalar";
   }
   if (!internal::HasAvx2Fma()) return "lut4_q16_scalar";
-  return internal::HasAvx512Vnni() && affine && group_size % internal::kLut4Pair == 0
+  return internal::HasAvx512Vnni() && internal::Lut4Avx512Wins(affine, group_size)
              ? "lut4_q16_avx512"
              : "lut4_q16_avx2";
 }

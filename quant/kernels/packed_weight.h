@@ -109,7 +109,8 @@ std::string CpuKernelLevel();
 
 // The 4-bit kernel PackLut4 picks on this CPU for the shapes it packs (K and group_size
 // multiples of 32): "lut4_q8_avx512" (activation_bits 8, group_size a multiple of 64, VNNI),
-// "lut4_q16_avx512" (affine table, group_size a multiple of 128), "lut4_q16_avx2" or
+// "lut4_q16_avx512" (AVX-512 VNNI, a value table such as NF4 and group_size a multiple of 64),
+// "lut4_q16_avx2" or
 // "lut4_q16_scalar".
 std::string CpuLut4KernelName(bool affine, int64_t group_size, int activation_bits = 16);
 
