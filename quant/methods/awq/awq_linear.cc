@@ -10,6 +10,7 @@
 #include "common/status_macros.h"
 #include "common/torch_status.h"
 #include "models/layers.h"
+#include "quant/bit_packing.h"
 #include "quant/kernels/packed_weight.h"
 
 namespace quantserve::quant {
@@ -27,15 +28,6 @@ at::Tensor UnpackNibbles(const at::Tensor& packed) {
 
 // The inverse of kAwqReverse.
 constexpr int64_t kAwqOrder[8] = {0, 2, 4, 6, 1, 3, 5, 7};
-
-// The inverse of UnpackNibbles: [R, 8C] values 0..15 -> [R, C] int32 words.
-at::Tensor PackNibbles(const at::Tensor& values) {
-  const at::Tensor shifts = at::arange(0, 32, 4, values.options().dtype(at::kLong));
-  const at::Tensor v = values.to(at::kLong).reshape({values.size(0), -1, 8});
-  at::Tensor words = at::bitwise_left_shift(v, shifts).sum(-1);  // < 2^32, exact in int64
-  words = at::where(words >= (int64_t{1} << 31), words - (int64_t{1} << 32), words);
-  return words.to(at::kInt);
-}
 
 // Permutes the last dimension in groups of 8: column c takes (c / 8) * 8 + order[c % 8].
 at::Tensor PermuteInEights(const at::Tensor& unpacked, const int64_t (&order)[8]) {
@@ -234,7 +226,8 @@ absl::Status AwqLinear::PackForCpu(const std::string& name, const c10::Device& d
   // Dequantize needs it.
   return common::TorchCall("awq: dropping the serialized codes", [&] {
     ReleaseToPacked(&qweight, [gemm = awq_.packing == AwqPacking::kGemm](const at::Tensor& codes) {
-      return gemm ? PackNibbles(PermuteInEights(codes.t(), kAwqOrder)) : PackNibbles(codes);
+      // The inverse of UnpackCodes: nibbles back into words (and the GEMM interleave).
+      return PackNibblesToInt32(gemm ? PermuteInEights(codes.t(), kAwqOrder) : codes);
     });
   });
 }

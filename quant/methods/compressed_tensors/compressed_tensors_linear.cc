@@ -9,6 +9,7 @@
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
 #include "common/torch_status.h"
+#include "quant/bit_packing.h"
 #include "quant/kernels/packed_weight.h"
 
 namespace quantserve::quant {
@@ -86,16 +87,6 @@ at::Tensor UnpackRows(const at::Tensor& packed, int64_t bits, int64_t cols) {
   at::Tensor hi = p.index_select(1, word + 1).bitwise_left_shift(32 - off);
   at::Tensor v = lo.bitwise_or(hi).bitwise_and((int64_t{1} << bits) - 1);
   return (v - (int64_t{1} << (bits - 1))).to(at::kChar);
-}
-
-// The inverse of UnpackRows for 4 bits (eight fields per word, none straddling): unsigned
-// fields [rows, cols] (code + 8), cols a multiple of 8 -> int32 [rows, cols / 8].
-at::Tensor PackNibbleRows(const at::Tensor& fields) {
-  const at::Tensor shifts = at::arange(0, 32, 4, at::kLong);
-  const at::Tensor v = fields.to(at::kLong).reshape({fields.size(0), -1, 8});
-  at::Tensor words = at::bitwise_left_shift(v, shifts).sum(-1);  // < 2^32, exact in int64
-  words = at::where(words >= (int64_t{1} << 31), words - (int64_t{1} << 32), words);
-  return words.to(at::kInt);
 }
 
 // `t` [a, b] (a per-strategy scale or zero point) broadcast to the weight's [rows, cols].
@@ -463,7 +454,8 @@ absl::Status CompressedTensorsLinear::PackForCpu(const std::string& name,
   // when Save or Dequantize needs them.
   return common::TorchCall("compressed-tensors: dropping the serialized codes", [&] {
     if (ct_.format == "pack-quantized") {
-      ReleaseToPacked(&weight_packed, PackNibbleRows);
+      // The inverse of UnpackRows for 4 bits: the kernel's codes are the fields (code + 8).
+      ReleaseToPacked(&weight_packed, PackNibblesToInt32);
     } else if (weight.is_same(codes_)) {
       codes_ = at::Tensor();
       if (!ReleaseToPacked(&weight, [dtype = weight.scalar_type()](const at::Tensor& codes) {
