@@ -60,6 +60,20 @@ struct Lut4Layout {
   int64_t group_size = 0;
 };
 
+// The low and high bytes of the 16 int16 table entries, as the two 16-byte tables the vector
+// kernels look codes up in with pshufb.
+struct Lut4TableBytes {
+  alignas(16) uint8_t lo[16];
+  alignas(16) uint8_t hi[16];
+  explicit Lut4TableBytes(const int16_t* table) {
+    for (int i = 0; i < 16; ++i) {
+      const uint16_t v = static_cast<uint16_t>(table[i]);
+      lo[i] = static_cast<uint8_t>(v & 0xFF);
+      hi[i] = static_cast<uint8_t>(v >> 8);
+    }
+  }
+};
+
 // y[m, n] (n in [n0, n1), m < rows) = sum_k x[m, k] * w[n, k] with x given as q16 rows.
 // xg[m, g] is the sum of row m's group g as quantized (Q16 bsum summed per group); used only
 // with an offset. y has row stride ldy.

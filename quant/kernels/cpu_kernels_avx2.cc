@@ -82,14 +82,9 @@ void Lut4Q16Rows(const Lut4Layout& w, const Q16Rows& x, const float* xg, float* 
   const int64_t groups = w.k / w.group_size;
   __m256i table_lo = _mm256_setzero_si256(), table_hi = _mm256_setzero_si256();
   if constexpr (!kAffine) {
-    alignas(16) uint8_t lo[16], hi[16];
-    for (int i = 0; i < 16; ++i) {
-      const uint16_t v = static_cast<uint16_t>(w.table[i]);
-      lo[i] = static_cast<uint8_t>(v & 0xFF);
-      hi[i] = static_cast<uint8_t>(v >> 8);
-    }
-    table_lo = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(lo)));
-    table_hi = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(hi)));
+    const Lut4TableBytes t(w.table);
+    table_lo = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(t.lo)));
+    table_hi = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(t.hi)));
   }
   for (int64_t n = n0; n < n1; ++n) {
     const uint8_t* row = w.packed + n * (x.kp / 2);

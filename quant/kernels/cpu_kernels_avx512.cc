@@ -131,14 +131,9 @@ void Lut4Q16Rows512(const Lut4Layout& w, const Q16PairRows& x, const float* xg, 
   constexpr __mmask64 kOddBytes = 0xAAAAAAAAAAAAAAAAull;
   __m512i table_lo = _mm512_setzero_si512(), table_hi = _mm512_setzero_si512();
   if constexpr (!kAffine) {
-    alignas(16) uint8_t lo[16], hi[16];
-    for (int i = 0; i < 16; ++i) {
-      const uint16_t v = static_cast<uint16_t>(w.table[i]);
-      lo[i] = static_cast<uint8_t>(v & 0xFF);
-      hi[i] = static_cast<uint8_t>(v >> 8);
-    }
-    table_lo = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(lo)));
-    table_hi = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(hi)));
+    const Lut4TableBytes t(w.table);
+    table_lo = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(t.lo)));
+    table_hi = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(t.hi)));
   }
   const __m512i kHalves = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
   const __m512i kBlocks02 = _mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0);
